@@ -1,0 +1,3 @@
+"""LoRaWAN Join Server daemon."""
+
+__version__ = "0.1.0"

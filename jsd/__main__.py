@@ -1,0 +1,5 @@
+"""`python -m jsd` runs the CLI."""
+
+from jsd_cli import main
+
+main()
