@@ -1,0 +1,55 @@
+"""The ``jsd`` command: serve the daemon, prepare the HSM, and (operator only) manage NSs and devices.
+
+Commands import the daemon lazily so ``jsd --help`` stays fast. Secrets (PINs, keys, tokens) are read from
+files or standard input, never from the command line, where other users could read them in ``ps``.
+"""
+
+from __future__ import annotations
+
+import click
+
+from jsd_cli import local
+
+
+@click.group()
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, exists=True),
+    envvar="JSD_CONFIG",
+    help="TOML configuration file (JSD_* environment variables override it).",
+)
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None) -> None:
+    """LoRaWAN Join Server with a PKCS#11 HSM."""
+    ctx.obj = local.Context(config_path)
+
+
+@main.command()
+@click.option("--host", help="Listen address (server.host).")
+@click.option("--port", type=int, help="Listen port (server.port).")
+@click.option("--workers", type=click.IntRange(1, 64), help="Worker processes (server.workers).")
+@click.pass_obj
+def serve(obj: local.Context, host: str | None, port: int | None, workers: int | None) -> None:
+    """Run the Join Server (LBI 1.0 over HTTP); the embedded default is created on first start."""
+    from jsd.serve import serve as run
+
+    settings = obj.settings()
+    changes = {"server__host": host, "server__port": port, "server__workers": workers}
+    settings = settings.replace(**{k: v for k, v in changes.items() if v is not None})
+    run(settings)
+
+
+main.add_command(local.hsm)
+main.add_command(local.ns)
+main.add_command(local.device)
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})
+@click.pass_context
+def sim(ctx: click.Context) -> None:
+    """Simulated devices and network server (see `jsd sim --help`)."""
+    from jsd_cli.sim import sim as sim_group
+
+    sim_group.main(args=ctx.args, prog_name="jsd sim", standalone_mode=True)

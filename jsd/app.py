@@ -1,0 +1,91 @@
+"""Composition root: builds the aiohttp application from settings; one cleanup context per resource.
+
+Order of setup (teardown mirrors it): database engine and registry, HSM session, join service, the HTTP
+client for asynchronous answers. aiohttp runs a cleanup only when its setup finished.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+
+from jsd.config import Settings, database_url
+from jsd.hsm import Hsm, HsmSettings, Pin, load_pin
+from jsd.join import JoinPolicy, JoinService
+from jsd.lbi import handlers
+from jsd.registry import Registry, create_engine
+
+REGISTRY = web.AppKey("registry", Registry)
+HSM = web.AppKey("hsm", Hsm)
+SETTINGS = web.AppKey("settings", Settings)
+
+
+def softhsm_module() -> str:
+    """The SoftHSM2 module of this machine (the bootstrap script exports JSD_HSM_MODULE)."""
+    candidates = [
+        os.environ.get("JSD_HSM_MODULE", ""),
+        "/usr/lib/softhsm/libsofthsm2.so",
+        "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+        "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+        "/usr/local/lib/softhsm/libsofthsm2.so",
+    ]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            return candidate
+    raise FileNotFoundError("SoftHSM2 is not installed: sudo apt-get install -y softhsm2")
+
+
+def hsm_settings(settings: Settings) -> HsmSettings:
+    """Module, token and PIN; the embedded default keeps its SoftHSM2 config and PIN in the state dir."""
+    module = settings.get("hsm", "module") or softhsm_module()
+    state = settings.state_dir
+    embedded = not settings.get("hsm", "module")
+    conf = settings.get("hsm", "softhsm_conf") or (str(state / "softhsm2.conf") if embedded else "")
+    if conf:
+        os.environ["SOFTHSM2_CONF"] = conf
+    pin_file = settings.get("hsm", "pin_file") or (str(state / "hsm-pin") if embedded else None)
+    pin: Pin = load_pin("JSD_HSM_PIN", pin_file if pin_file and Path(pin_file).exists() else None)
+    return HsmSettings(module=module, token_label=settings.get("hsm", "token_label"), pin=pin)
+
+
+def join_policy(settings: Settings) -> JoinPolicy:
+    return JoinPolicy(
+        join_euis=tuple(settings.get("join", "join_euis")),
+        dev_nonce_history=settings.get("join", "dev_nonce_history"),
+        lifetime=settings.get("join", "lifetime"),
+        nonce_retries=settings.get("join", "nonce_retries"),
+    )
+
+
+def build_app(settings: Settings) -> web.Application:
+    """The LBI application; the database must already be migrated (``jsd serve`` does it once)."""
+    app = web.Application(client_max_size=settings.get("server", "max_body_bytes"))
+    app[SETTINGS] = settings
+    app[handlers.MAX_BODY] = settings.get("server", "max_body_bytes")
+
+    async def registry_ctx(app: web.Application) -> AsyncIterator[None]:
+        engine = create_engine(database_url(settings))
+        app[REGISTRY] = Registry(engine)
+        yield
+        await engine.dispose()
+
+    async def hsm_ctx(app: web.Application) -> AsyncIterator[None]:
+        hsm = await Hsm.open(hsm_settings(settings))
+        app[HSM] = hsm
+        yield
+        await hsm.aclose()
+
+    async def service_ctx(app: web.Application) -> AsyncIterator[None]:
+        app[handlers.JOIN_SERVICE] = JoinService(app[REGISTRY], app[HSM], join_policy(settings))
+        yield
+
+    async def answers_ctx(app: web.Application) -> AsyncIterator[None]:
+        async for _ in handlers.answer_client_ctx(app, settings.get("lbi", "answer_timeout")):
+            yield
+
+    app.cleanup_ctx.extend([registry_ctx, hsm_ctx, service_ctx, answers_ctx])
+    handlers.add_routes(app)
+    return app

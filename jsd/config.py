@@ -1,0 +1,161 @@
+"""Settings: one declaration with help text, read from a TOML file, overridden by ``JSD_*`` variables.
+
+Every setting lives in ``SETTINGS`` with its default and help; ``conf/jsd.example.toml`` documents each one
+(a test keeps the two in step). The environment beats the file: ``JSD_<SECTION>_<NAME>``, for example
+``JSD_DATABASE_URL`` or ``JSD_SERVER_PORT``. Secrets (the HSM PIN) never come from the command line: from
+``JSD_HSM_PIN`` or from the file named by ``hsm.pin_file``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    section: str
+    name: str
+    default: Any
+    help: str
+
+    @property
+    def env(self) -> str:
+        return f"JSD_{self.section.upper()}_{self.name.upper()}"
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("general", "state_dir", ".state",
+            "Directory for the embedded default: SQLite file, SoftHSM2 token, generated PIN."),
+    Setting("server", "host", "127.0.0.1", "Address the LBI HTTP endpoint listens on."),
+    Setting("server", "port", 8090, "TCP port of the LBI HTTP endpoint."),
+    Setting("server", "workers", 2,
+            "Worker processes sharing the port (SO_REUSEPORT); each has its own PKCS#11 thread."),
+    Setting("server", "max_body_bytes", 32768, "Largest accepted request body; larger gets HTTP 413."),
+    Setting("server", "tls_cert", "", "PEM certificate for HTTPS; empty = plain HTTP (use a TLS proxy)."),
+    Setting("server", "tls_key", "", "PEM private key for tls_cert."),
+    Setting("server", "tls_client_ca", "",
+            "PEM CA bundle; when set, NS client certificates are requested and mapped to NetIDs by fingerprint."),
+    Setting("database", "url", "",
+            "SQLAlchemy URL (sqlite+aiosqlite:///path or postgresql+asyncpg://...); empty = SQLite in state_dir."),
+    Setting("hsm", "module", "", "PKCS#11 module path; empty = SoftHSM2 found on this machine."),
+    Setting("hsm", "token_label", "jsd", "Label of the token holding the KEKs."),
+    Setting("hsm", "pin_file", "",
+            "File holding the user PIN (JSD_HSM_PIN wins); empty with the embedded default = state_dir/hsm-pin."),
+    Setting("hsm", "softhsm_conf", "",
+            "SOFTHSM2_CONF to use; empty with the embedded default = state_dir/softhsm2.conf."),
+    Setting("join", "join_euis", [],
+            "JoinEUIs served (16 hex each, or a prefix like '70b3d57ed0000000/40'); empty = any registered device."),
+    Setting("join", "default_hsm_group", "default", "HSM group (storage KEK) of devices added without one."),
+    Setting("join", "dev_nonce_history", 1024,
+            "LoRaWAN 1.0.0-1.0.3: how many used DevNonces are remembered per device to refuse replays."),
+    Setting("join", "lifetime", 0, "Session Lifetime sent in JoinAns, seconds; 0 = no limit."),
+    Setting("join", "nonce_retries", 8, "Retries when concurrent joins of one device race for the JoinNonce."),
+    Setting("lbi", "answer_timeout", 5.0, "Seconds to deliver an asynchronous answer to the NS."),
+    Setting("log", "format", "plain", "Log format: 'plain' or 'json' (one JSON object per line)."),
+    Setting("log", "level", "info", "Log level: debug, info, warning, error."),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings, by section; read with ``settings.get("server", "port")``."""
+
+    values: Mapping[tuple[str, str], Any] = field(default_factory=dict)
+
+    def get(self, section: str, name: str) -> Any:
+        return self.values[(section, name)]
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.get("general", "state_dir")).resolve()
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``section__name=value`` changes (used by the CLI and tests)."""
+        values = dict(self.values)
+        for key, value in changes.items():
+            section, _, name = key.partition("__")
+            if (section, name) not in values:
+                raise ConfigError(f"unknown setting {section}.{name}")
+            values[(section, name)] = value
+        return Settings(values)
+
+
+def _cast(setting: Setting, raw: Any, origin: str) -> Any:
+    default = setting.default
+    try:
+        if isinstance(default, bool):
+            if isinstance(raw, bool):
+                return raw
+            lowered = str(raw).strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if isinstance(default, int):
+            if isinstance(raw, bool):
+                raise ValueError(raw)
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, list):
+            if isinstance(raw, list):
+                return [str(item) for item in raw]
+            return [item.strip() for item in str(raw).split(",") if item.strip()]
+        return str(raw)
+    except ValueError:
+        raise ConfigError(
+            f"{setting.section}.{setting.name} from {origin}: cannot use {raw!r} "
+            f"(expected {type(default).__name__})"
+        ) from None
+
+
+def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Defaults < TOML file < environment. Unknown keys in the file are an error, not ignored."""
+    env = os.environ if environ is None else environ
+    file_values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            file_values = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
+    known = {(s.section, s.name) for s in SETTINGS}
+    for section, table in file_values.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"config file {path}: [{section}] must be a table")
+        for name in table:
+            if (section, name) not in known:
+                raise ConfigError(f"config file {path}: unknown setting {section}.{name}")
+    values: dict[tuple[str, str], Any] = {}
+    for setting in SETTINGS:
+        value = setting.default
+        if setting.name in file_values.get(setting.section, {}):
+            value = _cast(setting, file_values[setting.section][setting.name], str(path))
+        if setting.env in env:
+            value = _cast(setting, env[setting.env], setting.env)
+        values[(setting.section, setting.name)] = value
+    settings = Settings(values)
+    if settings.get("log", "format") not in ("plain", "json"):
+        raise ConfigError("log.format must be 'plain' or 'json'")
+    if settings.get("server", "workers") < 1:
+        raise ConfigError("server.workers must be at least 1")
+    return settings
+
+
+def database_url(settings: Settings) -> str:
+    """The configured URL, or the embedded SQLite file under the state dir."""
+    url: str = settings.get("database", "url")
+    if url:
+        return url
+    return f"sqlite+aiosqlite:///{settings.state_dir / 'jsd.sqlite3'}"

@@ -1,0 +1,439 @@
+"""Join, rejoin, HomeNS and AppSKey use cases, written as named steps.
+
+A join reads the device once, checks the nonce rules in pure code, runs all key work in one HSM call and
+persists the new nonce state plus the session-key record in one short transaction with an optimistic version
+check, before the answer leaves. Losing the race to a concurrent request for the same device restarts the
+steps, so a JoinNonce is never issued twice; a crash after the commit only burns a JoinNonce.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from jsd import lorawan
+from jsd.hsm import Derive, Hsm, HsmError, JoinOutput, JoinRecipe, KeyNotFound, MicMismatch
+from jsd.join import nonces
+from jsd.join.errors import (
+    JoinFailed,
+    JoinRejected,
+    MalformedFrame,
+    MICMismatch,
+    NoApplicationKey,
+    NonceReplayed,
+    NotHomeNetwork,
+    UnknownDevice,
+    UnknownReceiver,
+)
+from jsd.lorawan import MACVersion
+from jsd.registry import Device, NetworkServer, NonceConflict, Registry, SessionKey
+
+log = logging.getLogger("jsd.join")
+
+NETWORK_KEYS_10 = ("NwkSKey",)
+NETWORK_KEYS_11 = ("FNwkSIntKey", "SNwkSIntKey", "NwkSEncKey")
+
+
+@dataclass(frozen=True)
+class Sender:
+    """The authenticated network server asking (from its credential, not from SenderID)."""
+
+    net_id: bytes
+    kek_label: str
+    answer_url: str | None = None
+    async_mode: bool = False
+
+
+@dataclass(frozen=True)
+class JoinParams:
+    """What the NS sent with a JoinReq or RejoinReq, decoded from the wire."""
+
+    mac_version: MACVersion
+    phy_payload: bytes
+    dev_eui: bytes
+    dev_addr: bytes
+    dl_settings: int
+    rx_delay: int
+    cf_list: bytes | None
+    receiver_id: bytes | None = None
+
+
+@dataclass(frozen=True)
+class KeyEnvelope:
+    """A session key wrapped (RFC 3394) under the KEK named by ``kek_label``."""
+
+    kek_label: str
+    aes_key: bytes
+
+
+@dataclass(frozen=True)
+class JoinAccepted:
+    phy_payload: bytes
+    network_keys: dict[str, KeyEnvelope]
+    app_s_key: KeyEnvelope | None
+    session_key_id: str
+    lifetime: int
+    join_nonce: int
+
+
+@dataclass(frozen=True)
+class JoinPolicy:
+    """The settings the use cases need, copied from the configuration."""
+
+    join_euis: Sequence[str] = ()
+    dev_nonce_history: int = 1024
+    lifetime: int = 0
+    nonce_retries: int = 8
+    sender_cache_seconds: float = 10.0
+
+
+def _served(join_eui: bytes, patterns: Sequence[str]) -> bool:
+    """Whether a JoinEUI falls in one of the served EUIs/prefixes ('hex' or 'hex/bits'); empty = all."""
+    if not patterns:
+        return True
+    value = int.from_bytes(join_eui, "big")
+    for pattern in patterns:
+        eui_hex, _, bits_text = pattern.partition("/")
+        bits = int(bits_text) if bits_text else 64
+        shift = 64 - bits
+        if value >> shift == int(eui_hex, 16) >> shift:
+            return True
+    return False
+
+
+class JoinService:
+    """Answers JoinReq, RejoinReq, HomeNSReq and AppSKeyReq for registered devices."""
+
+    def __init__(self, registry: Registry, hsm: Hsm, policy: JoinPolicy) -> None:
+        self._registry = registry
+        self._hsm = hsm
+        self._policy = policy
+        self._senders: dict[str, tuple[float, Sender | None]] = {}
+
+    # -- who is asking ---------------------------------------------------------------------------
+
+    async def sender_for_token(self, token: str) -> Sender | None:
+        """The NS owning a bearer token (stored as a SHA-256 hash), cached for a few seconds."""
+        token_hash = hashlib.sha256(token.encode()).hexdigest()
+        return await self._cached_sender("t:" + token_hash, token_hash, self._registry.network_server_by_token_hash)
+
+    async def sender_for_certificate(self, fingerprint: str) -> Sender | None:
+        """The NS registered with a TLS client certificate (SHA-256 of its DER)."""
+        return await self._cached_sender("c:" + fingerprint, fingerprint, self._registry.network_server_by_cert)
+
+    async def _cached_sender(
+        self, key: str, value: str, lookup: Callable[[str], Awaitable[NetworkServer | None]]
+    ) -> Sender | None:
+        now = time.monotonic()
+        hit = self._senders.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        ns = await lookup(value)
+        sender = None
+        if ns is not None:
+            stored = ns.token_hash if key.startswith("t:") else ns.cert_fingerprint
+            if stored is not None and hmac.compare_digest(stored, value):
+                sender = Sender(ns.net_id, ns.kek_label, ns.answer_url, ns.async_mode)
+        if len(self._senders) > 10_000:
+            self._senders.clear()
+        self._senders[key] = (now + self._policy.sender_cache_seconds, sender)
+        return sender
+
+    # -- JoinReq ---------------------------------------------------------------------------------
+
+    async def join(self, params: JoinParams, sender: Sender) -> JoinAccepted:
+        """Check and answer a JoinRequest from the device's home network server."""
+        frame = self._parse_join_request(params)
+        self._check_receiver(frame.join_eui, params.receiver_id)
+        for _ in range(self._policy.nonce_retries):
+            device = await self._device(frame.dev_eui, frame.join_eui)
+            self._check_home(device, sender)
+            version = self._device_version(device)
+            try:
+                state = nonces.after_join_request(
+                    device.nonces, version, frame.dev_nonce, self._policy.dev_nonce_history
+                )
+            except NonceReplayed:
+                await self._check_mic_before_replay(device, params.phy_payload, frame.mic)
+                raise
+            opt_neg = lorawan.is_1_1(version) and lorawan.is_1_1(params.mac_version)
+            recipe = self._join_recipe(device, params, sender, frame, state.join_nonce, opt_neg)
+            output = await self._run(recipe)
+            accepted = self._accepted(device, output, state.join_nonce, opt_neg)
+            record = self._session_record(device, accepted, output, frame.dev_nonce)
+            try:
+                await self._registry.commit_join(device.dev_eui, device.nonces.version, state, record)
+            except NonceConflict:
+                continue
+            return accepted
+        raise JoinFailed("too many concurrent joins for this device; try again")
+
+    def _parse_join_request(self, params: JoinParams) -> lorawan.JoinRequest:
+        try:
+            frame = lorawan.parse_join_request(params.phy_payload)
+        except ValueError as exc:
+            raise MalformedFrame(f"PHYPayload: {exc}") from None
+        if frame.dev_eui != params.dev_eui:
+            raise MalformedFrame("DevEUI does not match the DevEUI in the PHYPayload")
+        return frame
+
+    def _check_receiver(self, join_eui: bytes, receiver_id: bytes | None) -> None:
+        if receiver_id is not None and receiver_id != join_eui:
+            raise UnknownReceiver(f"ReceiverID {receiver_id.hex()} is not the JoinEUI of the request")
+        if not _served(join_eui, self._policy.join_euis):
+            raise UnknownReceiver(f"JoinEUI {join_eui.hex()} is not served by this Join Server")
+
+    async def _device(self, dev_eui: bytes, join_eui: bytes | None) -> Device:
+        device = await self._registry.get_device(dev_eui)
+        if device is None or (join_eui is not None and device.join_eui != join_eui):
+            raise UnknownDevice(f"DevEUI {dev_eui.hex()} is not registered for this JoinEUI")
+        return device
+
+    @staticmethod
+    def _check_home(device: Device, sender: Sender) -> None:
+        if device.home_net_id is None:
+            raise NotHomeNetwork(f"DevEUI {device.dev_eui.hex()} has no home network")
+        if device.home_net_id != sender.net_id:
+            raise NotHomeNetwork(
+                f"NetID {sender.net_id.hex()} is not the home network of DevEUI {device.dev_eui.hex()}"
+            )
+
+    @staticmethod
+    def _device_version(device: Device) -> MACVersion:
+        return lorawan.parse_mac_version(device.mac_version)
+
+    def _root_blob_10(self, device: Device) -> bytes:
+        """LoRaWAN 1.0 mode uses the AppKey, or the NwkKey of a 1.1 device on a 1.0 network."""
+        if device.nwk_key_blob is not None:
+            return device.nwk_key_blob
+        return device.app_key_blob
+
+    async def _check_mic_before_replay(self, device: Device, phy: bytes, mic: bytes) -> None:
+        """A replayed DevNonce with a wrong MIC is reported as a MIC failure (LBI table)."""
+        blob = self._root_blob_10(device)
+        try:
+            await self._hsm.check_mic(device.hsm_group, blob, lorawan.join_request_mic_input(phy), mic)
+        except MicMismatch:
+            raise MICMismatch("JoinRequest MIC is wrong") from None
+        except HsmError as exc:
+            raise JoinFailed(f"HSM: {exc}") from None
+
+    def _accept_body(self, params: JoinParams, sender: Sender, join_nonce: int, opt_neg: bool) -> bytes:
+        dl_settings = (params.dl_settings | lorawan.OPT_NEG) if opt_neg else (params.dl_settings & ~lorawan.OPT_NEG)
+        try:
+            return lorawan.join_accept_body(
+                lorawan.JoinAcceptFields(
+                    join_nonce=join_nonce,
+                    net_id=sender.net_id,
+                    dev_addr=params.dev_addr,
+                    dl_settings=dl_settings & 0xFF,
+                    rx_delay=params.rx_delay,
+                    cf_list=params.cf_list,
+                )
+            )
+        except ValueError as exc:
+            raise MalformedFrame(str(exc)) from None
+
+    def _join_recipe(
+        self,
+        device: Device,
+        params: JoinParams,
+        sender: Sender,
+        frame: lorawan.JoinRequest,
+        join_nonce: int,
+        opt_neg: bool,
+    ) -> JoinRecipe:
+        body = self._accept_body(params, sender, join_nonce, opt_neg)
+        mic_input = lorawan.join_request_mic_input(params.phy_payload)
+        if not opt_neg:
+            blocks = lorawan.session_key_blocks_10(join_nonce, sender.net_id, frame.dev_nonce)
+            return JoinRecipe(
+                group=device.hsm_group,
+                roots={"root": self._root_blob_10(device)},
+                derives=[Derive(name, "root", block, "session") for name, block in blocks.items()],
+                request_mic=("root", mic_input, frame.mic),
+                accept_mic=("root", lorawan.join_accept_mic_input_legacy(body)),
+                accept_body=body,
+                accept_encrypt="root",
+                wraps=self._wraps(device, sender, NETWORK_KEYS_10),
+                store=["AppSKey"],
+            )
+        assert device.nwk_key_blob is not None
+        blocks = lorawan.session_key_blocks_11(join_nonce, frame.join_eui, frame.dev_nonce)
+        return JoinRecipe(
+            group=device.hsm_group,
+            roots={"nwk": device.nwk_key_blob, "app": device.app_key_blob},
+            derives=[
+                Derive("JSIntKey", "nwk", lorawan.js_int_key_block(device.dev_eui), "mic"),
+                *self._derives_11(blocks),
+            ],
+            request_mic=("nwk", mic_input, frame.mic),
+            accept_mic=(
+                "JSIntKey",
+                lorawan.join_accept_mic_input_optneg(
+                    lorawan.JOIN_REQ_TYPE_JOIN, frame.join_eui, frame.dev_nonce, body
+                ),
+            ),
+            accept_body=body,
+            accept_encrypt="nwk",
+            wraps=self._wraps(device, sender, NETWORK_KEYS_11),
+            store=["AppSKey"],
+        )
+
+    @staticmethod
+    def _derives_11(blocks: dict[str, bytes]) -> list[Derive]:
+        return [
+            Derive(name, "app" if name == "AppSKey" else "nwk", block, "session")
+            for name, block in blocks.items()
+        ]
+
+    @staticmethod
+    def _wraps(device: Device, sender: Sender, network_keys: Sequence[str]) -> list[tuple[str, str]]:
+        wraps = [(name, sender.kek_label) for name in network_keys]
+        if device.astk_label:
+            wraps.append(("AppSKey", device.astk_label))
+        return wraps
+
+    async def _run(self, recipe: JoinRecipe) -> JoinOutput:
+        try:
+            return await self._hsm.run_join(recipe)
+        except MicMismatch:
+            raise MICMismatch("request MIC is wrong") from None
+        except KeyNotFound as exc:
+            raise JoinFailed(f"HSM: {exc}") from None
+        except HsmError as exc:
+            raise JoinFailed(f"HSM: {exc}") from None
+
+    def _accepted(self, device: Device, output: JoinOutput, join_nonce: int, opt_neg: bool) -> JoinAccepted:
+        network = NETWORK_KEYS_11 if opt_neg else NETWORK_KEYS_10
+        kek_of = {slot: label for (slot, label) in output.wrapped if slot != "AppSKey"}
+        network_keys = {
+            name: KeyEnvelope(kek_of[name], output.wrapped[(name, kek_of[name])]) for name in network
+        }
+        app_s_key = None
+        if device.astk_label:
+            app_s_key = KeyEnvelope(device.astk_label, output.wrapped[("AppSKey", device.astk_label)])
+        return JoinAccepted(
+            phy_payload=bytes([lorawan.MHDR_JOIN_ACCEPT]) + output.encrypted_accept,
+            network_keys=network_keys,
+            app_s_key=app_s_key,
+            session_key_id=secrets.token_hex(16),
+            lifetime=self._policy.lifetime,
+            join_nonce=join_nonce,
+        )
+
+    @staticmethod
+    def _session_record(device: Device, accepted: JoinAccepted, output: JoinOutput, dev_nonce: int) -> SessionKey:
+        return SessionKey(
+            session_key_id=accepted.session_key_id,
+            dev_eui=device.dev_eui,
+            hsm_group=device.hsm_group,
+            app_s_key_blob=output.stored["AppSKey"],
+            join_nonce=accepted.join_nonce,
+            dev_nonce=dev_nonce,
+        )
+
+    # -- RejoinReq -------------------------------------------------------------------------------
+
+    async def rejoin(self, params: JoinParams, sender: Sender) -> JoinAccepted:
+        """Answer a LoRaWAN 1.1 RejoinRequest (types 0, 1, 2) with a rejoin-accept under JSEncKey."""
+        try:
+            frame = lorawan.parse_rejoin_request(params.phy_payload)
+        except ValueError as exc:
+            raise MalformedFrame(f"PHYPayload: {exc}") from None
+        if frame.dev_eui != params.dev_eui:
+            raise MalformedFrame("DevEUI does not match the DevEUI in the PHYPayload")
+        if frame.join_eui is not None:
+            self._check_receiver(frame.join_eui, params.receiver_id)
+        for _ in range(self._policy.nonce_retries):
+            device = await self._device(frame.dev_eui, frame.join_eui)
+            if frame.join_eui is None:
+                self._check_receiver(device.join_eui, params.receiver_id)
+            self._check_home(device, sender)
+            if device.nwk_key_blob is None or not lorawan.is_1_1(self._device_version(device)):
+                raise MalformedFrame("RejoinRequest from a device that is not LoRaWAN 1.1")
+            state = nonces.after_rejoin_request(device.nonces, frame.rejoin_type, frame.rj_count)
+            recipe = self._rejoin_recipe(device, params, sender, frame, state.join_nonce)
+            output = await self._run(recipe)
+            accepted = self._accepted(device, output, state.join_nonce, opt_neg=True)
+            record = self._session_record(device, accepted, output, frame.rj_count)
+            try:
+                await self._registry.commit_join(device.dev_eui, device.nonces.version, state, record)
+            except NonceConflict:
+                continue
+            return accepted
+        raise JoinFailed("too many concurrent rejoins for this device; try again")
+
+    def _rejoin_recipe(
+        self,
+        device: Device,
+        params: JoinParams,
+        sender: Sender,
+        frame: lorawan.RejoinRequest,
+        join_nonce: int,
+    ) -> JoinRecipe:
+        assert device.nwk_key_blob is not None
+        body = self._accept_body(params, sender, join_nonce, opt_neg=True)
+        blocks = lorawan.session_key_blocks_11(join_nonce, device.join_eui, frame.rj_count)
+        request_mic = None
+        if frame.rejoin_type == 1:
+            request_mic = ("JSIntKey", lorawan.rejoin_mic_input(params.phy_payload), frame.mic)
+        return JoinRecipe(
+            group=device.hsm_group,
+            roots={"nwk": device.nwk_key_blob, "app": device.app_key_blob},
+            derives=[
+                Derive("JSIntKey", "nwk", lorawan.js_int_key_block(device.dev_eui), "mic"),
+                Derive("JSEncKey", "nwk", lorawan.js_enc_key_block(device.dev_eui), "enc"),
+                *self._derives_11(blocks),
+            ],
+            request_mic=request_mic,
+            accept_mic=(
+                "JSIntKey",
+                lorawan.join_accept_mic_input_optneg(frame.rejoin_type, device.join_eui, frame.rj_count, body),
+            ),
+            accept_body=body,
+            accept_encrypt="JSEncKey",
+            wraps=self._wraps(device, sender, NETWORK_KEYS_11),
+            store=["AppSKey"],
+        )
+
+    # -- HomeNSReq and AppSKeyReq ----------------------------------------------------------------
+
+    async def home_net_id(self, dev_eui: bytes) -> bytes:
+        """The home NetID of a device, for any known NS (activation away from home)."""
+        device = await self._registry.get_device(dev_eui)
+        if device is None:
+            raise UnknownDevice(f"DevEUI {dev_eui.hex()} is not registered")
+        if device.home_net_id is None:
+            raise NotHomeNetwork(f"DevEUI {dev_eui.hex()} has no home network")
+        return device.home_net_id
+
+    async def app_s_key(self, dev_eui: bytes, session_key_id: str) -> KeyEnvelope:
+        """The AppSKey of a past session, wrapped under the device's ASTK."""
+        device = await self._registry.get_device(dev_eui)
+        record = None if device is None else await self._registry.get_session_key(dev_eui, session_key_id)
+        if device is None or record is None:
+            raise UnknownDevice(f"no session {session_key_id} for DevEUI {dev_eui.hex()}")
+        if not device.astk_label:
+            raise NoApplicationKey(f"DevEUI {dev_eui.hex()} has no application server transport key")
+        try:
+            wrapped = await self._hsm.rewrap(record.hsm_group, record.app_s_key_blob, device.astk_label)
+        except HsmError as exc:
+            raise JoinFailed(f"HSM: {exc}") from None
+        return KeyEnvelope(device.astk_label, wrapped)
+
+
+__all__ = [
+    "JoinAccepted",
+    "JoinParams",
+    "JoinPolicy",
+    "JoinRejected",
+    "JoinService",
+    "KeyEnvelope",
+    "Sender",
+]

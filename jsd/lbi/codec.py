@@ -1,0 +1,133 @@
+"""Strict decoding of LBI 1.0 JSON: wire names declared once, hex tolerant of case and ``0x``, strict on length."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from jsd.join import JoinParams
+from jsd.lorawan import parse_mac_version
+
+PROTOCOL_VERSIONS = ("1.0", "1.1")
+REQUEST_TYPES = {
+    "JoinReq": "JoinAns",
+    "RejoinReq": "RejoinAns",
+    "HomeNSReq": "HomeNSAns",
+    "AppSKeyReq": "AppSKeyAns",
+}
+
+
+class DecodeError(Exception):
+    """The message cannot be understood; the text names the field and says what is wrong."""
+
+
+@dataclass(frozen=True)
+class Header:
+    protocol_version: str
+    sender_id: str
+    receiver_id: str
+    transaction_id: int
+    message_type: str
+    sender_token: str | None
+
+
+def decode_hex(message: dict[str, Any], field: str, length: int | None = None, *, required: bool = True) -> bytes | None:
+    """A hex field as bytes; ``None`` when optional and absent. Accepts upper case and a ``0x`` prefix."""
+    value = message.get(field)
+    if value is None:
+        if required:
+            raise DecodeError(f"{field} is missing")
+        return None
+    if not isinstance(value, str):
+        raise DecodeError(f"{field} must be a hex string")
+    text = value[2:] if value[:2].lower() == "0x" else value
+    try:
+        data = bytes.fromhex(text)
+    except ValueError:
+        raise DecodeError(f"{field} is not valid hex") from None
+    if " " in text or (length is not None and len(data) != length):
+        raise DecodeError(f"{field} must be {length} bytes ({2 * (length or 0)} hex digits)")
+    return data
+
+
+def required_hex(message: dict[str, Any], field: str, length: int | None = None) -> bytes:
+    data = decode_hex(message, field, length)
+    assert data is not None
+    return data
+
+
+def decode_int(message: dict[str, Any], field: str, low: int, high: int) -> int:
+    value = message.get(field)
+    if value is None:
+        raise DecodeError(f"{field} is missing")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise DecodeError(f"{field} must be an integer")
+    if not low <= value <= high:
+        raise DecodeError(f"{field} must be between {low} and {high}")
+    return value
+
+
+def decode_header(message: Any) -> Header:
+    """The header common to every message; raises ``DecodeError`` if it is unusable."""
+    if not isinstance(message, dict):
+        raise DecodeError("the body must be a JSON object")
+    message_type = message.get("MessageType")
+    if not isinstance(message_type, str) or not message_type:
+        raise DecodeError("MessageType is missing")
+    protocol_version = message.get("ProtocolVersion")
+    sender_id = message.get("SenderID")
+    receiver_id = message.get("ReceiverID")
+    transaction_id = message.get("TransactionID", 0)
+    sender_token = message.get("SenderToken")
+    if not isinstance(protocol_version, str):
+        raise DecodeError("ProtocolVersion is missing")
+    if not isinstance(sender_id, str) or not sender_id:
+        raise DecodeError("SenderID is missing")
+    if not isinstance(receiver_id, str):
+        raise DecodeError("ReceiverID is missing")
+    if isinstance(transaction_id, bool) or not isinstance(transaction_id, int) or not 0 <= transaction_id < 2**32:
+        raise DecodeError("TransactionID must be an unsigned 32-bit integer")
+    if sender_token is not None and not isinstance(sender_token, str):
+        raise DecodeError("SenderToken must be a string")
+    return Header(protocol_version, sender_id, receiver_id, transaction_id, message_type, sender_token)
+
+
+def decode_join_params(message: dict[str, Any], header: Header) -> JoinParams:
+    """JoinReq and RejoinReq share their fields."""
+    version_text = message.get("MACVersion")
+    if not isinstance(version_text, str):
+        raise DecodeError("MACVersion is missing")
+    try:
+        mac_version = parse_mac_version(version_text)
+    except ValueError:
+        raise DecodeError(f"MACVersion {version_text[:16]!r} is not a LoRaWAN version served here") from None
+    receiver = header.receiver_id
+    try:
+        receiver_id = decode_hex({"ReceiverID": receiver}, "ReceiverID", 8)
+    except DecodeError:
+        raise DecodeError("ReceiverID must be a JoinEUI (16 hex digits)") from None
+    dl_settings = required_hex(message, "DLSettings", 1)[0]
+    return JoinParams(
+        mac_version=mac_version,
+        phy_payload=required_hex(message, "PHYPayload"),
+        dev_eui=required_hex(message, "DevEUI", 8),
+        dev_addr=required_hex(message, "DevAddr", 4),
+        dl_settings=dl_settings,
+        rx_delay=decode_int(message, "RxDelay", 0, 15),
+        cf_list=decode_hex(message, "CFList", 16, required=False),
+        receiver_id=receiver_id,
+    )
+
+
+def decode_session_key_id(message: dict[str, Any]) -> str:
+    value = message.get("SessionKeyID")
+    if not isinstance(value, str) or not value:
+        raise DecodeError("SessionKeyID is missing")
+    text = value[2:] if value[:2].lower() == "0x" else value
+    try:
+        bytes.fromhex(text)
+    except ValueError:
+        raise DecodeError("SessionKeyID is not valid hex") from None
+    if len(text) > 128:
+        raise DecodeError("SessionKeyID is too long")
+    return text.lower()

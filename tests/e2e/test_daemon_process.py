@@ -1,0 +1,186 @@
+"""The real ``jsd`` executable: first start of the embedded default, operator CLI, SIGKILL and restart.
+
+A JoinNonce handed out before the daemon was killed is never handed out again after the restart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.keywrap import aes_key_unwrap
+
+from jsd_sim import SimDevice
+
+JOIN_EUI = "70b3d57ed0000001"
+HOME = "000013"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Daemon:
+    """Runs ``jsd`` commands against one state directory, as an operator would."""
+
+    def __init__(self, state: Path) -> None:
+        self.state = state
+        self.port = _free_port()
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("JSD_", "SOFTHSM2"))}
+        self.env.update({
+            "JSD_GENERAL_STATE_DIR": str(state),
+            "JSD_SERVER_PORT": str(self.port),
+            "JSD_SERVER_WORKERS": "2",
+            "JSD_LOG_FORMAT": "json",
+        })
+        self.process: subprocess.Popen[str] | None = None
+        self.log = state.parent / "daemon.log"
+
+    def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "jsd", *args], env=self.env, input=stdin, capture_output=True, text=True, timeout=60
+        )
+
+    def start(self) -> None:
+        handle = self.log.open("a")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "jsd", "serve"], env=self.env, stdout=handle, stderr=handle, text=True,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    time.sleep(0.5)  # let the second worker bind too
+                    return
+            except OSError:
+                assert self.process.poll() is None, self.log.read_text()
+                time.sleep(0.1)
+        raise AssertionError("daemon did not start:\n" + self.log.read_text())
+
+    def kill(self) -> None:
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+        self.process = None
+
+    def stop(self) -> None:
+        if self.process is not None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process = None
+
+    def post(self, body: dict[str, Any], token: str) -> dict[str, Any]:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/", data=json.dumps(body).encode(), method="POST",
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            result: dict[str, Any] = json.loads(response.read())
+            return result
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    d = Daemon(tmp_path / "state")
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+def _join(daemon: Daemon, device: SimDevice, token: str) -> dict[str, Any]:
+    return daemon.post(
+        {
+            "ProtocolVersion": "1.0", "SenderID": HOME, "ReceiverID": JOIN_EUI, "TransactionID": 1,
+            "MessageType": "JoinReq", "MACVersion": device.mac_version, "PHYPayload": device.join_request().hex(),
+            "DevEUI": device.dev_eui.hex(), "DevAddr": "26011bda", "DLSettings": "00", "RxDelay": 1,
+        },
+        token,
+    )
+
+
+def test_first_start_cli_import_join_sigkill_restart(daemon: Daemon, tmp_path: Path) -> None:
+    kek, astk, token = secrets.token_bytes(16), secrets.token_bytes(16), secrets.token_urlsafe(24)
+    app_key = secrets.token_bytes(16)
+    (tmp_path / "kek").write_text(kek.hex())
+    (tmp_path / "astk").write_text(astk.hex())
+    (tmp_path / "token").write_text(token)
+    dev_eui = secrets.token_bytes(8)
+
+    added = daemon.cli("ns", "add", HOME, "--kek-file", str(tmp_path / "kek"), "--token-file", str(tmp_path / "token"))
+    assert added.returncode == 0, added.stderr
+    assert "created SoftHSM2 token" in added.stderr
+    assert (daemon.state / "jsd.sqlite3").exists() and (daemon.state / "tokens").is_dir()
+    added = daemon.cli(
+        "device", "add", dev_eui.hex(), "--join-eui", JOIN_EUI, "--mac-version", "1.0.4", "--keys-file", "-",
+        "--home-net-id", HOME, "--astk-label", "astk-acme", "--astk-file", str(tmp_path / "astk"),
+        stdin=json.dumps({"AppKey": app_key.hex()}),
+    )
+    assert added.returncode == 0, added.stderr
+    assert "created SoftHSM2 token" not in added.stderr
+
+    device = SimDevice(dev_eui, bytes.fromhex(JOIN_EUI), "1.0.4", app_key)
+    daemon.start()
+    answer = _join(daemon, device, token)
+    assert answer["Result"]["ResultCode"] == "Success", answer
+    first = device.accept(bytes.fromhex(answer["PHYPayload"]))
+    assert aes_key_unwrap(kek, bytes.fromhex(answer["NwkSKey"]["AESKey"])) == first.keys.nwk_s_key
+    assert aes_key_unwrap(astk, bytes.fromhex(answer["AppSKey"]["AESKey"])) == first.keys.app_s_key
+
+    daemon.kill()
+    daemon.start()
+    answer = _join(daemon, device, token)
+    second = device.accept(bytes.fromhex(answer["PHYPayload"]))
+    assert second.join_nonce > first.join_nonce
+    daemon.stop()
+
+    shown = daemon.cli("device", "show", dev_eui.hex(), "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["join_nonce"] == second.join_nonce
+    logs = daemon.log.read_text()
+    assert app_key.hex() not in logs and kek.hex() not in logs and token not in logs
+    assert '"result":"Success"' in logs and f'"dev_eui":"{dev_eui.hex()}"' in logs
+
+    reset = daemon.cli("device", "reset-nonces", dev_eui.hex())
+    assert reset.returncode == 0, reset.stderr
+    after = json.loads(daemon.cli("device", "show", dev_eui.hex(), "--json").stdout)
+    assert after["last_dev_nonce"] is None and after["join_nonce"] == second.join_nonce
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "message"),
+    [
+        (["device", "add", "0102", "--join-eui", JOIN_EUI, "--mac-version", "1.0.3", "--keys-file", "-"], "{}", "DevEUI must be 8 bytes"),
+        (["device", "add", "0102030405060708", "--join-eui", JOIN_EUI, "--mac-version", "1.1", "--keys-file", "-"],
+         json.dumps({"AppKey": "00" * 16}), "need an NwkKey"),
+        (["device", "add", "0102030405060708", "--join-eui", JOIN_EUI, "--mac-version", "1.0.3", "--keys-file", "-"],
+         "not json", "keys file must be JSON"),
+        (["device", "add", "0102030405060708", "--join-eui", JOIN_EUI, "--mac-version", "1.0.3", "--keys-file", "-"],
+         json.dumps({"AppKey": "00" * 15}), "must be 16 bytes"),
+        (["ns", "add", "0013", "--generate-token", "--generate-kek"], None, "NetID must be 3 bytes"),
+        (["ns", "add", "000013", "--generate-kek"], None, "give a credential"),
+        (["device", "show", "0102030405060708"], None, "not found"),
+    ],
+)
+def test_cli_bad_input_is_refused_clearly(daemon: Daemon, args: list[str], stdin: str | None, message: str) -> None:
+    result = daemon.cli(*args, stdin=stdin)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
