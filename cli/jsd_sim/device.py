@@ -310,6 +310,7 @@ class SimDevice:
         self.session: DeviceSession | None = None
         self._rng = rng or random.SystemRandom()
         self._pending: _Pending | None = None
+        self._reserved: int | None = None
 
     def __repr__(self) -> str:
         return f"SimDevice(dev_eui={self.dev_eui.hex()}, join_eui={self.join_eui.hex()}, {self.mac_version})"
@@ -324,28 +325,43 @@ class SimDevice:
         """The key that MICs the join-request: AppKey for 1.0.x, NwkKey for 1.1."""
         return self.nwk_key if self.nwk_key is not None else self.app_key
 
-    def take_dev_nonce(self) -> int:
-        """Next DevNonce by the version's rule: a counter from 1.0.4, a fresh random value before."""
+    def take_dev_nonce(self, *, commit: bool = True) -> int:
+        """Next DevNonce by the version's rule: a counter from 1.0.4, a fresh random value before.
+
+        With ``commit=False`` the value is only reserved: the next call returns it again. A request the
+        Join Server must reject (wrong key, wrong NetID) uses that, so a later join shows that the rejected
+        request left no DevNonce behind.
+        """
         if dev_nonce_is_counter(self.mac_version):
             n = self.next_dev_nonce
             if n > 0xFFFF:
                 raise DevNonceExhausted(f"{self.dev_eui.hex()}: DevNonce counter exhausted")
-            self.next_dev_nonce = n + 1
+            if commit:
+                self.next_dev_nonce = n + 1
         else:
-            if len(self.used_dev_nonces) >= 0x10000:
-                raise DevNonceExhausted(f"{self.dev_eui.hex()}: every DevNonce value was used")
-            n = self._rng.randrange(0x10000)
-            while n in self.used_dev_nonces:
+            if self._reserved is not None:
+                n = self._reserved
+            else:
+                if len(self.used_dev_nonces) >= 0x10000:
+                    raise DevNonceExhausted(f"{self.dev_eui.hex()}: every DevNonce value was used")
                 n = self._rng.randrange(0x10000)
-        self.used_dev_nonces.add(n)
+                while n in self.used_dev_nonces:
+                    n = self._rng.randrange(0x10000)
+            self._reserved = None if commit else n
+        if commit:
+            self.used_dev_nonces.add(n)
         return n
 
-    def join_request(self, dev_nonce: int | None = None) -> bytes:
-        """A JoinRequest PHYPayload; pass ``dev_nonce`` to replay a value (nonce state is then left alone)."""
+    def join_request(self, dev_nonce: int | None = None, *, root_key: bytes | None = None) -> bytes:
+        """A JoinRequest PHYPayload.
+
+        ``dev_nonce`` sends that value and leaves the nonce state alone (a replay, or a reserved value);
+        ``root_key`` MICs with another key, to play a device provisioned with the wrong key.
+        """
         n = self.take_dev_nonce() if dev_nonce is None else dev_nonce
         self.last_dev_nonce = n
         self._pending = _Pending(JOIN_REQ_TYPE_JOIN, n)
-        return build_join_request(self.root_key, self.join_eui, self.dev_eui, n)
+        return build_join_request(root_key or self.root_key, self.join_eui, self.dev_eui, n)
 
     def rejoin_request(self, rejoin_type: int) -> bytes:
         """A RejoinRequest type 0/2 (needs a 1.1 session) or 1; counts RJcount0/RJcount1 up."""
