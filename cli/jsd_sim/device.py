@@ -14,11 +14,11 @@ from typing import Any
 from jsd_sim.crypto import aes_ecb_encrypt, constant_time_equal, mic4
 
 __all__ = [
+    "MAC_VERSIONS",
     "AcceptError",
     "DevNonceExhausted",
     "DeviceSession",
     "JoinAcceptFields",
-    "MAC_VERSIONS",
     "SessionKeys",
     "SimDevice",
     "build_join_request",

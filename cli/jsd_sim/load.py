@@ -9,6 +9,7 @@ is never used by two joins at once, since DevNonce order matters from LoRaWAN 1.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import math
 import sys
 import time
@@ -108,13 +109,15 @@ class LoadReport:
     def to_text(self) -> str:
         """Human-readable report."""
         lat = self.latency
-        load = f"open loop at {self.offered_rate:g}/s" if self.mode == "open" else \
-            f"closed loop, {self.concurrency} in flight"
+        if self.mode == "open":
+            load = f"open loop at {self.offered_rate:g}/s"
+        else:
+            load = f"closed loop, {self.concurrency} in flight"
         lines = [
             f"load: {load} against {self.url}",
             f"  {self.sent} sent, {self.ok} ok in {self.elapsed_s:.2f} s = {self.joins_per_s:.1f} joins/s",
-            f"  latency ms: p50 {lat.p50:.2f}  p90 {lat.p90:.2f}  p99 {lat.p99:.2f}  max {lat.max:.2f}"
-            f"  mean {lat.mean:.2f}",
+            (f"  latency ms: p50 {lat.p50:.2f}  p90 {lat.p90:.2f}  p99 {lat.p99:.2f}  max {lat.max:.2f}"
+             f"  mean {lat.mean:.2f}"),
         ]
         if self.errors:
             lines.append("  errors: " + ", ".join(f"{k} {v}" for k, v in sorted(self.errors.items())))
@@ -248,10 +251,9 @@ async def run_load(
 def write_histogram_png(report: LoadReport, path: str) -> None:
     """A latency histogram as PNG; needs matplotlib, which the simulator does not depend on."""
     try:
-        import matplotlib
-
+        matplotlib = importlib.import_module("matplotlib")
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = importlib.import_module("matplotlib.pyplot")
     except ImportError:
         raise RuntimeError("the latency histogram needs matplotlib (pip install matplotlib)") from None
     ms = [x * 1000 for x in report.latencies_s]

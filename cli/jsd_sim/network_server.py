@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 from aiohttp import web
@@ -139,6 +139,7 @@ class LbiAnswer:
     body: Mapping[str, Any]
     latency_s: float
     http_status: int
+    asynchronous: bool = False
 
     @property
     def ok(self) -> bool:
@@ -271,7 +272,7 @@ class SimNetworkServer:
     def __repr__(self) -> str:
         return f"SimNetworkServer(net_id={self.net_id.hex()}, js_url={self.js_url!r})"
 
-    async def __aenter__(self) -> SimNetworkServer:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
@@ -356,14 +357,16 @@ class SimNetworkServer:
                 async with self._client.post(self.js_url, data=json.dumps(msg), headers=headers) as resp:
                     status = resp.status
                     raw = await resp.read()
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 raise TransportError(f"{message_type} to {self.js_url}: {type(exc).__name__}: {exc}") from None
+            asynchronous = False
             if raw.strip():
                 body = self._decode(raw, message_type)
             elif fut is not None and 200 <= status < 300:
+                asynchronous = True
                 try:
                     body = await asyncio.wait_for(fut, self.async_timeout)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     raise TransportError(
                         f"{message_type}: no asynchronous answer within {self.async_timeout:g} s"
                     ) from None
@@ -372,7 +375,7 @@ class SimNetworkServer:
         finally:
             self._pending.pop(tid, None)
         latency = time.perf_counter() - start
-        answer = self._answer(body, status, latency)
+        answer = self._answer(body, status, latency, asynchronous)
         self._check_header(msg, answer)
         return msg, answer
 
@@ -387,7 +390,7 @@ class SimNetworkServer:
         return body
 
     @staticmethod
-    def _answer(body: dict[str, Any], status: int, latency: float) -> LbiAnswer:
+    def _answer(body: dict[str, Any], status: int, latency: float, asynchronous: bool) -> LbiAnswer:
         result = body.get("Result")
         code = result.get("ResultCode") if isinstance(result, dict) else None
         desc = result.get("Description", "") if isinstance(result, dict) else ""
@@ -398,6 +401,7 @@ class SimNetworkServer:
             body=body,
             latency_s=latency,
             http_status=status,
+            asynchronous=asynchronous,
         )
         if not isinstance(code, str):
             raise JoinServerDeviation("result", "answer has no Result.ResultCode", answer)

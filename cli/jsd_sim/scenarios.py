@@ -44,6 +44,7 @@ from jsd_sim.network_server import (
 
 __all__ = [
     "DEFAULT_EXPECT",
+    "EXAMPLE_TOML",
     "JoinServerUnderTest",
     "NetworkServerSpec",
     "Scenario",
@@ -53,8 +54,8 @@ __all__ = [
     "StepResult",
     "load_devices_csv",
     "load_scenario",
-    "provision",
     "load_state",
+    "provision",
     "run_scenario",
     "save_state",
     "standard_steps",
@@ -491,14 +492,14 @@ async def provision(
                 dev = SimDevice(secrets.token_bytes(8), join_eui, v, secrets.token_bytes(16),
                                 secrets.token_bytes(16) if is_lorawan_11(v) else None)
                 astk = secrets.token_bytes(16)
-                label = await target.add_device(
+                astk_label = await target.add_device(
                     dev_eui=dev.dev_eui.hex(), join_eui=join_eui.hex(), mac_version=v, app_key=dev.app_key,
                     nwk_key=dev.nwk_key, home_net_id=home_id, astk=astk,
                 )
-                if label:
-                    scenario.astks[label] = astk
+                if astk_label:
+                    scenario.astks[astk_label] = astk
                     for ns in nss.values():
-                        ns.astks[label] = astk
+                        ns.astks[astk_label] = astk
                 scenario.devices.append(dev)
     except BaseException:
         for ns in nss.values():
@@ -543,3 +544,63 @@ def load_state(path: str | Path, devices: Sequence[SimDevice]) -> None:
     for d in devices:
         if d.dev_eui.hex() in states:
             d.load_state(states[d.dev_eui.hex()])
+
+
+EXAMPLE_TOML = """\
+# jsd sim scenario FILE: steps against a Join Server whose devices are already provisioned.
+name = "smoke"
+js_url = "http://127.0.0.1:8003/lbi"
+home = "home"                      # the devices' home network server (below)
+devices_csv = "devices.csv"        # dev_eui,join_eui,mac_version,app_key,nwk_key (relative to this file)
+concurrency = 8                    # devices in flight per step
+
+[network_servers.home]
+net_id = "000013"
+token_env = "JSD_SIM_TOKEN_HOME"   # or token = "..." (keep secrets out of shared files)
+kek_label = "ns-000013"
+kek_env = "JSD_SIM_KEK_HOME"       # or kek = "<32 hex>"
+async = false                      # true: listen for asynchronous answers
+
+[network_servers.visited]          # registered with the Join Server, but not the devices' home
+net_id = "000042"
+token_env = "JSD_SIM_TOKEN_VISITED"
+
+[astks]                            # ASTKs the simulated application server holds, by label
+# "astk-acme-1" = "<32 hex>"
+
+[[steps]]
+kind = "join"
+[[steps]]
+kind = "replay"                    # expects JoinReqFailed
+[[steps]]
+kind = "wrong_key"                 # expects MICFailed
+[[steps]]
+kind = "join"
+[[steps]]
+kind = "wrong_net_id"              # home token, another SenderID: expects UnknownSender
+[[steps]]
+kind = "wrong_net_id"
+ns = "visited"                     # expects ActivationDisallowed
+[[steps]]
+kind = "join"
+versions = ["1.1"]
+mac_version = "1.0.3"              # a 1.1 device on a 1.0 network server
+[[steps]]
+kind = "join"
+versions = ["1.1"]
+[[steps]]
+kind = "rejoin"
+type = 0
+[[steps]]
+kind = "rejoin"
+type = 1
+[[steps]]
+kind = "rejoin"
+type = 2
+[[steps]]
+kind = "home_ns"
+ns = "visited"
+[[steps]]
+kind = "app_s_key"
+expect = ["Success"]               # any step: the Result code(s) it must get
+"""

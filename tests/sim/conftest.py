@@ -246,3 +246,37 @@ async def fake_js() -> AsyncIterator[FakeJoinServer]:
     await js.start()
     yield js
     await js.close()
+
+
+class ThreadedFakeJs:
+    """The fake Join Server on its own event loop in a thread, for code that runs ``asyncio.run`` (the CLI)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.js = self.call(self._start())
+
+    async def _start(self) -> FakeJoinServer:
+        js = FakeJoinServer()
+        await js.start()
+        return js
+
+    def call(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)
+
+    def close(self) -> None:
+        self.call(self.js.close())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.loop.close()
+
+
+@pytest.fixture
+def threaded_fake_js() -> Any:
+    """A fake Join Server served from a background thread."""
+    server = ThreadedFakeJs()
+    yield server
+    server.close()

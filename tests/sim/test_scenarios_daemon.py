@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from jsd_sim.scenarios import Step
+from jsd_sim.scenarios import Step, provision
 
 ALL_VERSIONS = ("1.0.2", "1.0.3", "1.0.4", "1.1")
 
@@ -89,3 +89,14 @@ async def test_async_answers(jsd_server: Any, sim_conformance: Any) -> None:
     report = await sim_conformance(jsd_server, versions=("1.0.3", "1.1"), with_visited=False, async_answers=True,
                                    steps=[Step("join"), Step("replay"), Step("rejoin", rejoin_type=1)])
     _assert_ok(report)
+
+
+async def test_async_answer_arrives_on_the_listener(jsd_server: Any) -> None:
+    scenario, nss = await provision(jsd_server, versions=("1.0.3", "1.1"), with_visited=False, async_answers=True)
+    try:
+        for dev in scenario.devices:
+            out = await nss["home"].join(dev)
+            assert out.ok and out.answer.asynchronous and out.app_s_key_checked
+    finally:
+        for ns in nss.values():
+            await ns.close()

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from jsd_sim.network_server import JoinServerDeviation, SimNetworkServer
-from jsd_sim.scenarios import Step, provision, run_scenario, standard_steps
+from jsd_sim.scenarios import Step, provision, standard_steps
 
 
 @pytest.mark.parametrize("async_answers", [False, True], ids=["sync", "async"])
@@ -98,3 +98,14 @@ async def test_transport_error_when_nobody_listens(sim_device_factory: Any) -> N
 def test_standard_steps_cover_every_kind() -> None:
     assert {s.kind for s in standard_steps()} == {
         "join", "replay", "wrong_key", "wrong_net_id", "rejoin", "home_ns", "app_s_key"}
+
+
+async def test_async_answer_arrives_on_the_listener(fake_js: Any) -> None:
+    scenario, nss = await provision(fake_js, versions=("1.0.3",), with_visited=False, async_answers=True)
+    try:
+        out = await nss["home"].join(scenario.devices[0])
+        assert out.ok and out.answer.asynchronous
+        assert not nss["home"].unexpected_answers
+    finally:
+        for ns in nss.values():
+            await ns.close()
