@@ -35,12 +35,14 @@ class Context:
 
     def settings(self) -> Settings:
         from jsd.config import ConfigError, load_settings
+        from jsd.logs import setup_logging
 
         if self._settings is None:
             try:
                 self._settings = load_settings(Path(self.config_path) if self.config_path else None)
             except ConfigError as exc:
                 raise click.ClickException(str(exc)) from None
+            setup_logging(self._settings.get("log", "format"), self._settings.get("log", "level"))
         return self._settings
 
 

@@ -8,12 +8,14 @@ steps, so a JoinNonce is never issued twice; a crash after the commit only burns
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from jsd import lorawan
@@ -114,6 +116,23 @@ class JoinService:
         self._hsm = hsm
         self._policy = policy
         self._senders: dict[str, tuple[float, Sender | None]] = {}
+        self._turns: dict[bytes, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def _device_turn(self, dev_eui: bytes) -> AsyncIterator[None]:
+        """Requests for one device take turns inside this process; other processes are caught by the
+        registry's version check and retried."""
+        lock, users = self._turns.get(dev_eui, (asyncio.Lock(), 0))
+        self._turns[dev_eui] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._turns[dev_eui]
+            if users == 1:
+                del self._turns[dev_eui]
+            else:
+                self._turns[dev_eui] = (lock, users - 1)
 
     # -- who is asking ---------------------------------------------------------------------------
 
@@ -150,6 +169,10 @@ class JoinService:
         """Check and answer a JoinRequest from the device's home network server."""
         frame = self._parse_join_request(params)
         self._check_receiver(frame.join_eui, params.receiver_id)
+        async with self._device_turn(frame.dev_eui):
+            return await self._join_steps(params, sender, frame)
+
+    async def _join_steps(self, params: JoinParams, sender: Sender, frame: lorawan.JoinRequest) -> JoinAccepted:
         for _ in range(self._policy.nonce_retries):
             device = await self._device(frame.dev_eui, frame.join_eui)
             self._check_home(device, sender)
@@ -350,6 +373,10 @@ class JoinService:
             raise MalformedFrame("DevEUI does not match the DevEUI in the PHYPayload")
         if frame.join_eui is not None:
             self._check_receiver(frame.join_eui, params.receiver_id)
+        async with self._device_turn(frame.dev_eui):
+            return await self._rejoin_steps(params, sender, frame)
+
+    async def _rejoin_steps(self, params: JoinParams, sender: Sender, frame: lorawan.RejoinRequest) -> JoinAccepted:
         for _ in range(self._policy.nonce_retries):
             device = await self._device(frame.dev_eui, frame.join_eui)
             if frame.join_eui is None:

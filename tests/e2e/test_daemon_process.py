@@ -55,11 +55,11 @@ class Daemon:
         )
 
     def start(self) -> None:
-        handle = self.log.open("a")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "jsd", "serve"], env=self.env, stdout=handle, stderr=handle, text=True,
-            start_new_session=True,
-        )
+        with self.log.open("a") as handle:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "jsd", "serve"], env=self.env, stdout=handle, stderr=handle, text=True,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
