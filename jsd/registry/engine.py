@@ -122,8 +122,6 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         try:
             cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
             cursor.execute("PRAGMA foreign_keys = ON")
-            import os as _os
-            if _os.environ.get("XSQLSYNC"): cursor.execute("PRAGMA synchronous = " + _os.environ["XSQLSYNC"])
         finally:
             cursor.close()
 
