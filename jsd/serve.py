@@ -10,27 +10,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
+import json
 import os
 import secrets
 import signal
 import ssl
+import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from aiohttp import web
-
-from jsd.app import build_app, hsm_settings, softhsm_module
 from jsd.config import Settings, database_url
-from jsd.hsm import Hsm, Pin, init_softhsm_token, softhsm_conf_for
 from jsd.logs import setup_logging
-from jsd.registry import create_engine, migrate
+
+if TYPE_CHECKING:
+    from jsd.hsm import Pin
 
 log = logging.getLogger("jsd.serve")
 
 
 def _secret_file(path: Path) -> Pin:
     """Read a PIN file, creating it (0600, random) on first start."""
+    from jsd.hsm import Pin
+
     if not path.exists():
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
@@ -40,6 +43,9 @@ def _secret_file(path: Path) -> Pin:
 
 def prepare_embedded_hsm(settings: Settings) -> bool:
     """Create the SoftHSM2 token of the embedded default if it is missing; True if it was created."""
+    from jsd.app import softhsm_module
+    from jsd.hsm import init_softhsm_token, softhsm_conf_for
+
     if settings.get("hsm", "module"):
         return False
     state = settings.state_dir
@@ -58,6 +64,10 @@ def prepare_embedded_hsm(settings: Settings) -> bool:
 
 async def prepare(settings: Settings) -> None:
     """Everything a worker relies on: token, storage KEK of the default group, migrated database."""
+    from jsd.app import hsm_settings
+    from jsd.hsm import Hsm
+    from jsd.registry import create_engine, migrate
+
     prepare_embedded_hsm(settings)
     hsm = await Hsm.open(hsm_settings(settings))
     try:
@@ -91,6 +101,10 @@ def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
 
 def run_worker(settings: Settings, index: int) -> None:
     """One worker process: its own event loop, DB pool and PKCS#11 thread."""
+    from aiohttp import web
+
+    from jsd.app import build_app
+
     setup_logging(settings.get("log", "format"), settings.get("log", "level"))
     app = build_app(settings)
     log.info("worker %d listening on %s:%s", index, settings.get("server", "host"), settings.get("server", "port"))
@@ -106,39 +120,67 @@ def run_worker(settings: Settings, index: int) -> None:
 
 
 def serve(settings: Settings) -> None:
-    """Prepare, then supervise the workers until SIGINT/SIGTERM; a worker that dies is restarted."""
+    """Prepare, then supervise the workers until SIGINT/SIGTERM; a worker that dies is restarted.
+
+    With several workers the supervisor stays small: preparation and the workers are separate Python
+    processes (``python -m jsd.serve``), so the supervisor never loads SoftHSM2, SQLAlchemy or aiohttp.
+    """
     setup_logging(settings.get("log", "format"), settings.get("log", "level"))
-    asyncio.run(prepare(settings))
     count = settings.get("server", "workers")
     if count == 1:
+        asyncio.run(prepare(settings))
         run_worker(settings, 0)
         return
-    context = multiprocessing.get_context("spawn")
-    workers: dict[int, multiprocessing.process.BaseProcess] = {}
+    preparer = _spawn(settings, "prepare", 0)
+    if preparer.wait() != 0:
+        raise SystemExit(f"start-up preparation failed (exit code {preparer.returncode})")
+    workers: dict[int, subprocess.Popen[bytes]] = {}
     stopping = False
 
     def stop(signum: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
         for process in workers.values():
-            if process.pid is not None and process.is_alive():
-                os.kill(process.pid, signal.SIGTERM)
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     for index in range(count):
-        workers[index] = context.Process(target=run_worker, args=(settings, index), name=f"jsd-worker-{index}")
-        workers[index].start()
+        workers[index] = _spawn(settings, "worker", index)
     while not stopping:
         time.sleep(0.5)
         for index, process in list(workers.items()):
-            if not process.is_alive() and not stopping:
-                log.error("worker %d exited with %s; restarting", index, process.exitcode)
+            if process.poll() is not None and not stopping:
+                log.error("worker %d exited with %s; restarting", index, process.returncode)
                 time.sleep(1.0)
-                workers[index] = context.Process(target=run_worker, args=(settings, index), name=f"jsd-worker-{index}")
-                workers[index].start()
+                workers[index] = _spawn(settings, "worker", index)
     for process in workers.values():
-        process.join(timeout=10)
-        if process.is_alive():
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
             process.kill()
     log.info("stopped")
+
+
+SETTINGS_ENV = "JSD_INTERNAL_SETTINGS"
+
+
+def _spawn(settings: Settings, role: str, index: int) -> subprocess.Popen[bytes]:
+    """A fresh interpreter for one role; settings travel as JSON in the environment (no secrets in them)."""
+    payload = json.dumps([[section, name, value] for (section, name), value in settings.values.items()])
+    env = dict(os.environ, **{SETTINGS_ENV: payload})
+    return subprocess.Popen([sys.executable, "-m", "jsd.serve", role, str(index)], env=env)
+
+
+def _child_main(role: str, index: int) -> None:
+    settings = Settings({(section, name): value for section, name, value in json.loads(os.environ[SETTINGS_ENV])})
+    if role == "prepare":
+        setup_logging(settings.get("log", "format"), settings.get("log", "level"))
+        asyncio.run(prepare(settings))
+    else:
+        run_worker(settings, index)
+
+
+if __name__ == "__main__":
+    _child_main(sys.argv[1], int(sys.argv[2]))

@@ -76,6 +76,14 @@ class Daemon:
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(10)
         self.process = None
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the workers die a moment after the supervisor
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                time.sleep(0.1)
+            except OSError:
+                return
+        raise AssertionError("workers still listening after SIGKILL")
 
     def stop(self) -> None:
         if self.process is not None:
