@@ -225,7 +225,7 @@ def start_daemon(state: Path, port: int, workers: int, log: Path) -> subprocess.
             return process
         except OSError:
             if process.poll() is not None:
-                raise RuntimeError("daemon exited:\n" + log.read_text()[-2000:])
+                raise RuntimeError("daemon exited:\n" + log.read_text()[-2000:]) from None
             time.sleep(0.2)
     raise RuntimeError("daemon did not start")
 

@@ -9,8 +9,8 @@ PKCS#11 state.
 from __future__ import annotations
 
 import asyncio
-import logging
 import json
+import logging
 import os
 import secrets
 import signal
@@ -77,7 +77,7 @@ async def prepare(settings: Settings) -> None:
     finally:
         await hsm.aclose()
     url = database_url(settings)
-    if url.startswith("sqlite") and not Path(url.split("///", 1)[-1]).exists():
+    if url.startswith("sqlite") and not Path(url.split("///", 1)[-1]).exists():  # noqa: ASYNC240 - start-up only
         log.info("creating SQLite database %s", url.split("///", 1)[-1])
     engine = create_engine(url)
     try:

@@ -36,7 +36,16 @@ log = logging.getLogger("jsd.lbi")
 
 JOIN_SERVICE = web.AppKey("join_service", JoinService)
 ANSWER_CLIENT = web.AppKey("answer_client", ClientSession)
-ANSWER_TASKS = web.AppKey("answer_tasks", set)  # type: ignore[type-abstract]
+
+
+class AnswerTasks:
+    """Asynchronous answers still being delivered; awaited at shutdown."""
+
+    def __init__(self) -> None:
+        self.pending: set[asyncio.Task[None]] = set()
+
+
+ANSWER_TASKS = web.AppKey("answer_tasks", AnswerTasks)
 MAX_BODY = web.AppKey("max_body", int)
 
 
@@ -236,10 +245,10 @@ async def lbi_endpoint(request: web.Request) -> web.Response:
 
 
 def _send_later(app: web.Application, url: str, body: dict[str, Any]) -> None:
-    tasks: set[asyncio.Task[None]] = app[ANSWER_TASKS]
+    pending = app[ANSWER_TASKS].pending
     task = asyncio.get_running_loop().create_task(_post_answer(app[ANSWER_CLIENT], url, body))
-    tasks.add(task)
-    task.add_done_callback(tasks.discard)
+    pending.add(task)
+    task.add_done_callback(pending.discard)
 
 
 async def _post_answer(client: ClientSession, url: str, body: dict[str, Any]) -> None:
@@ -257,12 +266,12 @@ def add_routes(app: web.Application, paths: tuple[str, ...] = ("/", "/api/lbi"))
         app.router.add_post(path, lbi_endpoint)
 
 
-async def answer_client_ctx(app: web.Application, timeout: float) -> Any:
+async def answer_client_ctx(app: web.Application, answer_timeout: float) -> Any:
     """Cleanup context: the HTTP client and the task set for asynchronous answers."""
-    app[ANSWER_TASKS] = set()
-    async with ClientSession(timeout=ClientTimeout(total=timeout)) as client:
+    app[ANSWER_TASKS] = AnswerTasks()
+    async with ClientSession(timeout=ClientTimeout(total=answer_timeout)) as client:
         app[ANSWER_CLIENT] = client
         yield
-        tasks = list(app[ANSWER_TASKS])
-        if tasks:
-            await asyncio.wait(tasks, timeout=timeout)
+        pending = list(app[ANSWER_TASKS].pending)
+        if pending:
+            await asyncio.wait(pending, timeout=answer_timeout)

@@ -236,7 +236,7 @@ async def test_concurrent_joins_never_share_a_join_nonce(jsd_server: Any) -> Non
     codes = [a["Result"]["ResultCode"] for _, a in answers]
     assert codes.count("Success") == 12, codes
     nonces = []
-    for frame, (_, answer) in zip(frames, answers):
+    for frame, (_, answer) in zip(frames, answers, strict=True):
         dev.sim.join_request(dev_nonce=int.from_bytes(frame[17:19], "little"))
         nonces.append(dev.sim.accept(bytes.fromhex(answer["PHYPayload"])).join_nonce)
     assert sorted(nonces) == list(range(1, 13))
