@@ -37,9 +37,7 @@ def _get_executor() -> ThreadPoolExecutor:
         if _executor is None or _owner_pid != os.getpid():
             # A forked child inherits the object but not the thread: start a fresh one.
             _ident = None
-            _executor = ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix="jsd-hsm", initializer=_remember_ident
-            )
+            _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jsd-hsm", initializer=_remember_ident)
             _owner_pid = os.getpid()
         return _executor
 

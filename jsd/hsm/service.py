@@ -62,9 +62,7 @@ class Hsm:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
-        return (
-            f"<Hsm token={self._login.settings.token_label!r} module={self._login.settings.module!r} {state}>"
-        )
+        return f"<Hsm token={self._login.settings.token_label!r} module={self._login.settings.module!r} {state}>"
 
     @property
     def settings(self) -> HsmSettings:

@@ -97,9 +97,7 @@ async def bootstrap_softhsm(
     conf = str(softhsm_conf_for(state_dir))
     current = os.environ.get(_CONF_ENV)
     if current != conf and _token.loaded(module):
-        raise HsmError(
-            f"{module} is already loaded with {_CONF_ENV}={current}; run the bootstrap in a fresh process"
-        )
+        raise HsmError(f"{module} is already loaded with {_CONF_ENV}={current}; run the bootstrap in a fresh process")
     os.environ[_CONF_ENV] = conf
     await _thread.call(_token.init_token, module, label, so_pin, user_pin)
     settings = HsmSettings(module=module, token_label=label, pin=user_pin)

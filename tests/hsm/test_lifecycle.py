@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import secrets
+import subprocess
+import sys
 import threading
 from typing import Any
 
@@ -110,15 +113,11 @@ async def test_closed_handle_is_unavailable(hsm_settings: HsmSettings) -> None:
     ("change", "message"),
     [
         pytest.param({"pin": Pin("not-the-pin")}, "rejected the user PIN", id="wrong-pin"),
-        pytest.param(
-            {"token_label": "no-such-token"}, "no token labelled 'no-such-token'", id="unknown-token"
-        ),
+        pytest.param({"token_label": "no-such-token"}, "no token labelled 'no-such-token'", id="unknown-token"),
         pytest.param({"module": "/nonexistent/libpkcs11.so"}, "cannot load", id="missing-module"),
     ],
 )
-async def test_open_failures_are_unavailable(
-    hsm_settings: HsmSettings, change: dict[str, Any], message: str
-) -> None:
+async def test_open_failures_are_unavailable(hsm_settings: HsmSettings, change: dict[str, Any], message: str) -> None:
     settings = HsmSettings(**{**vars(hsm_settings), **change})
 
     with pytest.raises(HsmUnavailable, match=message):
@@ -180,3 +179,34 @@ async def test_session_lost_twice_is_unavailable(hsm: Hsm, monkeypatch: pytest.M
         await hsm.run_join(_recipe(bytes(24)))
     assert len(calls) == 2
     await hsm.generate_random(4)  # the recovered login still works
+
+
+LOGIN_LOOP = """
+import asyncio, os, sys, time
+from jsd.hsm import Hsm, HsmSettings, Pin
+
+async def main() -> None:
+    settings = HsmSettings(sys.argv[1], sys.argv[2], Pin(os.environ["TEST_USER_PIN"]))
+    cycles, deadline = 0, time.monotonic() + float(sys.argv[3])
+    while time.monotonic() < deadline:
+        async with await Hsm.open(settings) as hsm:
+            await hsm.has_kek("any-label")
+        cycles += 1
+    print(cycles)
+
+asyncio.run(main())
+"""
+
+
+def test_processes_logging_in_at_once(hsm_settings: HsmSettings) -> None:
+    """SoftHSM2 rewrites its token file on every login; workers starting together must still all get in."""
+    env = {**os.environ, "TEST_USER_PIN": hsm_settings.pin.reveal()}
+    command = [sys.executable, "-c", LOGIN_LOOP, hsm_settings.module, hsm_settings.token_label, "1.5"]
+    workers = [
+        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)
+    ]
+
+    outputs = [worker.communicate(timeout=60) for worker in workers]
+
+    assert [worker.returncode for worker in workers] == [0, 0, 0], [err for _out, err in outputs]
+    assert all(int(out) > 0 for out, _err in outputs)
