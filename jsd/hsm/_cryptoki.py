@@ -12,7 +12,7 @@ initialised module and its session handles. Like every PKCS#11 call they run in 
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Final, TypeAlias
 
 import pkcs11.exceptions as p11err
@@ -62,14 +62,32 @@ TemplateValue: TypeAlias = "bool | int | bytes | Mapping[int, TemplateValue]"
 
 # Return codes we meet, mapped to python-pkcs11's exceptions so callers handle one family.
 _ERRORS: Final[Mapping[int, type[p11err.PKCS11Error]]] = {
+    0x002: p11err.HostMemory,
     0x003: p11err.SlotIDInvalid,
     0x005: p11err.GeneralError,
+    0x006: p11err.FunctionFailed,
+    0x007: p11err.ArgumentsBad,
     0x010: p11err.AttributeReadOnly,
+    0x011: p11err.AttributeSensitive,
     0x012: p11err.AttributeTypeInvalid,
     0x013: p11err.AttributeValueInvalid,
+    0x020: p11err.DataInvalid,
+    0x021: p11err.DataLenRange,
     0x030: p11err.DeviceError,
+    0x031: p11err.DeviceMemory,
     0x032: p11err.DeviceRemoved,
+    0x040: p11err.EncryptedDataInvalid,
+    0x041: p11err.EncryptedDataLenRange,
+    0x060: p11err.KeyHandleInvalid,
+    0x062: p11err.KeySizeRange,
+    0x063: p11err.KeyTypeInconsistent,
+    0x069: p11err.KeyNotWrappable,
+    0x06A: p11err.KeyUnextractable,
     0x070: p11err.MechanismInvalid,
+    0x071: p11err.MechanismParamInvalid,
+    0x082: p11err.ObjectHandleInvalid,
+    0x090: p11err.OperationActive,
+    0x091: p11err.OperationNotInitialized,
     0x0A0: p11err.PinIncorrect,
     0x0A1: p11err.PinInvalid,
     0x0A2: p11err.PinLenRange,
@@ -78,12 +96,18 @@ _ERRORS: Final[Mapping[int, type[p11err.PKCS11Error]]] = {
     0x0B0: p11err.SessionClosed,
     0x0B3: p11err.SessionHandleInvalid,
     0x0B6: p11err.SessionExists,
-    0x100: p11err.UserAlreadyLoggedIn,
+    0x0C0: p11err.SignatureInvalid,
+    0x0C1: p11err.SignatureLenRange,
     0x0D0: p11err.TemplateIncomplete,
     0x0D1: p11err.TemplateInconsistent,
     0x0E0: p11err.TokenNotPresent,
+    0x0F0: p11err.UnwrappingKeyHandleInvalid,
+    0x100: p11err.UserAlreadyLoggedIn,
     0x101: p11err.UserNotLoggedIn,
     0x102: p11err.UserPinNotInitialized,
+    0x110: p11err.WrappedKeyInvalid,
+    0x112: p11err.WrappedKeyLenRange,
+    0x113: p11err.WrappingKeyHandleInvalid,
 }
 
 
@@ -204,6 +228,26 @@ class Cryptoki:
             item.pValue = ctypes.addressof(buffer)
         _check(get(session, obj, ctypes.byref(outer), 1), "C_GetAttributeValue")
         return {item.type: buffer.raw[: item.ulValueLen] for item, buffer in zip(inner, buffers, strict=True)}
+
+    def get_attributes(self, session: int, obj: int, kinds: Iterable[int]) -> dict[int, bytes | None]:
+        """Scalar attributes as raw bytes; None for a sensitive one (CKA_VALUE of a secret key), absent if unknown."""
+        assert_hsm_thread()
+        get = self._fn("GetAttributeValue", CK_ULONG, CK_ULONG, ctypes.POINTER(_Attribute), CK_ULONG)
+        found: dict[int, bytes | None] = {}
+        for kind in kinds:
+            query = _Attribute(kind, None, 0)
+            rv = get(session, obj, ctypes.byref(query), 1)
+            if rv == 0x11:
+                found[kind] = None
+                continue
+            if rv == 0x12:
+                continue
+            _check(rv, "C_GetAttributeValue")
+            buffer = ctypes.create_string_buffer(max(query.ulValueLen, 1))
+            query.pValue = ctypes.addressof(buffer)
+            _check(get(session, obj, ctypes.byref(query), 1), "C_GetAttributeValue")
+            found[kind] = buffer.raw[: query.ulValueLen]
+        return found
 
     def close_session(self, session: int) -> None:
         """C_CloseSession on a handle, bypassing python-pkcs11 (which would log the whole token out)."""

@@ -35,8 +35,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from itertools import combinations
-from typing import Any, Final, Literal, TypeVar, cast
+from typing import Any, Final, TypeVar, cast
 
 import pkcs11
 import pkcs11.exceptions as p11err
@@ -51,8 +50,6 @@ from jsd.hsm.errors import HsmError, HsmUnavailable, InvalidKeyBlob, KekExists, 
 from jsd.hsm.recipe import (
     JoinOutput,
     JoinRecipe,
-    RootUsage,
-    Usage,
     session_store_kek_label,
     storage_kek_label,
 )
@@ -81,23 +78,9 @@ _NO_USAGE: Final[Template] = {
 }
 # Capabilities come from our templates; python-pkcs11's defaults would add ENCRYPT..UNWRAP (hsm.md §5.2).
 _NO_CAPABILITIES: Final = MechanismFlag(0)
-_USAGE_ATTR: Final = {"sign": Attribute.SIGN, "decrypt": Attribute.DECRYPT, "derive": Attribute.DERIVE}
-
-
-def _root_template(usage: RootUsage) -> Template:
-    # EXTRACTABLE and SENSITIVE must be explicit: the storage KEK rejects unwrap templates without them.
-    return {**_NO_USAGE, Attribute.EXTRACTABLE: False, **{_USAGE_ATTR[use]: True for use in usage}}
-
-
-_ROOT_USES: Final[tuple[Literal["sign", "decrypt", "derive"], ...]] = ("sign", "decrypt", "derive")
-_ROOT_TEMPLATES: Final[Mapping[RootUsage, Template]] = {
-    frozenset(uses): _root_template(frozenset(uses)) for size in range(4) for uses in combinations(_ROOT_USES, size)
-}
-_DERIVED_TEMPLATES: Final[Mapping[Usage, Template]] = {
-    "session": {**_NO_USAGE, Attribute.EXTRACTABLE: True},
-    "mic": {**_NO_USAGE, Attribute.EXTRACTABLE: False, Attribute.SIGN: True},
-    "enc": {**_NO_USAGE, Attribute.EXTRACTABLE: False, Attribute.DECRYPT: True},
-}
+# check_mic's root key: the storage KEK's unwrap template demands EXTRACTABLE and SENSITIVE explicitly.
+# run_join builds its own templates in _fastjoin; test_security reads both back from the token.
+_SIGN_ONLY_ROOT: Final[Template] = {**_NO_USAGE, Attribute.EXTRACTABLE: False, Attribute.SIGN: True}
 # A clear key on its way into a blob, and a stored session key on its way to an AS: wrappable, nothing else.
 _WRAPPABLE: Final[Template] = {**_NO_USAGE, Attribute.EXTRACTABLE: True}
 _TRANSPORT_KEK: Final[Template] = {
@@ -545,7 +528,7 @@ def check_mic(login: Login, group: str, blob: bytes, message: bytes, mic: bytes)
     what = f"root key blob of group {group!r}"
     kek = root_kek(login, group)
     with _scratch() as scratch:
-        scratch["root"] = _unwrap(kek, blob, _ROOT_TEMPLATES[frozenset({"sign"})], what)
+        scratch["root"] = _unwrap(kek, blob, _SIGN_ONLY_ROOT, what)
         _check_mic(scratch["root"], message, mic)
 
 

@@ -70,9 +70,7 @@ def test_root_blob_must_be_bytes() -> None:
             "not a root or a 'mic'",
             id="request-mic/session-key",
         ),
-        pytest.param(
-            {"request_mic": ("ghost", b"", b"\x00" * 4)}, "not a root or a 'mic'", id="request-mic/unknown"
-        ),
+        pytest.param({"request_mic": ("ghost", b"", b"\x00" * 4)}, "not a root or a 'mic'", id="request-mic/unknown"),
         pytest.param({"accept_mic": ("js_enc", b"")}, "not a root or a 'mic'", id="accept-mic/enc-key"),
         pytest.param({"accept_body": bytes(16)}, "12 or 28", id="accept-body/length"),
         pytest.param({"accept_encrypt": "js_int"}, "not a root or an 'enc'", id="accept-encrypt/mic-key"),
@@ -80,12 +78,8 @@ def test_root_blob_must_be_bytes() -> None:
         pytest.param({"wraps": [("nwk", "ns")]}, "not a derived 'session'", id="wraps/root-key"),
         pytest.param({"wraps": [("js_int", "ns")]}, "not a derived 'session'", id="wraps/mic-key"),
         pytest.param({"wraps": [("f_nwk", "")]}, "invalid KEK label", id="wraps/empty-label"),
-        pytest.param(
-            {"wraps": [("f_nwk", storage_kek_label("default"))]}, "reserved", id="wraps/storage-label"
-        ),
-        pytest.param(
-            {"wraps": [("f_nwk", session_store_kek_label("x"))]}, "reserved", id="wraps/session-store-label"
-        ),
+        pytest.param({"wraps": [("f_nwk", storage_kek_label("default"))]}, "reserved", id="wraps/storage-label"),
+        pytest.param({"wraps": [("f_nwk", session_store_kek_label("x"))]}, "reserved", id="wraps/session-store-label"),
         pytest.param({"wraps": [("f_nwk", "ns"), ("f_nwk", "ns")]}, "repeat", id="wraps/duplicate"),
         pytest.param({"store": ["app"]}, "not a derived 'session'", id="store/root-key"),
         pytest.param({"store": ["app_s", "app_s"]}, "repeat", id="store/duplicate"),

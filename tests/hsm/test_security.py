@@ -9,6 +9,8 @@ from typing import Any
 
 import pkcs11.exceptions as p11err
 import pytest
+from cryptography.hazmat.primitives.ciphers import algorithms
+from cryptography.hazmat.primitives.cmac import CMAC
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.types import Session
 
@@ -21,6 +23,7 @@ from jsd.hsm import (
     JoinRecipe,
     KeyNotFound,
     MicMismatch,
+    _fastjoin,
     _token,
     session_store_kek_label,
     storage_kek_label,
@@ -41,6 +44,12 @@ _ATTACKER_TEMPLATE = {
     Attribute.ENCRYPT: True,
     Attribute.DECRYPT: True,
 }
+
+
+def _cmac4(key: bytes, message: bytes) -> bytes:
+    mac = CMAC(algorithms.AES(key))
+    mac.update(message)
+    return mac.finalize()[:4]
 
 
 def _storage_kek(session: Session, group: str = "default") -> Any:
@@ -67,13 +76,9 @@ async def test_pin_holder_cannot_recover_a_root_key(hsm: Hsm, in_token: InToken)
         own = session.create_object(_ATTACKER_TEMPLATE)
         outcome: dict[str, str] = {}
         attempts: dict[str, Callable[[], Any]] = {
-            "extractable": lambda: _unwrap(
-                kek, blob, {Attribute.EXTRACTABLE: True, Attribute.SENSITIVE: True}
-            ),
+            "extractable": lambda: _unwrap(kek, blob, {Attribute.EXTRACTABLE: True, Attribute.SENSITIVE: True}),
             "attributes omitted": lambda: _unwrap(kek, blob, {}),
-            "not sensitive": lambda: _unwrap(
-                kek, blob, {Attribute.EXTRACTABLE: False, Attribute.SENSITIVE: False}
-            ),
+            "not sensitive": lambda: _unwrap(kek, blob, {Attribute.EXTRACTABLE: False, Attribute.SENSITIVE: False}),
             "generic secret": lambda: _unwrap(
                 kek, blob, {Attribute.EXTRACTABLE: True, Attribute.SENSITIVE: True}, KeyType.GENERIC_SECRET
             ),
@@ -87,9 +92,7 @@ async def test_pin_holder_cannot_recover_a_root_key(hsm: Hsm, in_token: InToken)
             except p11err.PKCS11Error as exc:
                 outcome[name] = type(exc).__name__
         # The legitimate unwrap works, but the key it gives cannot leave the token.
-        root = _unwrap(
-            kek, blob, {Attribute.EXTRACTABLE: False, Attribute.SENSITIVE: True, Attribute.SIGN: True}
-        )
+        root = _unwrap(kek, blob, {Attribute.EXTRACTABLE: False, Attribute.SENSITIVE: True, Attribute.SIGN: True})
         try:
             own.wrap_key(root, mechanism=Mechanism.AES_KEY_WRAP)
             outcome["re-wrap legit unwrap"] = "succeeded"
@@ -129,9 +132,7 @@ async def test_plain_kek_would_have_allowed_the_attack(hsm: Hsm, in_token: InTok
             store=False,
             template={Attribute.WRAP: True, Attribute.UNWRAP: True, Attribute.EXTRACTABLE: False},
         )
-        clear = session.create_object(
-            {**_ATTACKER_TEMPLATE, Attribute.VALUE: ROOT_KEY, Attribute.EXTRACTABLE: True}
-        )
+        clear = session.create_object({**_ATTACKER_TEMPLATE, Attribute.VALUE: ROOT_KEY, Attribute.EXTRACTABLE: True})
         blob = plain.wrap_key(clear, mechanism=Mechanism.AES_KEY_WRAP)
         own = session.create_object(_ATTACKER_TEMPLATE)
         stolen = _unwrap(plain, blob, {Attribute.EXTRACTABLE: True, Attribute.SENSITIVE: True})
@@ -322,45 +323,85 @@ _USAGE_KEYS = [
     Attribute.UNWRAP,
     Attribute.DERIVE,
 ]
+_NOTHING = {kind: b"\x00" for kind in _USAGE_KEYS} | {Attribute.SENSITIVE: b"\x01", Attribute.VALUE: None}
 
 
-async def test_join_key_objects_get_only_what_they_need(hsm: Hsm, in_token: InToken) -> None:
-    """The templates run_join uses, as the token reports them: never readable, minimal usages."""
+async def test_join_key_objects_get_only_what_they_need(
+    hsm: Hsm, hsm_settings: HsmSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session objects run_join really creates, read back just before they are destroyed."""
+    label = f"ns:{secrets.token_hex(4)}"
+    await hsm.import_kek(label, secrets.token_bytes(16))
+    blob = await hsm.import_root_key("default", ROOT_KEY)
+    request = b"\x00" + bytes(18)
+    recipe = JoinRecipe(
+        group="default",
+        roots={"nwk": blob, "app": blob},
+        derives=[
+            Derive("js_int", "nwk", bytes(16), "mic"),
+            Derive("js_enc", "nwk", b"\x05" + bytes(15), "enc"),
+            Derive("nwk_s", "nwk", b"\x01" + bytes(15), "session"),
+            Derive("app_s", "app", b"\x02" + bytes(15), "session"),
+        ],
+        request_mic=("nwk", request, _cmac4(ROOT_KEY, request)),
+        accept_mic=("js_int", b"\x20" + bytes(12)),
+        accept_body=bytes(12),
+        accept_encrypt="nwk",
+        wraps=[("nwk_s", label), ("app_s", label)],
+        store=["app_s"],
+    )
+    slots = [*recipe.roots, *(step.slot for step in recipe.derives)]
+    seen: dict[str, dict[int, bytes | None]] = {}
+    destroy = _fastjoin.FastJoin._destroy
+
+    def inspect_then_destroy(self: _fastjoin.FastJoin, session: int, handles: Any, quiet: bool) -> None:
+        handles = list(handles)
+        for slot, handle in zip(slots, handles, strict=True):
+            kinds = [*_USAGE_KEYS, Attribute.VALUE]
+            seen[slot] = cryptoki(hsm_settings.module).get_attributes(session, handle, kinds)
+        destroy(self, session, handles, quiet)
+
+    monkeypatch.setattr(_fastjoin.FastJoin, "_destroy", inspect_then_destroy)
+
+    await hsm.run_join(recipe)
+
+    on = b"\x01"
+    assert seen == {
+        "nwk": _NOTHING | {Attribute.SIGN: on, Attribute.DECRYPT: on, Attribute.DERIVE: on},
+        "app": _NOTHING | {Attribute.DERIVE: on},
+        "js_int": _NOTHING | {Attribute.SIGN: on},
+        "js_enc": _NOTHING | {Attribute.DECRYPT: on},
+        "nwk_s": _NOTHING | {Attribute.EXTRACTABLE: on},
+        "app_s": _NOTHING | {Attribute.EXTRACTABLE: on},
+    }
+
+
+async def test_management_key_objects_get_only_what_they_need(hsm: Hsm, in_token: InToken) -> None:
+    """The python-pkcs11 templates of check_mic (root key) and rewrap/import (wrappable key), as the token reports them."""
     blob = await hsm.import_root_key("default", ROOT_KEY)
 
     def probe(session: Session) -> dict[str, Any]:
         kek = _storage_kek(session)
         found: dict[str, Any] = {}
-        root = _unwrap(kek, blob, _token._ROOT_TEMPLATES[frozenset({"sign", "decrypt", "derive"})])
+        root = _unwrap(kek, blob, _token._SIGN_ONLY_ROOT)
+        clear = session.create_object({**_token._WRAPPABLE, Attribute.VALUE: ROOT_KEY})
         try:
-            found["root"] = root.get_attributes(_USAGE_KEYS)
-            for usage, template in _token._DERIVED_TEMPLATES.items():
-                child = root.derive_key(
-                    KeyType.AES,
-                    128,
-                    capabilities=0,
-                    mechanism=Mechanism.AES_ECB_ENCRYPT_DATA,
-                    mechanism_param=bytes(16),
-                    template=template,
-                )
+            for name, key in (("root", root), ("wrappable", clear)):
+                found[name] = key.get_attributes(_USAGE_KEYS)
                 try:
-                    found[usage] = child.get_attributes(_USAGE_KEYS)
-                    child[Attribute.VALUE]
-                    found[usage + " value"] = "readable"
+                    key[Attribute.VALUE]
+                    found[name + " value"] = "readable"
                 except p11err.AttributeSensitive:
                     pass
-                finally:
-                    child.destroy()
         finally:
             root.destroy()
+            clear.destroy()
         return found
 
     found = await in_token(probe)
 
     nothing = {kind: False for kind in _USAGE_KEYS} | {Attribute.SENSITIVE: True}
     assert found == {
-        "root": nothing | {Attribute.SIGN: True, Attribute.DECRYPT: True, Attribute.DERIVE: True},
-        "session": nothing | {Attribute.EXTRACTABLE: True},
-        "mic": nothing | {Attribute.SIGN: True},
-        "enc": nothing | {Attribute.DECRYPT: True},
+        "root": nothing | {Attribute.SIGN: True},
+        "wrappable": nothing | {Attribute.EXTRACTABLE: True},
     }
