@@ -128,9 +128,7 @@ def _provision(state_dir: str, devices: int) -> _Token:
     return asyncio.run(run())
 
 
-def _worker(
-    token: _Token, version: str, seconds: float, in_flight: int, barrier: Barrier, results: Any
-) -> None:
+def _worker(token: _Token, version: str, seconds: float, in_flight: int, barrier: Barrier, results: Any) -> None:
     """Child process: joins per second over the common window."""
     os.environ["SOFTHSM2_CONF"] = token.conf
     from jsd.hsm import Hsm, HsmSettings, Pin
