@@ -247,14 +247,13 @@ class JoinService:
             raise JoinFailed(f"HSM: {exc}") from None
 
     def _accept_body(self, params: JoinParams, sender: Sender, join_nonce: int, opt_neg: bool) -> bytes:
-        dl_settings = (params.dl_settings | lorawan.OPT_NEG) if opt_neg else (params.dl_settings & ~lorawan.OPT_NEG)
         try:
             return lorawan.join_accept_body(
                 lorawan.JoinAcceptFields(
                     join_nonce=join_nonce,
                     net_id=sender.net_id,
                     dev_addr=params.dev_addr,
-                    dl_settings=dl_settings & 0xFF,
+                    dl_settings=lorawan.with_opt_neg(params.dl_settings, opt_neg),
                     rx_delay=params.rx_delay,
                     cf_list=params.cf_list,
                 )
