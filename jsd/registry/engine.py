@@ -5,6 +5,8 @@ SQLite needs help to be safe with several worker processes sharing one file:
 * WAL, so readers never wait for the writer. The mode is stored in the file, so it is switched on once,
   by `migrate()` (`enable_wal`): switching needs a lock that SQLite will not wait for, so it is retried;
 * a busy timeout, so a writer waits for the lock instead of failing at once;
+* synchronous=FULL, stated rather than left to the build's default: a committed JoinNonce must survive
+  a power loss, so every commit is fsynced (the registry amortises that with group commit);
 * `BEGIN IMMEDIATE` for every transaction that may write. A deferred transaction that reads and
   then writes cannot wait for the lock (SQLite reports SQLITE_BUSY at once, whatever the timeout);
   taking the write lock at BEGIN makes concurrent writers queue up instead.
@@ -122,6 +124,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         try:
             cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
             cursor.execute("PRAGMA foreign_keys = ON")
+            cursor.execute("PRAGMA synchronous = FULL")
         finally:
             cursor.close()
 
