@@ -106,6 +106,7 @@ def run_worker(settings: Settings, index: int) -> None:
     from jsd.app import build_app
 
     setup_logging(settings.get("log", "format"), settings.get("log", "level"))
+    loop = _new_event_loop()
     app = build_app(settings)
     log.info("worker %d listening on %s:%s", index, settings.get("server", "host"), settings.get("server", "port"))
     web.run_app(
@@ -116,7 +117,17 @@ def run_worker(settings: Settings, index: int) -> None:
         ssl_context=_ssl_context(settings),
         print=None,
         access_log=None,
+        loop=loop,
     )
+
+
+def _new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop when installed (it roughly halves the event loop's share of a join), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 def serve(settings: Settings) -> None:

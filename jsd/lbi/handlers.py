@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
 import logging
+import os
 import ssl
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -33,6 +34,10 @@ from jsd.lbi.codec import (
 )
 
 log = logging.getLogger("jsd.lbi")
+
+# Request ids: a random per-process prefix and a counter, unique across workers and cheap per request.
+_REQUEST_PREFIX = os.urandom(4).hex()
+_request_numbers = itertools.count(1)
 
 JOIN_SERVICE = web.AppKey("join_service", JoinService)
 ANSWER_CLIENT = web.AppKey("answer_client", ClientSession)
@@ -197,7 +202,7 @@ async def _answer(
 async def lbi_endpoint(request: web.Request) -> web.Response:
     """POST handler for every LBI message type."""
     started = time.perf_counter()
-    ctx: dict[str, Any] = {"request_id": uuid.uuid4().hex[:16]}
+    ctx: dict[str, Any] = {"request_id": f"{_REQUEST_PREFIX}-{next(_request_numbers):x}"}
     status, body, message_type = 200, None, None
     try:
         try:
