@@ -2,7 +2,7 @@
 
     python bench/registry_ops.py [--devices 100000] [--seconds 8] [--inflight 32] [--workers 1 2]
                                  [--backends sqlite postgresql] [--dir DIR] [--pg URL]
-                                 [--rate JOINS_PER_S_PER_WORKER] [--burn-ms MS]
+                                 [--rate JOINS_PER_S_PER_WORKER] [--burn-ms MS] [--uvloop]
 
 Each backend gets a fresh registry of `--devices` devices (`add_devices_bulk`, dummy 24-byte blobs): a SQLite
 file in `--dir` (on a real disk: synchronous=FULL is the point) or a new PostgreSQL schema, dropped at the end.
@@ -76,6 +76,7 @@ class Job:
     run: int
     rate: float
     burn_ms: float
+    uvloop: bool
 
 
 @dataclass(frozen=True)
@@ -240,7 +241,12 @@ def _batches(registry: Any) -> int | None:
 
 
 def _worker(job: Job, barrier: Barrier, results: Any) -> None:
-    results.put((job.worker, asyncio.run(_worker_main(job, barrier))))
+    if job.uvloop:  # what `jsd serve` workers run on when uvloop is installed
+        import uvloop
+
+        results.put((job.worker, uvloop.run(_worker_main(job, barrier))))
+    else:
+        results.put((job.worker, asyncio.run(_worker_main(job, barrier))))
 
 
 async def _provision(url: str, devices: int) -> None:
@@ -274,7 +280,7 @@ def _run(url: str, args: argparse.Namespace, workers: int, run: int) -> dict[str
     barrier = ctx.Barrier(workers)
     results = ctx.Queue()
     jobs = [
-        Job(url, w, workers, args.devices, args.seconds, args.inflight, run, args.rate, args.burn_ms)
+        Job(url, w, workers, args.devices, args.seconds, args.inflight, run, args.rate, args.burn_ms, args.uvloop)
         for w in range(workers)
     ]
     processes = [ctx.Process(target=_worker, args=(job, barrier, results)) for job in jobs]
@@ -324,6 +330,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--rate", type=float, default=0.0, help="open loop: joins/s per worker (0: closed loop)")
     parser.add_argument("--burn-ms", type=float, default=0.0, help="CPU spent per join outside the registry")
+    parser.add_argument("--uvloop", action="store_true", help="run the workers on uvloop, as jsd serve does")
     parser.add_argument("--backends", nargs="+", default=["sqlite", "postgresql"], choices=["sqlite", "postgresql"])
     parser.add_argument("--dir", type=Path, default=None, help="where the SQLite file goes (default: a temp dir)")
     parser.add_argument("--pg", default=PG_URL, help="PostgreSQL URL of a database where schemas may be created")
@@ -336,7 +343,8 @@ def main() -> None:
     load = f"open loop {args.rate:g} joins/s per worker, " if args.rate else "closed loop, "
     print(
         f"{os.cpu_count()} CPUs, {args.devices} devices, {load}at most {args.inflight} joins in flight per "
-        f"worker, {args.burn_ms:g} ms other CPU per join, {args.seconds:g} s per run",
+        f"worker, {args.burn_ms:g} ms other CPU per join, {args.seconds:g} s per run"
+        f"{', uvloop' if args.uvloop else ''}",
         flush=True,
     )
     print(
