@@ -42,6 +42,7 @@ sys.path.insert(0, str(HERE))
 JOIN_EUI = bytes.fromhex("70b3d57e00000001")
 HOME = "000013"
 SEED = bytes(range(16))  # bench-only: device keys are AES(SEED, DevEUI | kind) so nothing must be stored
+NONCE_STEP = 100  # counter DevNonces one run may use per device
 
 
 def device_keys(dev_eui: bytes) -> tuple[bytes, bytes]:
@@ -74,6 +75,29 @@ def daemon_env(state: Path, port: int, workers: int) -> dict[str, str]:
         "JSD_LOG_FORMAT": "json",
     })
     return env
+
+
+def bench_secrets(state: Path) -> tuple[bytes, str]:
+    """The NS KEK and bearer token of a state dir, made on first use so a kept registry stays usable."""
+    secrets_file = state / "bench-secrets.json"
+    if secrets_file.exists():
+        stored = json.loads(secrets_file.read_text())
+        return bytes.fromhex(stored["kek"]), stored["token"]
+    kek, token = secrets.token_bytes(16), secrets.token_urlsafe(24)
+    secrets_file.write_text(json.dumps({"kek": kek.hex(), "token": token}))
+    return kek, token
+
+
+def next_nonce_base(state: Path) -> int:
+    """Counter DevNonces must grow across runs on a kept registry: the base is stored with it."""
+    secrets_file = state / "bench-secrets.json"
+    stored = json.loads(secrets_file.read_text())
+    base = stored.get("nonce_base", 0)
+    if base > 60_000:
+        sys.exit(f"DevNonce counters of {state} are used up: start with a fresh --state")
+    stored["nonce_base"] = base + NONCE_STEP
+    secrets_file.write_text(json.dumps(stored))
+    return int(base)
 
 
 async def provision(state: Path, count: int, kek: bytes, token: str) -> None:
@@ -260,13 +284,7 @@ def main() -> None:
 
     state = args.state or Path(tempfile.mkdtemp(prefix="jsd-bench-"))
     state.mkdir(parents=True, exist_ok=True)
-    secrets_file = state / "bench-secrets.json"
-    if secrets_file.exists():
-        stored = json.loads(secrets_file.read_text())
-        kek, token = bytes.fromhex(stored["kek"]), stored["token"]
-    else:
-        kek, token = secrets.token_bytes(16), secrets.token_urlsafe(24)
-        secrets_file.write_text(json.dumps({"kek": kek.hex(), "token": token}))
+    kek, token = bench_secrets(state)
     print(f"provisioning {args.devices} devices in {state}", file=sys.stderr)
     asyncio.run(provision(state, args.devices, kek, token))
 
@@ -276,32 +294,22 @@ def main() -> None:
     }
     run_offset = secrets.randbelow(args.devices)
 
-    def next_nonce_base() -> int:
-        """Counter DevNonces must grow across runs on a kept registry: the base is stored with it."""
-        stored = json.loads(secrets_file.read_text())
-        base = stored.get("nonce_base", 0)
-        if base > 60_000:
-            sys.exit(f"DevNonce counters of {state} are used up: start with a fresh --state")
-        stored["nonce_base"] = base + 100
-        secrets_file.write_text(json.dumps(stored))
-        return int(base)
-
     port = free_port()
     log = state / "daemon.log"
     for version, label in (("1.0.2", "1.0"), ("1.1", "1.1")):
         bodies = state / f"bodies-{version}.jsonl"
-        build_bodies(bodies, version, int(args.seconds * 3000), args.devices, run_offset, next_nonce_base())
+        build_bodies(bodies, version, int(args.seconds * 3000), args.devices, run_offset, next_nonce_base(state))
         process = start_daemon(state, port, args.workers, log)
         sampler = RssSampler(process.pid)
         sampler.start()
         try:
             run_wrk(port, bodies, token, 2, 8, 0)  # warm-up: KEK copies, connection pools
             build_bodies(bodies, version, int(args.seconds * 3000), args.devices, run_offset + 7919,
-                         next_nonce_base())
+                         next_nonce_base(state))
             peak = run_wrk(port, bodies, token, args.seconds, args.connections, 0)
             rate = peak["joins_per_s"] / 2
             build_bodies(bodies, version, int(args.seconds * 3000), args.devices, run_offset + 2 * 7919,
-                         next_nonce_base())
+                         next_nonce_base(state))
             connections = 16
             half = run_wrk(port, bodies, token, args.seconds, connections, 1000 * connections / rate)
         finally:
