@@ -308,10 +308,16 @@ def main() -> None:
                          next_nonce_base(state))
             peak = run_wrk(port, bodies, token, args.seconds, args.connections, 0)
             rate = peak["joins_per_s"] / 2
+            connections = 16
+            # Each connection waits `delay`, then makes one round trip: calibrate the delay for the rate.
             build_bodies(bodies, version, int(args.seconds * 3000), args.devices, run_offset + 2 * 7919,
                          next_nonce_base(state))
-            connections = 16
-            half = run_wrk(port, bodies, token, args.seconds, connections, 1000 * connections / rate)
+            first_delay = 1000 * connections / rate
+            probe = run_wrk(port, bodies, token, 3, connections, first_delay)
+            round_trip = max(0.0, 1000 * connections / probe["requests_per_s"] - first_delay)
+            build_bodies(bodies, version, int(args.seconds * 3000), args.devices, run_offset + 3 * 7919,
+                         next_nonce_base(state))
+            half = run_wrk(port, bodies, token, args.seconds, connections, max(0.0, first_delay - round_trip))
         finally:
             sampler.stop.set()
             sampler.join()
