@@ -54,7 +54,7 @@ class _Template:
         self.count = len(attrs)
 
 
-_BASE: Final[dict[Attribute, bool | int]] = {
+NO_USAGE: Final[dict[Attribute, bool | int]] = {
     Attribute.CLASS: ObjectClass.SECRET_KEY,
     Attribute.KEY_TYPE: KeyType.AES,
     Attribute.TOKEN: False,
@@ -68,18 +68,18 @@ _BASE: Final[dict[Attribute, bool | int]] = {
     Attribute.UNWRAP: False,
     Attribute.DERIVE: False,
 }
-_USAGE_ATTR: Final = {"sign": Attribute.SIGN, "decrypt": Attribute.DECRYPT, "derive": Attribute.DERIVE}
+USAGE_ATTR: Final = {"sign": Attribute.SIGN, "decrypt": Attribute.DECRYPT, "derive": Attribute.DERIVE}
 
 
 def _root_template(usage: RootUsage) -> _Template:
-    return _Template({**_BASE, Attribute.EXTRACTABLE: False, **{_USAGE_ATTR[u]: True for u in usage}})
+    return _Template({**NO_USAGE, Attribute.EXTRACTABLE: False, **{USAGE_ATTR[u]: True for u in usage}})
 
 
 _ROOT_TEMPLATES: dict[RootUsage, _Template] = {}
 _DERIVED: Final[Mapping[Usage, _Template]] = {
-    "session": _Template({**_BASE, Attribute.EXTRACTABLE: True, Attribute.VALUE_LEN: 16}),
-    "mic": _Template({**_BASE, Attribute.EXTRACTABLE: False, Attribute.SIGN: True, Attribute.VALUE_LEN: 16}),
-    "enc": _Template({**_BASE, Attribute.EXTRACTABLE: False, Attribute.DECRYPT: True, Attribute.VALUE_LEN: 16}),
+    "session": _Template({**NO_USAGE, Attribute.EXTRACTABLE: True, Attribute.VALUE_LEN: 16}),
+    "mic": _Template({**NO_USAGE, Attribute.EXTRACTABLE: False, Attribute.SIGN: True, Attribute.VALUE_LEN: 16}),
+    "enc": _Template({**NO_USAGE, Attribute.EXTRACTABLE: False, Attribute.DECRYPT: True, Attribute.VALUE_LEN: 16}),
 }
 _KEY_WRAP = _Mechanism(int(Mechanism.AES_KEY_WRAP), None, 0)
 _CMAC = _Mechanism(int(Mechanism.AES_CMAC), None, 0)

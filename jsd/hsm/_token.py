@@ -43,7 +43,7 @@ from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass, To
 from pkcs11.types import Object, Session, SignMixin, Token, UnwrapMixin, WrapMixin
 
 from jsd.hsm._cryptoki import TemplateValue, cryptoki
-from jsd.hsm._fastjoin import fast_join
+from jsd.hsm._fastjoin import NO_USAGE, fast_join
 from jsd.hsm._thread import assert_hsm_thread
 from jsd.hsm.config import HsmSettings, Pin
 from jsd.hsm.errors import HsmError, HsmUnavailable, InvalidKeyBlob, KekExists, KeyNotFound, MicMismatch
@@ -62,20 +62,7 @@ Template = dict[Attribute, Any]
 BLOB_LEN: Final = 24
 MIC_LEN: Final = 4
 
-_NO_USAGE: Final[Template] = {
-    Attribute.CLASS: ObjectClass.SECRET_KEY,
-    Attribute.KEY_TYPE: KeyType.AES,
-    Attribute.TOKEN: False,
-    Attribute.PRIVATE: True,
-    Attribute.SENSITIVE: True,
-    Attribute.ENCRYPT: False,
-    Attribute.DECRYPT: False,
-    Attribute.SIGN: False,
-    Attribute.VERIFY: False,
-    Attribute.WRAP: False,
-    Attribute.UNWRAP: False,
-    Attribute.DERIVE: False,
-}
+_NO_USAGE: Final[Template] = dict(NO_USAGE)
 # Capabilities come from our templates; python-pkcs11's defaults would add ENCRYPT..UNWRAP (hsm.md §5.2).
 _NO_CAPABILITIES: Final = MechanismFlag(0)
 # check_mic's root key: the storage KEK's unwrap template demands EXTRACTABLE and SENSITIVE explicitly.

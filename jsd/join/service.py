@@ -33,7 +33,7 @@ from jsd.join.errors import (
     UnknownReceiver,
 )
 from jsd.lorawan import MACVersion
-from jsd.registry import Device, NetworkServer, NonceConflict, Registry, SessionKey
+from jsd.registry import Device, NetworkServer, NonceConflict, NonceState, Registry, SessionKey
 
 log = logging.getLogger("jsd.join")
 
@@ -186,15 +186,23 @@ class JoinService:
                 raise
             opt_neg = lorawan.is_1_1(version) and lorawan.is_1_1(params.mac_version)
             recipe = self._join_recipe(device, params, sender, frame, state.join_nonce, opt_neg)
-            output = await self._run(recipe)
-            accepted = self._accepted(device, output, state.join_nonce, opt_neg)
-            record = self._session_record(device, accepted, output, frame.dev_nonce)
-            try:
-                await self._registry.commit_join(device.dev_eui, device.nonces.version, state, record)
-            except NonceConflict:
-                continue
-            return accepted
+            accepted = await self._derive_and_commit(device, state, recipe, opt_neg, frame.dev_nonce)
+            if accepted is not None:
+                return accepted
         raise JoinFailed("too many concurrent joins for this device; try again")
+
+    async def _derive_and_commit(
+        self, device: Device, state: NonceState, recipe: JoinRecipe, opt_neg: bool, nonce: int
+    ) -> JoinAccepted | None:
+        """The HSM call, then the commit; None when a concurrent request for the device committed first."""
+        output = await self._run(recipe)
+        accepted = self._accepted(device, output, state.join_nonce, opt_neg)
+        record = self._session_record(device, accepted, output, nonce)
+        try:
+            await self._registry.commit_join(device.dev_eui, device.nonces.version, state, record)
+        except NonceConflict:
+            return None
+        return accepted
 
     def _parse_join_request(self, params: JoinParams) -> lorawan.JoinRequest:
         try:
@@ -385,14 +393,9 @@ class JoinService:
                 raise MalformedFrame("RejoinRequest from a device that is not LoRaWAN 1.1")
             state = nonces.after_rejoin_request(device.nonces, frame.rejoin_type, frame.rj_count)
             recipe = self._rejoin_recipe(device, params, sender, frame, state.join_nonce)
-            output = await self._run(recipe)
-            accepted = self._accepted(device, output, state.join_nonce, opt_neg=True)
-            record = self._session_record(device, accepted, output, frame.rj_count)
-            try:
-                await self._registry.commit_join(device.dev_eui, device.nonces.version, state, record)
-            except NonceConflict:
-                continue
-            return accepted
+            accepted = await self._derive_and_commit(device, state, recipe, True, frame.rj_count)
+            if accepted is not None:
+                return accepted
         raise JoinFailed("too many concurrent rejoins for this device; try again")
 
     def _rejoin_recipe(
