@@ -7,7 +7,8 @@ One run:
    as RFC 3394 blobs) — kept in ``--state`` so later runs can skip it;
 2. builds the JoinReq bodies with the independent device code of ``jsd_sim`` (unique DevNonces);
 3. starts ``jsd serve`` and drives it with wrk (C, so the load generator leaves the cores to the daemon):
-   closed loop for the maximum rate, then paced at half that rate for latency;
+   closed loop for the maximum rate, then paced at half the target rate (500/s for 1.0, 250/s for 1.1)
+   for latency;
 4. samples the resident memory of the whole daemon (supervisor + workers);
 5. stops the daemon and measures the HSM crypto alone (``bench/hsm_crypto.py``) on the same cores,
    printing the ratio end-to-end ÷ crypto-only. Results also go to ``bench/results/``.
@@ -279,7 +280,12 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--state", type=Path, help="keep the provisioned registry here between runs")
     parser.add_argument("--skip-hsm", action="store_true", help="skip the crypto-only measurement")
+    parser.add_argument("--paced-10", type=float, default=500.0,
+                        help="rate of the paced 1.0 run (default: half the 1,000/s target; 0 = half the max)")
+    parser.add_argument("--paced-11", type=float, default=250.0,
+                        help="rate of the paced 1.1 run (default: half the 500/s target; 0 = half the max)")
     args = parser.parse_args()
+    args.paced_rate = {"1.0": args.paced_10, "1.1": args.paced_11}
     ensure_wrk()
 
     state = args.state or Path(tempfile.mkdtemp(prefix="jsd-bench-"))
@@ -307,7 +313,7 @@ def main() -> None:
             build_bodies(bodies, version, int(args.seconds * 3000), args.devices, run_offset + 7919,
                          next_nonce_base(state))
             peak = run_wrk(port, bodies, token, args.seconds, args.connections, 0)
-            rate = peak["joins_per_s"] / 2
+            rate = args.paced_rate[label] or peak["joins_per_s"] / 2
             connections = 16
             # Each connection waits `delay`, then makes one round trip: calibrate the delay for the rate.
             build_bodies(bodies, version, int(args.seconds * 3000), args.devices, run_offset + 2 * 7919,
