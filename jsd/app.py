@@ -24,9 +24,9 @@ SETTINGS = web.AppKey("settings", Settings)
 
 
 def softhsm_module() -> str:
-    """The SoftHSM2 module of this machine (the bootstrap script exports JSD_HSM_MODULE)."""
+    """The SoftHSM2 module of this machine (the bootstrap script exports JSD_SOFTHSM_LIBRARY)."""
     candidates = [
-        os.environ.get("JSD_HSM_MODULE", ""),
+        os.environ.get("JSD_SOFTHSM_LIBRARY", ""),
         "/usr/lib/softhsm/libsofthsm2.so",
         "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
         "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",

@@ -34,7 +34,8 @@ if ! find_softhsm >/dev/null; then
         exit 1
     fi
 fi
-export JSD_HSM_MODULE="${JSD_HSM_MODULE:-$(find_softhsm)}"
+# Where SoftHSM2 is, for the embedded default (not hsm.module: setting that would mean "a real HSM").
+export JSD_SOFTHSM_LIBRARY="$(find_softhsm)"
 
 PY="$(find_python)" || { echo "bootstrap: Python 3.11+ is needed (sudo apt-get install -y python3 python3-venv)" >&2; exit 1; }
 if [ ! -x "$VENV/bin/python" ]; then

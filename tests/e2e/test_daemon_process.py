@@ -192,3 +192,37 @@ def test_cli_bad_input_is_refused_clearly(daemon: Daemon, args: list[str], stdin
     assert result.returncode != 0
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_readme_serve_command_starts_the_embedded_default(tmp_path: Path) -> None:
+    """`./scripts/serve.sh`, as the README gives it, with nothing but a state dir and a port chosen."""
+    root = Path(__file__).resolve().parents[2]
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JSD_", "SOFTHSM2"))}
+    env.update({"JSD_GENERAL_STATE_DIR": str(tmp_path / "state"), "JSD_SERVER_PORT": str(port)})
+    log = tmp_path / "serve.log"
+    with log.open("w") as handle:
+        process = subprocess.Popen([str(root / "scripts" / "serve.sh")], env=env, stdout=handle, stderr=handle,
+                                   start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        answer: dict[str, Any] = {}
+        while time.monotonic() < deadline and not answer:
+            assert process.poll() is None, log.read_text()
+            try:
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/", method="POST", data=json.dumps({
+                        "ProtocolVersion": "1.0", "SenderID": HOME, "ReceiverID": JOIN_EUI, "TransactionID": 1,
+                        "MessageType": "HomeNSReq", "DevEUI": "0102030405060708"}).encode(),
+                    headers={"Authorization": "Bearer nobody"})
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    answer = json.loads(response.read())
+            except OSError:
+                time.sleep(0.3)
+        assert answer["Result"]["ResultCode"] == "UnknownSender", answer
+        text = log.read_text()
+        assert "created SoftHSM2 token 'jsd'" in text and "creating SQLite database" in text
+        assert (tmp_path / "state" / "jsd.sqlite3").exists()
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(20)
