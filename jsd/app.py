@@ -13,7 +13,8 @@ from pathlib import Path
 from aiohttp import web
 
 from jsd.config import Settings, database_url
-from jsd.hsm import Hsm, HsmSettings, Pin, load_pin
+from jsd.hsm import Hsm, HsmSettings, Pin, find_softhsm_module, load_pin
+from jsd.hsm.softhsm import SOFTHSM_MODULES
 from jsd.join import JoinPolicy, JoinService
 from jsd.lbi import handlers
 from jsd.registry import Registry, create_engine
@@ -24,18 +25,8 @@ SETTINGS = web.AppKey("settings", Settings)
 
 
 def softhsm_module() -> str:
-    """The SoftHSM2 module of this machine (the bootstrap script exports JSD_SOFTHSM_LIBRARY)."""
-    candidates = [
-        os.environ.get("JSD_SOFTHSM_LIBRARY", ""),
-        "/usr/lib/softhsm/libsofthsm2.so",
-        "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
-        "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
-        "/usr/local/lib/softhsm/libsofthsm2.so",
-    ]
-    for candidate in candidates:
-        if candidate and Path(candidate).is_file():
-            return candidate
-    raise FileNotFoundError("SoftHSM2 is not installed: sudo apt-get install -y softhsm2")
+    """The SoftHSM2 module of this machine: the one the bootstrap script found, else the usual paths."""
+    return find_softhsm_module([os.environ.get("JSD_SOFTHSM_LIBRARY", ""), *SOFTHSM_MODULES])
 
 
 def hsm_settings(settings: Settings) -> HsmSettings:

@@ -335,11 +335,10 @@ def device_add(
             assert hsm is not None
             group = hsm_group or obj.settings().get("join", "default_hsm_group")
             await hsm.ensure_storage_kek(group)
-            if astk_label:
-                if astk is not None and not await hsm.has_kek(astk_label):
-                    await hsm.import_kek(astk_label, astk)
-                elif not await hsm.has_kek(astk_label):
+            if astk_label and not await hsm.has_kek(astk_label):
+                if astk is None:
                     raise click.ClickException(f"ASTK {astk_label} is not in the HSM: give --astk-file")
+                await hsm.import_kek(astk_label, astk)
             await registry.add_device(
                 NewDevice(
                     dev_eui=dev,

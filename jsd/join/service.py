@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from jsd import lorawan
-from jsd.hsm import Derive, Hsm, HsmError, JoinOutput, JoinRecipe, KeyNotFound, MicMismatch
+from jsd.hsm import Derive, Hsm, HsmError, JoinOutput, JoinRecipe, MicMismatch
 from jsd.join import nonces
 from jsd.join.errors import (
     JoinFailed,
@@ -334,8 +334,6 @@ class JoinService:
             return await self._hsm.run_join(recipe)
         except MicMismatch:
             raise MICMismatch("request MIC is wrong") from None
-        except KeyNotFound as exc:
-            raise JoinFailed(f"HSM: {exc}") from None
         except HsmError as exc:
             raise JoinFailed(f"HSM: {exc}") from None
 
