@@ -46,6 +46,22 @@ main.add_command(local.ns)
 main.add_command(local.device)
 
 
+def _add_plugin_commands(group: click.Group) -> None:
+    """Commands of installed plugins (entry-point group ``jsd.plugins``; each entry is a click command).
+
+    A plugin's command module should stay light: heavy imports belong inside its command bodies.
+    """
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group="jsd.plugins"):
+        command = entry.load()
+        if isinstance(command, click.Command):
+            group.add_command(command, entry.name)
+
+
+_add_plugin_commands(main)
+
+
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})
 @click.pass_context
 def sim(ctx: click.Context) -> None:
