@@ -11,6 +11,7 @@ from datetime import datetime
 from sqlalchemy import (
     Boolean,
     Column,
+    ForeignKeyConstraint,
     DateTime,
     ForeignKey,
     Index,
@@ -19,11 +20,31 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
+    UniqueConstraint,
+    false,
     func,
     text,
 )
 
-__all__ = ["device_nonces", "devices", "metadata", "network_servers", "session_keys"]
+__all__ = [
+    "accounts",
+    "api_keys",
+    "astks",
+    "audit_log",
+    "command_replies",
+    "device_nonces",
+    "devices",
+    "events",
+    "import_rows",
+    "metadata",
+    "network_servers",
+    "outbox",
+    "rate_limits",
+    "roaming_agreements",
+    "session_keys",
+    "spent_owner_tokens",
+]
 
 metadata = MetaData(
     naming_convention={
@@ -54,7 +75,18 @@ devices = Table(
     Column("name", String(255), nullable=True),
     _now_column("created_at"),
     _now_column("updated_at"),
+    Column("manufacturer", String(64), nullable=True, index=True),
+    Column("owner_token_hash", String(64), nullable=True),
+    Column("secure_element", Boolean, nullable=False, server_default=false()),
+    Column("admin_info", Text, nullable=True),
+    Column("profile_id", String(8), nullable=False, server_default="00000000"),
+    Column("serial", String(32), nullable=True),
+    Column("keys_exported", Boolean, nullable=False, server_default=false()),
+    Column("import_digest", String(64), nullable=True),
+    Column("claimed_at", DateTime(timezone=True), nullable=True),
 )
+Index(None, devices.c.owner_account)
+Index(None, devices.c.owner_token_hash, unique=True)
 
 device_nonces = Table(
     "device_nonces",
@@ -104,3 +136,111 @@ session_keys = Table(
     _now_column("created_at"),
 )
 Index(None, session_keys.c.dev_eui, session_keys.c.join_nonce)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("name", String(255), nullable=False),
+    _now_column("created_at"),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", String(12), primary_key=True),
+    Column("account", String(64), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("secret_hash", String(64), nullable=False),
+    Column("scopes", String(255), nullable=False),
+    _now_column("created_at"),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+
+spent_owner_tokens = Table(
+    "spent_owner_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    _now_column("spent_at"),
+)
+
+astks = Table(
+    "astks",
+    metadata,
+    Column("label", String(64), primary_key=True),
+    Column("account", String(64), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("origin", String(16), nullable=False),
+    Column("exported", Boolean, nullable=False, server_default=false()),
+    _now_column("created_at"),
+    UniqueConstraint("account", "name", name="uq_astks_account_name"),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    _now_column("at"),
+    Column("account", String(64), nullable=True, index=True),
+    Column("key_id", String(12), nullable=True),
+    Column("source", String(128), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("dev_eui", String(16), nullable=True, index=True),
+    Column("owner_account", String(64), nullable=True, index=True),
+    Column("details", Text, nullable=False),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("event_id", String(32), nullable=False, unique=True),
+    Column("type", String(64), nullable=False),
+    Column("account", String(64), nullable=False),
+    Column("dev_eui", String(16), nullable=True),
+    _now_column("time"),
+    Column("data", Text, nullable=False),
+)
+Index(None, events.c.account, events.c.seq)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("event_id", String(32), primary_key=True),
+    ForeignKeyConstraint(["event_id"], ["events.event_id"], ondelete="CASCADE"),
+)
+
+rate_limits = Table(
+    "rate_limits",
+    metadata,
+    Column("bucket", String(96), primary_key=True),
+    Column("window_start", Integer, nullable=False),
+    Column("count", Integer, nullable=False),
+)
+
+roaming_agreements = Table(
+    "roaming_agreements",
+    metadata,
+    Column("home_net_id", String(6), primary_key=True),
+    Column("visited_net_id", String(6), primary_key=True),
+    _now_column("created_at"),
+)
+
+command_replies = Table(
+    "command_replies",
+    metadata,
+    Column("account", String(64), primary_key=True),
+    Column("request_id", String(64), primary_key=True),
+    Column("reply", Text, nullable=False),
+    _now_column("created_at"),
+)
+
+import_rows = Table(
+    "import_rows",
+    metadata,
+    Column("batch_id", String(32), primary_key=True),
+    Column("line", Integer, primary_key=True),
+    Column("dev_eui", String(16), nullable=False),
+    Column("row", LargeBinary, nullable=False),
+    _now_column("created_at"),
+)
