@@ -1,0 +1,259 @@
+"""Values and errors of the ownership workflow; what the REST API and MQTT commands render.
+
+Every error carries the stable problem slug of docs/api.md and its HTTP status, so the transports only map
+`OwnershipError.problem` to their own wire form.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, ClassVar
+
+__all__ = [
+    "ACCOUNT_ID_RE",
+    "DEFAULT_SCOPES",
+    "SCOPES",
+    "AccountKind",
+    "AccountView",
+    "AlreadyExported",
+    "ApiKeyView",
+    "AstkView",
+    "AuditEntry",
+    "ClaimFailed",
+    "Conflict",
+    "DeviceView",
+    "EventView",
+    "FieldError",
+    "Forbidden",
+    "ImportFailed",
+    "ImportedDevice",
+    "InvalidRequest",
+    "NetworkServerView",
+    "NewApiKey",
+    "NotFound",
+    "OwnershipError",
+    "Principal",
+    "RateLimited",
+    "Unauthenticated",
+]
+
+ACCOUNT_ID_RE = r"[a-z0-9][a-z0-9-]{0,62}"
+
+
+class AccountKind(StrEnum):
+    MANUFACTURER = "manufacturer"
+    SUBSCRIBER = "subscriber"
+    OPERATOR = "operator"
+
+
+SCOPES = ("devices:read", "devices:write", "claim", "astk", "audit:read", "events:read", "admin")
+DEFAULT_SCOPES: dict[AccountKind, frozenset[str]] = {
+    AccountKind.MANUFACTURER: frozenset({"devices:read", "devices:write", "audit:read", "events:read"}),
+    AccountKind.SUBSCRIBER: frozenset(
+        {"devices:read", "devices:write", "claim", "astk", "audit:read", "events:read"}
+    ),
+    AccountKind.OPERATOR: frozenset(SCOPES),
+}
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the account behind an API key, with the key's scopes and where the call came from."""
+
+    account: str
+    kind: AccountKind
+    scopes: frozenset[str]
+    key_id: str | None
+    source: str
+
+    @property
+    def is_operator(self) -> bool:
+        return self.kind is AccountKind.OPERATOR
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One reason a request or an import row was refused; `line` only for bulk imports."""
+
+    field: str | None
+    reason: str
+    line: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"field": self.field, "reason": self.reason}
+        if self.line is not None:
+            out = {"line": self.line, **out}
+        return out
+
+
+class OwnershipError(Exception):
+    """A refused ownership call; `problem` and `status` are the RFC 7807 type slug and HTTP status."""
+
+    problem: ClassVar[str] = "internal"
+    status: ClassVar[int] = 500
+    title: ClassVar[str] = "Internal error"
+
+    def __init__(self, detail: str, *, errors: list[FieldError] | None = None, retry_after: int | None = None):
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors or []
+        self.retry_after = retry_after
+
+
+class Unauthenticated(OwnershipError):
+    problem, status, title = "unauthenticated", 401, "Authentication required"
+
+
+class Forbidden(OwnershipError):
+    problem, status, title = "forbidden", 403, "Not allowed"
+
+
+class NotFound(OwnershipError):
+    problem, status, title = "not-found", 404, "Not found"
+
+
+class InvalidRequest(OwnershipError):
+    problem, status, title = "invalid-request", 400, "Invalid request"
+
+
+class ImportFailed(OwnershipError):
+    problem, status, title = "import-failed", 422, "Import refused"
+
+
+class Conflict(OwnershipError):
+    problem, status, title = "conflict", 409, "Conflict"
+
+
+class ClaimFailed(OwnershipError):
+    problem, status, title = "claim-failed", 403, "Claim failed"
+
+
+class RateLimited(OwnershipError):
+    problem, status, title = "rate-limited", 429, "Too many failed attempts"
+
+
+class AlreadyExported(OwnershipError):
+    problem, status, title = "already-exported", 409, "Key cannot be exported"
+
+
+@dataclass(frozen=True)
+class AccountView:
+    id: str
+    kind: AccountKind
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class NewApiKey:
+    """A freshly made API key: `key` is shown this once and never stored."""
+
+    key_id: str
+    account: str
+    key: str
+    scopes: frozenset[str]
+
+
+@dataclass(frozen=True)
+class ApiKeyView:
+    key_id: str
+    account: str
+    scopes: frozenset[str]
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class DeviceView:
+    """What an account may see of a device: never keys, blobs or token hashes."""
+
+    dev_eui: bytes
+    join_eui: bytes
+    mac_version: str
+    name: str | None
+    admin_info: str | None
+    secure_element: bool
+    profile_id: bytes
+    serial: str | None
+    manufacturer: str | None
+    owner: str | None
+    home_net_id: bytes | None
+    astk: str | None
+    keys_exported: bool
+    created_at: datetime
+    claimed_at: datetime | None
+
+    @property
+    def state(self) -> str:
+        return "claimed" if self.owner is not None else "unclaimed"
+
+
+@dataclass(frozen=True)
+class ImportedDevice:
+    """One answer line of an import: the owner token and generated keys only when the device was created."""
+
+    dev_eui: bytes
+    join_eui: bytes
+    profile_id: bytes
+    name: str | None
+    created: bool
+    line: int | None = None
+    owner_token: str | None = None
+    app_key: bytes | None = None
+    nwk_key: bytes | None = None
+
+
+@dataclass(frozen=True)
+class AstkView:
+    name: str
+    origin: str
+    exported: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class NetworkServerView:
+    net_id: bytes
+    name: str
+    kek_label: str
+    has_token: bool
+    cert_fingerprint: str | None
+    answer_url: str | None
+    async_mode: bool
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    id: int
+    at: datetime
+    account: str | None
+    key_id: str | None
+    source: str
+    action: str
+    dev_eui: bytes | None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EventView:
+    seq: int
+    event_id: str
+    type: str
+    time: datetime
+    account: str
+    dev_eui: bytes | None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The event's JSON form, shared by REST and MQTT (docs/api.md, "Events")."""
+        return {
+            "event_id": self.event_id,
+            "seq": self.seq,
+            "type": self.type,
+            "time": self.time.isoformat().replace("+00:00", "Z"),
+            "account": self.account,
+            "dev_eui": None if self.dev_eui is None else self.dev_eui.hex(),
+            "data": self.data,
+        }
