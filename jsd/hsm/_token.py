@@ -46,7 +46,15 @@ from jsd.hsm._cryptoki import TemplateValue, cryptoki
 from jsd.hsm._fastjoin import NO_USAGE, fast_join
 from jsd.hsm._thread import assert_hsm_thread
 from jsd.hsm.config import HsmSettings, Pin
-from jsd.hsm.errors import HsmError, HsmUnavailable, InvalidKeyBlob, KekExists, KeyNotFound, MicMismatch
+from jsd.hsm.errors import (
+    HsmError,
+    HsmUnavailable,
+    InvalidKeyBlob,
+    KekExists,
+    KeyNotExportable,
+    KeyNotFound,
+    MicMismatch,
+)
 from jsd.hsm.recipe import (
     JoinOutput,
     JoinRecipe,
@@ -581,3 +589,63 @@ def init_token(module: str, label: str, so_pin: Pin, user_pin: Pin) -> None:
         raise HsmError(f"token {label!r}: a PIN was rejected ({type(exc).__name__})") from None
     except p11err.PKCS11Error as exc:
         raise HsmError(f"cannot initialise token {label!r} ({type(exc).__name__})") from exc
+
+
+# Ownership workflow: exportable-once ASTKs and secure-element root keys ---------------------------------
+
+# A generated ASTK is readable until its one export, then locked (SENSITIVE and EXTRACTABLE may only ever
+# be tightened, PKCS#11 §4.4), so no later call can read it again.
+_EXPORTABLE_ASTK: Final[Template] = {**_TRANSPORT_KEK, Attribute.SENSITIVE: False, Attribute.EXTRACTABLE: True}
+_LOT_MASTER_KEY: Final[Template] = {
+    **_NO_USAGE,
+    Attribute.TOKEN: True,
+    Attribute.EXTRACTABLE: False,
+    Attribute.DERIVE: True,
+    Attribute.MODIFIABLE: False,
+    Attribute.COPYABLE: False,
+}
+
+
+def generate_exportable_kek(login: Login, label: str) -> None:
+    session = login.live
+    if _token_keys(session, label):
+        raise KekExists(f"a key labelled {label!r} is already in the token")
+    value = session.generate_random(128)
+    session.create_object({**_EXPORTABLE_ASTK, Attribute.LABEL: label, Attribute.VALUE: value})
+    log.info("generated exportable KEK %r", label)
+
+
+def export_kek_once(login: Login, label: str) -> bytes:
+    key = _one_token_key(login.live, label)
+    attrs = key.get_attributes([Attribute.SENSITIVE, Attribute.EXTRACTABLE])
+    if attrs.get(Attribute.SENSITIVE) is not False or attrs.get(Attribute.EXTRACTABLE) is not True:
+        raise KeyNotExportable(f"key {label!r} cannot be exported (imported, or exported before)")
+    value = bytes(key[Attribute.VALUE])
+    key[Attribute.SENSITIVE] = True
+    key[Attribute.EXTRACTABLE] = False
+    log.info("exported KEK %r once; it is locked now", label)
+    return value
+
+
+def import_lot_master_key(login: Login, label: str, key: bytes) -> None:
+    session = login.live
+    if _token_keys(session, label):
+        raise KekExists(f"a key labelled {label!r} is already in the token")
+    session.create_object({**_LOT_MASTER_KEY, Attribute.LABEL: label, Attribute.VALUE: key})
+    log.info("imported lot master key %r", label)
+
+
+def derive_root_key(login: Login, group: str, master_label: str, block: bytes) -> bytes:
+    """``AES-ECB(master, block)`` as a key inside the token, returned wrapped under the group's storage KEK."""
+    kek = root_kek(login, group)
+    master = _one_token_key(login.live, master_label)
+    with _scratch() as scratch:
+        scratch["derived"] = cast(Any, master).derive_key(
+            KeyType.AES,
+            128,
+            mechanism=Mechanism.AES_ECB_ENCRYPT_DATA,
+            mechanism_param=block,
+            capabilities=_NO_CAPABILITIES,
+            template=_WRAPPABLE,
+        )
+        return _wrap(kek, scratch["derived"])

@@ -31,6 +31,10 @@ class KekExists(HsmError):
     """A KEK with this label is already in the token; labels are never silently re-used."""
 
 
+class KeyNotExportable(HsmError):
+    """The key was imported, or its one export has been done: the token will not reveal it."""
+
+
 class InvalidKeyBlob(HsmError):
     """A stored blob is corrupt, truncated or wrapped under another group's storage KEK."""
 

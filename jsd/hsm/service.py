@@ -96,6 +96,30 @@ class Hsm:
         _check_key(key)
         await self._run("import KEK", _token.import_kek, label, key)
 
+    async def generate_exportable_kek(self, label: str) -> None:
+        """A transport KEK (ASTK) from the token's generator that `export_kek_once` may reveal one time."""
+        check_kek_label(label)
+        await self._run("generate KEK", _token.generate_exportable_kek, label)
+
+    async def export_kek_once(self, label: str) -> bytes:
+        """The clear value of a generated KEK, then locked for good; `KeyNotExportable` after that."""
+        check_kek_label(label)
+        return await self._run("export KEK", _token.export_kek_once, label)
+
+    async def import_lot_master_key(self, label: str, key: bytes) -> None:
+        """A secure-element lot master key: a DERIVE-only token object, never readable again."""
+        check_kek_label(label)
+        _check_key(key)
+        await self._run("import lot master key", _token.import_lot_master_key, label, key)
+
+    async def derive_root_key(self, group: str, master_label: str, block: bytes) -> bytes:
+        """A secure-element root key, AES-ECB(master, block), derived in the token; returned as a storage blob."""
+        check_group(group)
+        check_kek_label(master_label)
+        if not isinstance(block, bytes) or len(block) != _KEY_LEN:
+            raise ValueError(f"a derivation block is {_KEY_LEN} bytes")
+        return await self._run("derive root key", _token.derive_root_key, group, master_label, block)
+
     async def has_kek(self, label: str) -> bool:
         """True if the token holds a key with this label."""
         check_kek_label(label)
