@@ -31,7 +31,11 @@ QR_TAG = "tr005"  # reverse path: the same with a TR005 QR-code string ("LW:D0:â
 
 
 class AdapterError(Exception):
-    """A registry call failed; the text is safe to log (no tokens)."""
+    """A registry call failed; the text is safe to log (no tokens). ``code``: the NS's own error code, if any."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class AdapterUnavailable(AdapterError):

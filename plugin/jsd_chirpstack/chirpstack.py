@@ -67,46 +67,28 @@ def _eui(text: str) -> bytes | None:
 
 def _error(call: str, exc: grpc.RpcError) -> AdapterUnavailable | AdapterRefused:
     code = exc.code()
-    text = f"ChirpStack {call}: {code.name if code else 'error'} {exc.details() or ''}".strip()
-    return AdapterUnavailable(text) if code in _TRANSIENT else AdapterRefused(text)
+    name = code.name if code else "UNKNOWN"
+    text = f"ChirpStack {call}: {name} {exc.details() or ''}".strip()
+    return AdapterUnavailable(text, name) if code in _TRANSIENT else AdapterRefused(text, name)
 
 
-class ChirpStackAdapter:
-    """Devices of one ChirpStack application, created with one device profile and no keys."""
+class ChirpStackClient:
+    """A gRPC channel to ChirpStack with the API token; shared by the adapter and the application side."""
 
     def __init__(
-        self,
-        server: str,
-        api_token: str,
-        application_id: str,
-        device_profile_id: str,
-        *,
-        ca_cert: bytes | None = None,
-        tls: bool = False,
-        timeout: float = 10.0,
-        page_size: int = 100,
-        max_list_rate: float = 5.0,
+        self, server: str, api_token: str, *, ca_cert: bytes | None = None, tls: bool = False, timeout: float = 10.0
     ) -> None:
         self.server = server
-        self.application_id = application_id
-        self.device_profile_id = device_profile_id
         self._metadata = (("authorization", f"Bearer {api_token}"),)
         self._tls = tls or ca_cert is not None
         self._ca_cert = ca_cert
         self._timeout = timeout
-        self._page_size = page_size
-        self._pacer = _Pacer(max_list_rate)
         self._channel: grpc.aio.Channel | None = None
 
     @classmethod
-    def from_config(cls, options: Mapping[str, Any]) -> ChirpStackAdapter:
-        """Options of a link's ``[links.chirpstack]`` table; the token comes from ``api_token_file``."""
-        known = {"server", "api_token_file", "application_id", "device_profile_id", "tls", "ca_cert", "timeout",
-                 "page_size", "max_list_rate", "tenant_id"}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise ValueError(f"unknown ChirpStack option(s): {', '.join(unknown)}")
-        for name in ("server", "api_token_file", "application_id", "device_profile_id"):
+    def from_config(cls, options: Mapping[str, Any]) -> ChirpStackClient:
+        """``server``, ``api_token_file`` (the token is never in the config itself), ``tls``, ``ca_cert``, ``timeout``."""
+        for name in ("server", "api_token_file"):
             if not isinstance(options.get(name), str) or not options[name]:
                 raise ValueError(f"ChirpStack option {name!r} is required")
         token = Path(options["api_token_file"]).read_text().strip()
@@ -116,20 +98,10 @@ class ChirpStackAdapter:
         return cls(
             options["server"],
             token,
-            options["application_id"],
-            options["device_profile_id"],
             ca_cert=Path(ca_path).read_bytes() if ca_path else None,
             tls=bool(options.get("tls", False)),
             timeout=float(options.get("timeout", 10.0)),
-            page_size=int(options.get("page_size", 100)),
-            max_list_rate=float(options.get("max_list_rate", 5.0)),
         )
-
-    def __repr__(self) -> str:
-        return f"ChirpStackAdapter({self.describe()})"
-
-    def describe(self) -> str:
-        return f"chirpstack {self.server} application {self.application_id}"
 
     def _open(self) -> grpc.aio.Channel:
         # grpc.aio channels belong to the loop they were made on: open on first use, inside the loop.
@@ -142,26 +114,79 @@ class ChirpStackAdapter:
         return self._channel
 
     def devices(self) -> Any:
-        """The DeviceService stub (also used by the application side for queue calls)."""
+        """The DeviceService stub."""
         return device_pb2_grpc.DeviceServiceStub(self._open())
 
-    async def call(self, stub: Any, method: str, request: Any) -> Any:
-        """One unary call with the token and the timeout; gRPC errors become adapter errors."""
+    def profiles(self) -> Any:
+        """The DeviceProfileService stub."""
+        return device_profile_pb2_grpc.DeviceProfileServiceStub(self._open())
+
+    async def call(self, stub: Any, method: str, request: Any, *, not_found: bool = False) -> Any:
+        """One unary call with the token and the timeout; errors become adapter errors.
+
+        With ``not_found=True`` a ``NOT_FOUND`` answer returns None instead.
+        """
         try:
             return await getattr(stub, method)(request, metadata=self._metadata, timeout=self._timeout)
         except grpc.RpcError as exc:
+            if not_found and exc.code() == grpc.StatusCode.NOT_FOUND:
+                return None
             raise _error(method, exc) from None
 
+    async def aclose(self) -> None:
+        if self._channel is not None:
+            channel, self._channel = self._channel, None
+            await channel.close()
+
+
+class ChirpStackAdapter:
+    """Devices of one ChirpStack application, created with one device profile and no keys."""
+
+    def __init__(
+        self,
+        client: ChirpStackClient,
+        application_id: str,
+        device_profile_id: str,
+        *,
+        page_size: int = 100,
+        max_list_rate: float = 5.0,
+    ) -> None:
+        self.client = client
+        self.application_id = application_id
+        self.device_profile_id = device_profile_id
+        self._page_size = page_size
+        self._pacer = _Pacer(max_list_rate)
+
+    @classmethod
+    def from_config(cls, options: Mapping[str, Any]) -> ChirpStackAdapter:
+        """Options of a link's ``[links.chirpstack]`` table (see ``conf/chirpstack/bridge.example.toml``)."""
+        known = {"server", "api_token_file", "application_id", "device_profile_id", "tls", "ca_cert", "timeout",
+                 "page_size", "max_list_rate"}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(f"unknown ChirpStack option(s): {', '.join(unknown)}")
+        for name in ("application_id", "device_profile_id"):
+            if not isinstance(options.get(name), str) or not options[name]:
+                raise ValueError(f"ChirpStack option {name!r} is required")
+        return cls(
+            ChirpStackClient.from_config(options),
+            options["application_id"],
+            options["device_profile_id"],
+            page_size=int(options.get("page_size", 100)),
+            max_list_rate=float(options.get("max_list_rate", 5.0)),
+        )
+
+    def __repr__(self) -> str:
+        return f"ChirpStackAdapter({self.describe()})"
+
+    def describe(self) -> str:
+        return f"chirpstack {self.client.server} application {self.application_id}"
+
     async def _get(self, dev_eui: bytes) -> Any | None:
-        try:
-            response = await self.devices().Get(
-                device_pb2.GetDeviceRequest(dev_eui=dev_eui.hex()), metadata=self._metadata, timeout=self._timeout
-            )
-        except grpc.RpcError as exc:
-            if exc.code() == grpc.StatusCode.NOT_FOUND:
-                return None
-            raise _error("Get", exc) from None
-        return response.device
+        response = await self.client.call(
+            self.client.devices(), "Get", device_pb2.GetDeviceRequest(dev_eui=dev_eui.hex()), not_found=True
+        )
+        return None if response is None else response.device
 
     @staticmethod
     def _as_ns_device(device: Any) -> NsDevice:
@@ -175,11 +200,11 @@ class ChirpStackAdapter:
 
     async def list_devices(self) -> list[NsDevice]:
         devices: list[NsDevice] = []
-        stub = self.devices()
+        stub = self.client.devices()
         offset = 0
         while True:
             await self._pacer.wait()
-            page = await self.call(
+            page = await self.client.call(
                 stub,
                 "List",
                 device_pb2.ListDevicesRequest(
@@ -213,19 +238,18 @@ class ChirpStackAdapter:
             is_disabled=False,
         )
         try:
-            await self.devices().Create(
-                device_pb2.CreateDeviceRequest(device=device), metadata=self._metadata, timeout=self._timeout
-            )
-        except grpc.RpcError as exc:
-            if exc.code() == grpc.StatusCode.ALREADY_EXISTS:
-                existing = await self._get(spec.dev_eui)
-                if existing is not None:
-                    found = self._as_ns_device(existing)
-                    if existing.application_id != self.application_id:
-                        # Another application's device: show no tags, so the bridge treats it as not its own.
-                        found = NsDevice(found.dev_eui, found.name, found.join_eui, {}, found.disabled)
-                    raise DeviceExists(found) from None
-            raise _error("Create", exc) from None
+            await self.client.call(self.client.devices(), "Create", device_pb2.CreateDeviceRequest(device=device))
+        except AdapterRefused as exc:
+            if exc.code != "ALREADY_EXISTS":
+                raise
+            existing = await self._get(spec.dev_eui)
+            if existing is None:
+                raise
+            found = self._as_ns_device(existing)
+            if existing.application_id != self.application_id:
+                # Another application's device: show no tags, so the bridge treats it as not its own.
+                found = NsDevice(found.dev_eui, found.name, found.join_eui, {}, found.disabled)
+            raise DeviceExists(found) from None
 
     async def update_device(
         self,
@@ -247,39 +271,24 @@ class ChirpStackAdapter:
             device.is_disabled = disabled
         if join_eui is not None:
             device.join_eui = join_eui.hex()
-        await self.call(self.devices(), "Update", device_pb2.UpdateDeviceRequest(device=device))
+        await self.client.call(self.client.devices(), "Update", device_pb2.UpdateDeviceRequest(device=device))
         return self._as_ns_device(device)
 
     async def delete_device(self, dev_eui: bytes) -> None:
-        try:
-            await self.devices().Delete(
-                device_pb2.DeleteDeviceRequest(dev_eui=dev_eui.hex()), metadata=self._metadata, timeout=self._timeout
-            )
-        except grpc.RpcError as exc:
-            if exc.code() != grpc.StatusCode.NOT_FOUND:
-                raise _error("Delete", exc) from None
+        request = device_pb2.DeleteDeviceRequest(dev_eui=dev_eui.hex())
+        await self.client.call(self.client.devices(), "Delete", request, not_found=True)
 
     async def has_root_keys(self, dev_eui: bytes) -> bool:
-        try:
-            await self.devices().GetKeys(
-                device_pb2.GetDeviceKeysRequest(dev_eui=dev_eui.hex()), metadata=self._metadata, timeout=self._timeout
-            )
-        except grpc.RpcError as exc:
-            if exc.code() == grpc.StatusCode.NOT_FOUND:
-                return False
-            raise _error("GetKeys", exc) from None
-        return True
+        request = device_pb2.GetDeviceKeysRequest(dev_eui=dev_eui.hex())
+        return await self.client.call(self.client.devices(), "GetKeys", request, not_found=True) is not None
 
     async def mac_version(self) -> str | None:
-        stub = device_profile_pb2_grpc.DeviceProfileServiceStub(self._open())
-        response = await self.call(stub, "Get", device_profile_pb2.GetDeviceProfileRequest(id=self.device_profile_id))
-        profile = response.device_profile
+        request = device_profile_pb2.GetDeviceProfileRequest(id=self.device_profile_id)
+        profile = (await self.client.call(self.client.profiles(), "Get", request)).device_profile
         if not profile.supports_otaa:
             raise AdapterRefused(f"device profile {self.device_profile_id} does not support OTAA")
         number = int(profile.mac_version)
         return MAC_VERSIONS[number] if 0 <= number < len(MAC_VERSIONS) else None
 
     async def aclose(self) -> None:
-        if self._channel is not None:
-            channel, self._channel = self._channel, None
-            await channel.close()
+        await self.client.aclose()

@@ -22,6 +22,10 @@ from chirpstack_api.api import device_pb2, device_pb2_grpc, device_profile_pb2, 
 from chirpstack_api.common import common_pb2
 from google.protobuf import empty_pb2
 
+from jsd_sim.pytest_plugin import sim_device_factory, sim_ns_factory
+
+__all__ = ["sim_device_factory", "sim_ns_factory"]
+
 
 @dataclass
 class FakeState:
@@ -244,3 +248,4 @@ async def chirpstack(chirpstack_token: str) -> AsyncIterator[FakeChirpStack]:
 def topic_prefix() -> str:
     """A topic prefix of this test alone: tests share the real Mosquitto."""
     return f"test-{uuid.uuid4().hex[:12]}"
+

@@ -1,0 +1,95 @@
+"""Small pieces of the bridge's and the application side's TOML configuration shared by both.
+
+Secrets (API keys, tokens, passwords, ASTKs) are never values in these files, only paths to files that hold
+them, so a configuration can be shown, copied into an issue or mounted world-readable.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the text names the key."""
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def check_keys(table: Mapping[str, Any], where: str, allowed: set[str], required: set[str] = frozenset()) -> None:
+    """Unknown keys are errors (a misspelt key must not silently fall back to a default)."""
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ConfigError(f"[{where}]: unknown key(s) {', '.join(unknown)}")
+    missing = sorted(required - set(table))
+    if missing:
+        raise ConfigError(f"[{where}]: missing key(s) {', '.join(missing)}")
+
+
+def read_secret(path: str | Path, what: str) -> str:
+    """A secret from a file, stripped; an empty file is an error, not an empty secret."""
+    try:
+        value = Path(path).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot read {path}: {exc.strerror}") from None
+    if not value:
+        raise ConfigError(f"{what}: {path} is empty")
+    return value
+
+
+def read_key(path: str | Path, what: str) -> bytes:
+    """An AES key as hex in a file (32 hex digits for AES-128)."""
+    text = read_secret(path, what)
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        raise ConfigError(f"{what}: {path} does not hold hex") from None
+    if len(key) not in (16, 24, 32):
+        raise ConfigError(f"{what}: {path} holds {len(key)} bytes, not an AES key")
+    return key
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    """A broker: ``server = "mqtt://host:1883"`` (``mqtts://`` for TLS), ``username``, ``password_file``."""
+
+    host: str
+    port: int
+    tls: bool = False
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any], where: str, extra: set[str] = frozenset()) -> MqttSettings:
+        check_keys(table, where, {"server", "username", "password_file", *extra}, {"server"})
+        url = urlsplit(str(table["server"]))
+        if url.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not url.hostname:
+            raise ConfigError(f"[{where}] server: use mqtt://host:port or mqtts://host:port")
+        tls = url.scheme in ("mqtts", "ssl")
+        password = read_secret(table["password_file"], f"[{where}] password_file") if "password_file" in table else None
+        return cls(url.hostname, url.port or (8883 if tls else 1883), tls, table.get("username"), password)
+
+    def client(self, identifier: str | None = None) -> Any:
+        """An ``aiomqtt.Client`` for this broker (imported here: the CLI module must stay light)."""
+        import ssl
+
+        import aiomqtt
+
+        return aiomqtt.Client(
+            self.host,
+            self.port,
+            username=self.username,
+            password=self.password,
+            identifier=identifier,
+            tls_context=ssl.create_default_context() if self.tls else None,
+        )
