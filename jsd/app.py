@@ -17,11 +17,15 @@ from jsd.hsm import Hsm, HsmSettings, Pin, find_softhsm_module, load_pin
 from jsd.hsm.softhsm import SOFTHSM_MODULES
 from jsd.join import JoinPolicy, JoinService
 from jsd.lbi import handlers
+from jsd.ownership import OwnershipPolicy, OwnershipService
 from jsd.registry import Registry, create_engine
+from jsd.registry.ownership import OwnershipStore
 
 REGISTRY = web.AppKey("registry", Registry)
 HSM = web.AppKey("hsm", Hsm)
 SETTINGS = web.AppKey("settings", Settings)
+OWNERSHIP = web.AppKey("ownership", OwnershipService)
+STORE = web.AppKey("ownership_store", OwnershipStore)
 
 
 def softhsm_module() -> str:
@@ -51,6 +55,18 @@ def join_policy(settings: Settings) -> JoinPolicy:
     )
 
 
+def ownership_policy(settings: Settings) -> OwnershipPolicy:
+    join_eui = settings.get("ownership", "default_join_eui")
+    return OwnershipPolicy(
+        default_join_eui=bytes.fromhex(join_eui) if join_eui else None,
+        default_hsm_group=settings.get("join", "default_hsm_group"),
+        claim_failures_per_account=settings.get("ownership", "claim_failures_per_account"),
+        claim_failures_per_device=settings.get("ownership", "claim_failures_per_device"),
+        claim_window=settings.get("ownership", "claim_window"),
+        event_retention=settings.get("ownership", "event_retention"),
+    )
+
+
 def build_app(settings: Settings) -> web.Application:
     """The LBI application; the database must already be migrated (``jsd serve`` does it once)."""
     app = web.Application(client_max_size=settings.get("server", "max_body_bytes"))
@@ -60,6 +76,7 @@ def build_app(settings: Settings) -> web.Application:
     async def registry_ctx(app: web.Application) -> AsyncIterator[None]:
         engine = create_engine(database_url(settings))
         app[REGISTRY] = Registry(engine)
+        app[STORE] = OwnershipStore(engine)
         yield
         await engine.dispose()
 
@@ -71,6 +88,7 @@ def build_app(settings: Settings) -> web.Application:
 
     async def service_ctx(app: web.Application) -> AsyncIterator[None]:
         app[handlers.JOIN_SERVICE] = JoinService(app[REGISTRY], app[HSM], join_policy(settings))
+        app[OWNERSHIP] = OwnershipService(app[STORE], app[REGISTRY], app[HSM], ownership_policy(settings))
         yield
 
     async def answers_ctx(app: web.Application) -> AsyncIterator[None]:
