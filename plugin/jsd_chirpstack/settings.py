@@ -7,7 +7,7 @@ them, so a configuration can be shown, copied into an issue or mounted world-rea
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,12 +26,12 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: {exc}") from None
 
 
-def check_keys(table: Mapping[str, Any], where: str, allowed: set[str], required: set[str] = frozenset()) -> None:
+def check_keys(table: Mapping[str, Any], where: str, allowed: Collection[str], required: Collection[str] = ()) -> None:
     """Unknown keys are errors (a misspelt key must not silently fall back to a default)."""
-    unknown = sorted(set(table) - allowed)
+    unknown = sorted(set(table) - set(allowed))
     if unknown:
         raise ConfigError(f"[{where}]: unknown key(s) {', '.join(unknown)}")
-    missing = sorted(required - set(table))
+    missing = sorted(set(required) - set(table))
     if missing:
         raise ConfigError(f"[{where}]: missing key(s) {', '.join(missing)}")
 
@@ -70,7 +70,7 @@ class MqttSettings:
     password: str | None = field(default=None, repr=False)
 
     @classmethod
-    def from_table(cls, table: Mapping[str, Any], where: str, extra: set[str] = frozenset()) -> MqttSettings:
+    def from_table(cls, table: Mapping[str, Any], where: str, extra: Collection[str] = ()) -> MqttSettings:
         check_keys(table, where, {"server", "username", "password_file", *extra}, {"server"})
         url = urlsplit(str(table["server"]))
         if url.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not url.hostname:
