@@ -1,0 +1,45 @@
+"""The ownership service on a real SoftHSM2 token and a real database (SQLite file or PostgreSQL schema)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+
+from jsd.hsm import Hsm
+from jsd.ownership import SCOPES, AccountKind, OwnershipPolicy, OwnershipService, Principal
+from jsd.registry import Registry, create_engine
+from jsd.registry.ownership import OwnershipStore
+
+OPERATOR = Principal("_local", AccountKind.OPERATOR, frozenset(SCOPES), None, "test")
+
+
+@dataclass
+class World:
+    service: OwnershipService
+    registry: Registry
+    store: OwnershipStore
+    maker: Principal
+    alice: Principal
+    bob: Principal
+
+
+@pytest.fixture
+async def world(database: object, hsm: Hsm) -> AsyncIterator[World]:
+    engine = create_engine(database.url)  # type: ignore[attr-defined]
+    registry, store = Registry(engine), OwnershipStore(engine)
+    policy = OwnershipPolicy(
+        default_join_eui=bytes.fromhex("70b3d57ed0000000"),
+        claim_failures_per_account=6,
+        claim_failures_per_device=3,
+    )
+    service = OwnershipService(store, registry, hsm, policy)
+    principals = []
+    for name, kind in (("maker", "manufacturer"), ("alice", "subscriber"), ("bob", "subscriber")):
+        _, key = await service.create_account(OPERATOR, name, kind, None)
+        principals.append(await service.authenticate(key.key, "test"))
+    try:
+        yield World(service, registry, store, *principals)
+    finally:
+        await engine.dispose()

@@ -1,0 +1,273 @@
+"""The ownership use cases against the real HSM and database: who may do what, and what is left behind."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import pytest
+
+from jsd.hsm import Hsm
+from jsd.lorawan.tr005 import DeviceQr, build_qr
+from jsd.ownership import (
+    AlreadyExported,
+    ClaimFailed,
+    Conflict,
+    Forbidden,
+    ImportFailed,
+    InvalidRequest,
+    NotFound,
+    RateLimited,
+    Unauthenticated,
+    token_hash,
+)
+from jsd.ownership.imports import RawRow, csv_rows, jsonl_rows
+from jsd.ownership.se import AesEcbDerivation, TkmInfo, lot_master_key_label
+
+from .conftest import OPERATOR, World
+
+
+def _eui() -> str:
+    return secrets.token_hex(8)
+
+
+def _row(**fields: Any) -> dict[str, Any]:
+    return {"dev_eui": _eui(), "mac_version": "1.0.3", "app_key": secrets.token_hex(16), **fields}
+
+
+async def _rows(rows: Iterable[dict[str, Any] | RawRow]) -> AsyncIterator[RawRow]:
+    for number, row in enumerate(rows, 1):
+        yield row if isinstance(row, RawRow) else RawRow(number, row)
+
+
+async def _lines(text: str) -> AsyncIterator[bytes]:
+    for line in text.encode().splitlines(keepends=True):
+        yield line
+
+
+async def test_api_keys_authenticate_and_revoke(world: World) -> None:
+    s = world.service
+    key = await s.create_api_key(world.alice, "alice", ["devices:read"])
+    p = await s.authenticate(key.key, "here")
+    assert (p.account, p.scopes, p.source) == ("alice", frozenset({"devices:read"}), "here")
+    with pytest.raises(Forbidden):
+        await s.claim(p, bytes(8), "00" * 16)
+    with pytest.raises(InvalidRequest):
+        await s.create_api_key(world.alice, "alice", ["admin"])
+    with pytest.raises(NotFound):
+        await s.create_api_key(world.bob, "alice", None)
+    with pytest.raises(NotFound):
+        await s.revoke_api_key(world.bob, key.key_id)
+    await s.revoke_api_key(world.alice, key.key_id)
+    for bad in (key.key, key.key[:-1] + ("A" if key.key[-1] != "A" else "B"), "jsd_x", ""):
+        with pytest.raises(Unauthenticated):
+            await s.authenticate(bad, "here")
+    stored = await world.store.api_key(key.key_id)
+    assert stored is not None and key.key[17:] not in repr(stored)
+    with pytest.raises(Forbidden):
+        await s.list_accounts(world.alice)
+
+
+async def test_import_claim_set_release_reclaim(world: World, hsm: Hsm) -> None:
+    s = world.service
+    (imported,) = await s.import_devices(world.maker, _rows([_row(name="a")]))
+    assert imported.created and imported.owner_token and len(imported.owner_token) == 32
+    eui = imported.dev_eui
+    assert (await s.get_device(world.maker, eui)).state == "unclaimed"
+    with pytest.raises(NotFound):
+        await s.get_device(world.alice, eui)
+
+    claimed = await s.claim(world.alice, eui, imported.owner_token.lower())
+    assert claimed.owner == "alice" and claimed.state == "claimed"
+    with pytest.raises(NotFound):
+        await s.get_device(world.maker, eui)
+    with pytest.raises(ClaimFailed):
+        await s.claim(world.bob, eui, imported.owner_token)
+    with pytest.raises(NotFound):
+        await s.set_net_id(world.bob, eui, b"\0\0\x13")
+
+    await s.create_astk(world.alice, "as1", None)
+    key = await s.export_astk(world.alice, "as1")
+    assert len(key) == 16
+    with pytest.raises(AlreadyExported):
+        await s.export_astk(world.alice, "as1")
+    with pytest.raises(InvalidRequest):
+        await s.set_astk(world.alice, eui, "nope")
+    view = await s.set_astk(world.alice, eui, "as1")
+    view = await s.set_net_id(world.alice, eui, b"\0\0\x13")
+    assert (view.astk, view.home_net_id) == ("as1", b"\0\0\x13")
+    device = await world.registry.get_device(eui)
+    assert device is not None and device.home_net_id == b"\0\0\x13" and device.astk_label
+
+    released, token = await s.release(world.alice, eui)
+    assert released.state == "unclaimed" and token != imported.owner_token
+    with pytest.raises(NotFound):
+        await s.get_device(world.alice, eui)
+    with pytest.raises(ClaimFailed):
+        await s.claim(world.bob, eui, imported.owner_token)
+    again = await s.claim(world.bob, eui, token)
+    assert again.owner == "bob" and again.home_net_id is None and again.astk is None
+
+    actions = [e.action for e in await s.audit(OPERATOR, dev_eui=eui)]
+    assert {"device.claimed", "device.netid_set", "device.astk_set", "device.released"} <= set(actions)
+    alice_sees = {e.action for e in await s.audit(world.alice)}
+    assert "device.released" in alice_sees and "api_key.created" not in {
+        e.action for e in await s.audit(world.bob) if e.account == "alice"
+    }
+    types = [e.type for e in await s.events(OPERATOR, dev_eui=eui)]
+    assert types == [
+        "device.precommissioned",
+        "device.claimed",
+        "device.astk_set",
+        "device.netid_set",
+        "device.released",
+        "device.claimed",
+    ]
+    assert [e.type for e in await s.events(world.bob)] == ["device.claimed"]
+    texts = [str(e.as_dict()) for e in await s.events(OPERATOR)] + [str(a) for a in await s.audit(OPERATOR)]
+    for secret in (imported.owner_token, token, key.hex()):
+        assert not any(secret.lower() in t.lower() for t in texts)
+
+
+async def test_a_spent_token_never_works_again_even_for_another_device(world: World) -> None:
+    s = world.service
+    (first,) = await s.import_devices(world.maker, _rows([_row()]))
+    assert first.owner_token
+    await s.claim(world.alice, first.dev_eui, first.owner_token)
+    assert await world.store.token_in_use(token_hash(first.owner_token))
+    other = _eui()
+    with pytest.raises(ClaimFailed):
+        await s.claim(world.alice, bytes.fromhex(other), first.owner_token)
+
+
+async def test_unknown_device_and_wrong_token_look_the_same_and_are_rate_limited(world: World) -> None:
+    s = world.service
+    (dev,) = await s.import_devices(world.maker, _rows([_row()]))
+    answers = []
+    for eui, token in ((bytes(8), "00" * 16), (dev.dev_eui, "11" * 16)):
+        with pytest.raises(ClaimFailed) as caught:
+            await s.claim(world.alice, eui, token)
+        answers.append((type(caught.value), str(caught.value)))
+    assert answers[0] == answers[1]
+    for _ in range(2):
+        with pytest.raises(ClaimFailed):
+            await s.claim(world.bob, dev.dev_eui, "22" * 16)
+    with pytest.raises(RateLimited) as limited:
+        await s.claim(world.bob, dev.dev_eui, dev.owner_token or "")
+    assert limited.value.retry_after and limited.value.retry_after > 0
+
+
+async def test_claim_with_a_tr005_string(world: World) -> None:
+    s = world.service
+    (dev,) = await s.import_devices(world.maker, _rows([_row()]))
+    assert dev.owner_token
+    qr = build_qr(DeviceQr(dev.join_eui, dev.dev_eui, owner_token=dev.owner_token))
+    wrong_join = build_qr(DeviceQr(bytes(8), dev.dev_eui, owner_token=dev.owner_token))
+    with pytest.raises(ClaimFailed):
+        await s.claim_qr(world.alice, wrong_join)
+    with pytest.raises(InvalidRequest):
+        await s.claim_qr(world.alice, qr[:-1] + ("0" if qr[-1] != "0" else "1"))
+    assert (await s.claim_qr(world.alice, qr)).owner == "alice"
+
+
+async def test_bulk_import_is_all_or_nothing_and_reports_every_bad_row(world: World) -> None:
+    s = world.service
+    good = [_row() for _ in range(3)]
+    bad = [
+        *good,
+        {"dev_eui": "zz", "mac_version": "1.0.3", "app_key": "00" * 16},
+        _row(mac_version="1.1"),
+        dict(good[0]),
+        RawRow(7, None, "not JSON"),
+        _row(secure_element=True),
+    ]
+    with pytest.raises(ImportFailed) as failed:
+        await s.import_devices(world.maker, _rows(bad))
+    lines = sorted({e.line for e in failed.value.errors})
+    assert lines == [4, 5, 6, 7, 8]
+    assert await s.list_devices(world.maker) == []
+
+    first = await s.import_devices(world.maker, _rows(good))
+    assert [d.created for d in first] == [True] * 3
+    again = await s.import_devices(world.maker, _rows(good))
+    assert [(d.created, d.owner_token) for d in again] == [(False, None)] * 3
+    changed = [dict(good[0], name="other")]
+    with pytest.raises(ImportFailed):
+        await s.import_devices(world.maker, _rows(changed))
+    with pytest.raises(Forbidden):
+        await s.import_devices(world.alice, _rows([_row()]))
+
+
+async def test_csv_and_jsonl_parsing(world: World) -> None:
+    eui1, eui2 = _eui(), _eui()
+    csv_text = (
+        "\ufeffdev_eui,mac_version,generate_keys,name\n"
+        f"{eui1},1.1,true,\"Sensor, 1\"\n"
+        f"{eui2},1.0.2,true,\n"
+    )
+    result = await world.service.import_devices(world.maker, csv_rows(_lines(csv_text)))
+    assert [d.name for d in result] == ["Sensor, 1", None]
+    assert result[0].app_key and result[0].nwk_key and result[1].app_key and result[1].nwk_key is None
+    view = await world.service.get_device(world.maker, bytes.fromhex(eui1))
+    assert view.keys_exported
+    events = {e.type for e in await world.service.events(world.maker)}
+    assert events == {"device.precommissioned", "device.keys_exported"}
+
+    rows = [r async for r in jsonl_rows(_lines('{"a": 1}\n\n[1]\n{bad\n'))]
+    assert [(r.line, r.error is None) for r in rows] == [(1, True), (3, False), (4, False)]
+
+
+async def test_secure_element_devices_derive_keys_from_the_lot_master_key(world: World, hsm: Hsm) -> None:
+    tkm = TkmInfo(0x3, 0x7, secrets.randbelow(16), 1, secrets.token_bytes(8))
+    label = lot_master_key_label(tkm)
+    if not await hsm.has_kek(label):
+        await hsm.import_lot_master_key(label, secrets.token_bytes(16))
+    fields = {"dev_eui": _eui(), "mac_version": "1.1", "secure_element": True, "tkm_info": tkm.to_bytes().hex()}
+    (dev,) = await world.service.import_devices(world.maker, _rows([fields]))
+    assert dev.owner_token == tkm.to_bytes().hex().upper() and dev.app_key is None
+    assert set(AesEcbDerivation().blocks(tkm, True)) == {"app_key", "nwk_key"}
+    stored = await world.registry.get_device(dev.dev_eui)
+    assert stored is not None and stored.nwk_key_blob is not None
+    with pytest.raises(ImportFailed) as reused:
+        await world.service.import_devices(world.maker, _rows([dict(fields, dev_eui=_eui())]))
+    assert "tkm_info" in {e.field for e in reused.value.errors}
+    missing = TkmInfo(0xF, 0xF, 0xF, 1, secrets.token_bytes(8))
+    with pytest.raises(InvalidRequest):
+        await world.service.add_device(
+            world.maker, {**fields, "dev_eui": _eui(), "tkm_info": missing.to_bytes().hex()}
+        )
+    await world.service.claim(world.alice, dev.dev_eui, dev.owner_token or "")
+
+
+async def test_manufacturer_cannot_touch_claim_side_or_admin(world: World) -> None:
+    s = world.service
+    (dev,) = await s.import_devices(world.maker, _rows([_row()]))
+    with pytest.raises(Conflict):
+        await s.set_net_id(OPERATOR, dev.dev_eui, b"\0\0\1")
+    with pytest.raises(Forbidden):
+        await s.set_net_id(world.maker, dev.dev_eui, b"\0\0\1")
+    with pytest.raises(Forbidden):
+        await s.add_network_server(world.maker, {"net_id": "000001"})
+    await s.delete_device(world.maker, dev.dev_eui)
+    with pytest.raises(NotFound):
+        await s.get_device(OPERATOR, dev.dev_eui)
+
+
+async def test_network_servers_and_roaming(world: World) -> None:
+    s = world.service
+    ns, token = await s.add_network_server(
+        OPERATOR, {"net_id": "00AA01", "kek_label": f"ns-{secrets.token_hex(3)}", "kek": secrets.token_hex(16),
+                   "generate_token": True},
+    )  # fmt: skip
+    assert token and ns.has_token
+    with pytest.raises(Conflict):
+        await s.add_network_server(OPERATOR, {"net_id": "00aa01", "kek_label": ns.kek_label, "token": "x" * 20})
+    with pytest.raises(InvalidRequest):
+        await s.add_network_server(OPERATOR, {"net_id": "00AA02", "kek_label": "ns-missing-kek", "token": "y" * 20})
+    await s.add_roaming(OPERATOR, b"\0\xaa\1", b"\0\xbb\1")
+    assert await s.list_roaming(OPERATOR) == [(b"\0\xaa\1", b"\0\xbb\1")]
+    await s.remove_roaming(OPERATOR, b"\0\xaa\1", b"\0\xbb\1")
+    await s.remove_network_server(OPERATOR, b"\0\xaa\1")
+    with pytest.raises(NotFound):
+        await s.get_network_server(OPERATOR, b"\0\xaa\1")
