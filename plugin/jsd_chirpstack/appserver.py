@@ -30,12 +30,13 @@ import logging
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from jsd_chirpstack.payload import DOWNLINK, UPLINK, PayloadError, frm_payload_crypt, unwrap_app_s_key
-from jsd_chirpstack.settings import MqttSettings
+from jsd_chirpstack.settings import ConfigError, MqttSettings, check_keys, load_toml, read_key, read_secret
 
 log = logging.getLogger("jsd_chirpstack.appserver")
 
@@ -369,3 +370,39 @@ class AppServer:
         if uplink is not None:
             base = f"{republish_prefix}/applications/{uplink.application_id}/devices/{uplink.dev_eui.hex()}"
             await client.publish(f"{base}/up", json.dumps(uplink.to_json()), qos=1)
+
+
+def load_appserver(path: str | Path) -> tuple[AppServer, dict[str, Any]]:
+    """An AppServer and its ``run`` options from TOML (``conf/chirpstack/appserver.example.toml``)."""
+    from jsd_chirpstack.chirpstack import ChirpStackClient
+
+    config = load_toml(path)
+    check_keys(config, "appserver", {"mqtt", "astks", "join_server", "chirpstack"}, {"mqtt", "astks"})
+    mqtt_table = dict(config["mqtt"])
+    run_options: dict[str, Any] = {
+        "event_prefix": str(mqtt_table.pop("event_prefix", "")),
+        "republish_prefix": str(mqtt_table.pop("republish_prefix", "jsd-as/v1")),
+    }
+    run_options["mqtt"] = MqttSettings.from_table(mqtt_table, "mqtt")
+    astks = {str(label): read_key(file, f"[astks] {label}") for label, file in config["astks"].items()}
+    if not astks:
+        raise ConfigError("[astks]: at least one ASTK label = file")
+    join_server = None
+    if "join_server" in config:
+        table = config["join_server"]
+        check_keys(table, "join_server", {"url", "token_file", "sender_id", "join_eui", "timeout"},
+                   {"url", "token_file", "join_eui"})
+        join_eui = bytes.fromhex(str(table["join_eui"]))
+        if len(join_eui) != 8:
+            raise ConfigError("[join_server] join_eui: 16 hex digits")
+        join_server = AppSKeyClient(
+            str(table["url"]), read_secret(table["token_file"], "[join_server] token_file"),
+            str(table.get("sender_id", "jsd-chirpstack-as")), join_eui, timeout=float(table.get("timeout", 5.0)),
+        )
+    chirpstack = None
+    if "chirpstack" in config:
+        table = config["chirpstack"]
+        check_keys(table, "chirpstack", {"server", "api_token_file", "tls", "ca_cert", "timeout"},
+                   {"server", "api_token_file"})
+        chirpstack = ChirpStackClient.from_config(table)
+    return AppServer(astks, join_server=join_server, chirpstack=chirpstack), run_options
