@@ -52,6 +52,7 @@ def join_policy(settings: Settings) -> JoinPolicy:
         dev_nonce_history=settings.get("join", "dev_nonce_history"),
         lifetime=settings.get("join", "lifetime"),
         nonce_retries=settings.get("join", "nonce_retries"),
+        home_ns_requires_agreement=settings.get("lbi", "home_ns_requires_agreement"),
     )
 
 
@@ -87,7 +88,7 @@ def build_app(settings: Settings) -> web.Application:
         await hsm.aclose()
 
     async def service_ctx(app: web.Application) -> AsyncIterator[None]:
-        app[handlers.JOIN_SERVICE] = JoinService(app[REGISTRY], app[HSM], join_policy(settings))
+        app[handlers.JOIN_SERVICE] = JoinService(app[REGISTRY], app[HSM], join_policy(settings), app[STORE])
         app[OWNERSHIP] = OwnershipService(app[STORE], app[REGISTRY], app[HSM], ownership_policy(settings))
         yield
 

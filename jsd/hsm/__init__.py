@@ -5,7 +5,15 @@ a join is described as a `JoinRecipe` and executed inside the token by `Hsm.run_
 """
 
 from jsd.hsm.config import HsmSettings, Pin, load_pin
-from jsd.hsm.errors import HsmError, HsmUnavailable, InvalidKeyBlob, KekExists, KeyNotExportable, KeyNotFound, MicMismatch
+from jsd.hsm.errors import (
+    HsmError,
+    HsmUnavailable,
+    InvalidKeyBlob,
+    KekExists,
+    KeyNotExportable,
+    KeyNotFound,
+    MicMismatch,
+)
 from jsd.hsm.recipe import Derive, JoinOutput, JoinRecipe, Usage, session_store_kek_label, storage_kek_label
 from jsd.hsm.service import Hsm
 from jsd.hsm.softhsm import bootstrap_softhsm, find_softhsm_module, init_softhsm_token, softhsm_conf_for

@@ -33,7 +33,8 @@ from jsd.join.errors import (
     UnknownReceiver,
 )
 from jsd.lorawan import MACVersion
-from jsd.registry import Device, NetworkServer, NonceConflict, NonceState, Registry, SessionKey
+from jsd.registry import Device, NetworkServer, NonceConflict, NonceState, Registry, RegistryError, SessionKey
+from jsd.registry.ownership import EventRecord, OwnershipStore, new_event
 
 log = logging.getLogger("jsd.join")
 
@@ -92,6 +93,7 @@ class JoinPolicy:
     lifetime: int = 0
     nonce_retries: int = 8
     sender_cache_seconds: float = 10.0
+    home_ns_requires_agreement: bool = False
 
 
 def _served(join_eui: bytes, patterns: Sequence[str]) -> bool:
@@ -111,10 +113,14 @@ def _served(join_eui: bytes, patterns: Sequence[str]) -> bool:
 class JoinService:
     """Answers JoinReq, RejoinReq, HomeNSReq and AppSKeyReq for registered devices."""
 
-    def __init__(self, registry: Registry, hsm: Hsm, policy: JoinPolicy) -> None:
+    def __init__(
+        self, registry: Registry, hsm: Hsm, policy: JoinPolicy, records: OwnershipStore | None = None
+    ) -> None:
+        """`records` receives the events of refused joins and AppSKeyReqs and answers roaming questions."""
         self._registry = registry
         self._hsm = hsm
         self._policy = policy
+        self._records = records
         self._senders: dict[str, tuple[float, Sender | None]] = {}
         self._turns: dict[bytes, tuple[asyncio.Lock, int]] = {}
 
@@ -186,20 +192,42 @@ class JoinService:
                 raise
             opt_neg = lorawan.is_1_1(version) and lorawan.is_1_1(params.mac_version)
             recipe = self._join_recipe(device, params, sender, frame, state.join_nonce, opt_neg)
-            accepted = await self._derive_and_commit(device, state, recipe, opt_neg, frame.dev_nonce)
+            accepted = await self._derive_and_commit(
+                device, state, recipe, opt_neg, frame.dev_nonce, "join.accepted", sender,
+                {"mac_version": device.mac_version, "dev_nonce": frame.dev_nonce},
+            )  # fmt: skip
             if accepted is not None:
                 return accepted
         raise JoinFailed("too many concurrent joins for this device; try again")
 
     async def _derive_and_commit(
-        self, device: Device, state: NonceState, recipe: JoinRecipe, opt_neg: bool, nonce: int
+        self,
+        device: Device,
+        state: NonceState,
+        recipe: JoinRecipe,
+        opt_neg: bool,
+        nonce: int,
+        event_type: str,
+        sender: Sender,
+        event_data: dict[str, object],
     ) -> JoinAccepted | None:
-        """The HSM call, then the commit; None when a concurrent request for the device committed first."""
+        """The HSM call, then the commit with its event; None when a concurrent request committed first."""
         output = await self._run(recipe)
         accepted = self._accepted(device, output, state.join_nonce, opt_neg)
         record = self._session_record(device, accepted, output, nonce)
+        event = new_event(
+            event_type,
+            device.owner_account,
+            device.dev_eui.hex(),
+            {
+                "net_id": sender.net_id.hex(),
+                "join_nonce": state.join_nonce,
+                "session_key_id": accepted.session_key_id,
+                **event_data,
+            },
+        )
         try:
-            await self._registry.commit_join(device.dev_eui, device.nonces.version, state, record)
+            await self._registry.commit_join(device.dev_eui, device.nonces.version, state, record, event)
         except NonceConflict:
             return None
         return accepted
@@ -391,7 +419,10 @@ class JoinService:
                 raise MalformedFrame("RejoinRequest from a device that is not LoRaWAN 1.1")
             state = nonces.after_rejoin_request(device.nonces, frame.rejoin_type, frame.rj_count)
             recipe = self._rejoin_recipe(device, params, sender, frame, state.join_nonce)
-            accepted = await self._derive_and_commit(device, state, recipe, True, frame.rj_count)
+            accepted = await self._derive_and_commit(
+                device, state, recipe, True, frame.rj_count, "rejoin.accepted", sender,
+                {"rejoin_type": frame.rejoin_type},
+            )  # fmt: skip
             if accepted is not None:
                 return accepted
         raise JoinFailed("too many concurrent rejoins for this device; try again")
@@ -431,16 +462,43 @@ class JoinService:
 
     # -- HomeNSReq and AppSKeyReq ----------------------------------------------------------------
 
-    async def home_net_id(self, dev_eui: bytes) -> bytes:
-        """The home NetID of a device, for any known NS (activation away from home)."""
+    async def home_net_id(self, dev_eui: bytes, sender: Sender | None = None) -> bytes:
+        """The home NetID of a device (activation away from home).
+
+        With `home_ns_requires_agreement`, only the home NS itself or an NS with a roaming agreement with
+        it may ask; any other asker is told the device is unknown, so it learns nothing.
+        """
         device = await self._registry.get_device(dev_eui)
         if device is None:
             raise UnknownDevice(f"DevEUI {dev_eui.hex()} is not registered")
         if device.home_net_id is None:
             raise NotHomeNetwork(f"DevEUI {dev_eui.hex()} has no home network")
+        if self._policy.home_ns_requires_agreement and sender is not None and sender.net_id != device.home_net_id:
+            allowed = self._records is not None and await self._records.roaming_allowed(
+                device.home_net_id.hex(), sender.net_id.hex()
+            )
+            if not allowed:
+                raise UnknownDevice(f"DevEUI {dev_eui.hex()} is not registered")
         return device.home_net_id
 
-    async def app_s_key(self, dev_eui: bytes, session_key_id: str) -> KeyEnvelope:
+    async def record_rejection(self, dev_eui: bytes, sender: Sender | None, result: str, reason: str) -> None:
+        """A `join.rejected` event for a known device (unknown DevEUIs get none: nobody to tell)."""
+        if self._records is None:
+            return
+        try:
+            device = await self._registry.get_device(dev_eui)
+            if device is None:
+                return
+            data = {"net_id": None if sender is None else sender.net_id.hex(), "result": result, "reason": reason}
+            await self._records.record(events_=[new_event("join.rejected", device.owner_account, dev_eui.hex(), data)])
+        except RegistryError:
+            log.exception("could not record a refused join of %s", dev_eui.hex())
+
+    async def _record(self, event: EventRecord) -> None:
+        if self._records is not None:
+            await self._records.record(events_=[event])
+
+    async def app_s_key(self, dev_eui: bytes, session_key_id: str, sender: Sender | None = None) -> KeyEnvelope:
         """The AppSKey of a past session, wrapped under the device's ASTK."""
         device = await self._registry.get_device(dev_eui)
         record = None if device is None else await self._registry.get_session_key(dev_eui, session_key_id)
@@ -452,6 +510,14 @@ class JoinService:
             wrapped = await self._hsm.rewrap(record.hsm_group, record.app_s_key_blob, device.astk_label)
         except HsmError as exc:
             raise JoinFailed(f"HSM: {exc}") from None
+        await self._record(
+            new_event(
+                "appskey.answered",
+                device.owner_account,
+                dev_eui.hex(),
+                {"net_id": None if sender is None else sender.net_id.hex(), "session_key_id": session_key_id},
+            )
+        )
         return KeyEnvelope(device.astk_label, wrapped)
 
 

@@ -142,7 +142,7 @@ async def _home_ns_answer(
 ) -> dict[str, Any]:
     dev_eui = required_hex(message, "DevEUI", 8)
     ctx["dev_eui"] = dev_eui.hex()
-    net_id = await service.home_net_id(dev_eui)
+    net_id = await service.home_net_id(dev_eui, sender)
     return {"Result": _result(results.SUCCESS), "HNetID": net_id.hex()}
 
 
@@ -152,7 +152,7 @@ async def _app_s_key_answer(
     dev_eui = required_hex(message, "DevEUI", 8)
     ctx["dev_eui"] = dev_eui.hex()
     session_key_id = decode_session_key_id(message)
-    env = await service.app_s_key(dev_eui, session_key_id)
+    env = await service.app_s_key(dev_eui, session_key_id, sender)
     return {
         "Result": _result(results.SUCCESS),
         "DevEUI": dev_eui.hex(),
@@ -195,7 +195,10 @@ async def _answer(
     except DecodeError as exc:
         body["Result"] = _result(results.malformed(header.protocol_version), str(exc))
     except JoinRejected as exc:
-        body["Result"] = _result(results.result_code(exc, header.protocol_version), exc.description)
+        code = results.result_code(exc, header.protocol_version)
+        body["Result"] = _result(code, exc.description)
+        if header.message_type in ("JoinReq", "RejoinReq") and "dev_eui" in ctx:
+            await service.record_rejection(bytes.fromhex(ctx["dev_eui"]), sender, code, exc.description)
     return body, sender
 
 

@@ -63,6 +63,7 @@ from jsd.registry.ownership import (
     OwnedDevice,
     OwnershipStore,
     StoredEvent,
+    new_event,
     staged_row,
 )
 
@@ -86,7 +87,6 @@ _NS_FIELDS = {
 _IMPORT_CHUNK = 500
 _MAX_REPORTED_ERRORS = 1000
 _DUMMY_HASH = "0" * 64
-UNOWNED = "_unowned"
 
 
 def token_hash(token: str) -> str:
@@ -98,9 +98,7 @@ def _secret_hash(secret: str) -> str:
     return hashlib.sha256(b"jsd-api-key\0" + secret.encode()).hexdigest()
 
 
-def event_record(type_: str, account: str | None, dev_eui: str | None, data: Mapping[str, Any]) -> EventRecord:
-    """A new event with a fresh id, for the device's account (``_unowned`` when it has none)."""
-    return EventRecord(secrets.token_hex(16), type_, account or UNOWNED, dev_eui, data)
+event_record = new_event
 
 
 @dataclass(frozen=True)

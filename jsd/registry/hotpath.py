@@ -90,6 +90,10 @@ class JoinWrite:
     app_s_key_blob: bytes | None
     dev_nonce: int | None
     prune_upto: int | None
+    event_id: str | None = None
+    event_type: str | None = None
+    event_account: str | None = None
+    event_data: str | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,9 @@ class HotStatements:
     insert_session: ClauseElement
     session_columns: tuple[str, ...]
     prune_sessions: ClauseElement
+    insert_event: ClauseElement
+    event_columns: tuple[str, ...]
+    insert_outbox: ClauseElement
 
 
 class _Writes:
@@ -381,6 +388,8 @@ class _SqliteSql:
     update_order: tuple[str, ...]
     insert_session: str
     prune: str
+    insert_event: str
+    insert_outbox: str
 
 
 class _SqliteHotPath(HotPath):
@@ -395,6 +404,8 @@ class _SqliteHotPath(HotPath):
             update_order=update_order,
             insert_session=_compiled(engine, statements.insert_session, statements.session_columns)[0],
             prune=_compiled(engine, statements.prune_sessions)[0],
+            insert_event=_compiled(engine, statements.insert_event, statements.event_columns)[0],
+            insert_outbox=_compiled(engine, statements.insert_outbox, ("event_id",))[0],
         )
         super().__init__(engine, _SqliteWrites(sql))
         self._get_device = sql.get_device
@@ -531,6 +542,9 @@ def _sqlite_apply(
             outcomes[index] = _refusal(w, stored[0] if stored else None)
             continue
         outcomes[index] = None
+        if w.event_id is not None:
+            db.execute(sql.insert_event, (w.event_id, w.event_type, w.event_account, w.eui, w.event_data))
+            db.execute(sql.insert_outbox, (w.event_id,))
         if w.session_key_id is None:
             continue
         try:
@@ -553,9 +567,11 @@ def _sqlite_apply(
 _PG_COMMIT_BATCH = """
 WITH input AS (
     SELECT * FROM unnest($1::varchar[], $2::int[], $3::int[], $4::int[], $5::bytea[], $6::int[], $7::int[],
-                         $8::varchar[], $9::varchar[], $10::bytea[], $11::int[], $12::int[])
+                         $8::varchar[], $9::varchar[], $10::bytea[], $11::int[], $12::int[],
+                         $13::varchar[], $14::varchar[], $15::varchar[], $16::text[])
         WITH ORDINALITY AS i(dev_eui, expected, join_nonce, last_dev_nonce, used_dev_nonces, rj_count0,
-                             rj_count1, session_key_id, hsm_group, app_s_key_blob, dev_nonce, prune_upto, n)
+                             rj_count1, session_key_id, hsm_group, app_s_key_blob, dev_nonce, prune_upto,
+                             event_id, event_type, event_account, event_data, n)
 ), updated AS (
     UPDATE device_nonces AS d
        SET version = i.expected + 1, join_nonce = i.join_nonce, last_dev_nonce = i.last_dev_nonce,
@@ -574,6 +590,14 @@ WITH input AS (
      USING input AS i, updated AS u
      WHERE u.dev_eui = i.dev_eui AND i.prune_upto IS NOT NULL
        AND s.dev_eui = i.dev_eui AND s.join_nonce <= i.prune_upto
+), evented AS (
+    INSERT INTO events (event_id, type, account, dev_eui, data)
+    SELECT i.event_id, i.event_type, i.event_account, i.dev_eui, i.event_data
+      FROM input AS i JOIN updated AS u ON u.dev_eui = i.dev_eui
+     WHERE i.event_id IS NOT NULL
+    RETURNING event_id
+), queued AS (
+    INSERT INTO outbox (event_id) SELECT event_id FROM evented
 )
 SELECT i.n FROM input AS i JOIN updated AS u ON u.dev_eui = i.dev_eui
 """
@@ -650,4 +674,8 @@ def _pg_columns(writes: list[JoinWrite]) -> list[list[Any]]:
         [w.app_s_key_blob for w in writes],
         [w.dev_nonce for w in writes],
         [w.prune_upto for w in writes],
+        [w.event_id for w in writes],
+        [w.event_type for w in writes],
+        [w.event_account for w in writes],
+        [w.event_data for w in writes],
     ]

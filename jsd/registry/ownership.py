@@ -8,6 +8,7 @@ transaction, so a crash never leaves a change without its record or a record wit
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -47,7 +48,11 @@ __all__ = [
     "OwnershipStore",
     "StoredAudit",
     "StoredEvent",
+    "new_event",
 ]
+
+UNOWNED = "_unowned"
+"""The account of events about devices that have none (added by an operator outside the claim workflow)."""
 
 
 class AccountExists(RegistryError):
@@ -121,6 +126,11 @@ class EventRecord:
     account: str
     dev_eui: str | None
     data: Mapping[str, Any]
+
+
+def new_event(type_: str, account: str | None, dev_eui: str | None, data: Mapping[str, Any]) -> EventRecord:
+    """An event with a fresh id (the subscribers' de-duplication key) for the device's account."""
+    return EventRecord(secrets.token_hex(16), type_, account or UNOWNED, dev_eui, data)
 
 
 @dataclass(frozen=True)

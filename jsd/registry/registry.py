@@ -8,6 +8,7 @@ overhead alone is several times the CPU budget of a join (figures in `hotpath`'s
 
 from __future__ import annotations
 
+import json
 import re
 import struct
 from collections.abc import Iterable, Iterator, Sequence
@@ -22,7 +23,8 @@ from jsd.registry.engine import read_only, writes_first
 from jsd.registry.errors import DeviceExists, NetworkServerExists, NotFound
 from jsd.registry.hotpath import HotStatements, JoinWrite, WriteStats, hot_path_for
 from jsd.registry.models import Device, NetworkServer, NewDevice, NonceState, SessionKey
-from jsd.registry.tables import device_nonces, devices, network_servers, session_keys
+from jsd.registry.ownership import EventRecord
+from jsd.registry.tables import device_nonces, devices, events, network_servers, outbox, session_keys
 
 __all__ = ["MAX_USED_DEV_NONCES", "SESSION_KEYS_KEPT", "Registry"]
 
@@ -134,6 +136,9 @@ _HOT_STATEMENTS = HotStatements(
     insert_session=_INSERT_SESSION,
     session_columns=_SESSION_COLUMNS,
     prune_sessions=_PRUNE_SESSIONS,
+    insert_event=insert(events),
+    event_columns=("event_id", "type", "account", "dev_eui", "data"),
+    insert_outbox=insert(outbox),
 )
 
 _SELECT_NS = select(*_NS_COLUMNS)
@@ -246,6 +251,7 @@ class Registry:
         expected_version: int,
         new_state: NonceState,
         session: SessionKey | None,
+        event: EventRecord | None = None,
     ) -> None:
         """Persist the nonce state of an accepted join, and its session key, in one transaction.
 
@@ -257,11 +263,17 @@ class Registry:
 
         Calls made while another commit is in flight are written together in one transaction (group
         commit); each keeps its own version check and its own outcome, and returns only once committed.
+        `event` (join.accepted, rejoin.accepted) is written with the state, with its outbox row.
         """
-        await self._hot.commit(self._join_write(_eui_hex(dev_eui), expected_version, new_state, session))
+        await self._hot.commit(self._join_write(_eui_hex(dev_eui), expected_version, new_state, session, event))
 
     def _join_write(
-        self, eui: str, expected_version: int, state: NonceState, session: SessionKey | None
+        self,
+        eui: str,
+        expected_version: int,
+        state: NonceState,
+        session: SessionKey | None,
+        event: EventRecord | None = None,
     ) -> JoinWrite:
         """Validate a commit_join call (ValueError before anything is queued) into its storage form."""
         _check_nonce_state(state)
@@ -281,6 +293,10 @@ class Registry:
             app_s_key_blob=None if session is None else session.app_s_key_blob,
             dev_nonce=None if session is None else session.dev_nonce,
             prune_upto=state.join_nonce - kept if session is not None and state.join_nonce % kept == 0 else None,
+            event_id=None if event is None else event.event_id,
+            event_type=None if event is None else event.type,
+            event_account=None if event is None else event.account,
+            event_data=None if event is None else json.dumps(dict(event.data), sort_keys=True),
         )
 
     async def get_session_key(self, dev_eui: bytes, session_key_id: str) -> SessionKey | None:

@@ -11,9 +11,9 @@ from datetime import datetime
 from sqlalchemy import (
     Boolean,
     Column,
-    ForeignKeyConstraint,
     DateTime,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
