@@ -1,14 +1,17 @@
-"""The ``jsd`` command: serve the daemon, prepare the HSM, and (operator only) manage NSs and devices.
+"""The ``jsd`` command: serve the daemon, prepare the HSM, manage NSs and devices locally, and drive a
+(remote) daemon's REST API: accounts, device import, claims, NetID/ASTK, audit.
 
-Commands import the daemon lazily so ``jsd --help`` stays fast. Secrets (PINs, keys, tokens) are read from
-files or standard input, never from the command line, where other users could read them in ``ps``.
+Commands import the daemon lazily so ``jsd --help`` stays fast. Secrets (PINs, keys, tokens, API keys) are
+read from files, standard input or the environment, never from the command line, where other users could
+read them in ``ps``.
 """
 
 from __future__ import annotations
 
 import click
 
-from jsd_cli import local
+from jsd_cli import accounts, astk, audit, claims, devices, local, remote
+from jsd_cli.labels import labels_command
 
 
 @click.group()
@@ -20,10 +23,20 @@ from jsd_cli import local
     envvar="JSD_CONFIG",
     help="TOML configuration file (JSD_* environment variables override it).",
 )
+@click.option(
+    "--url",
+    envvar="JSD_URL",
+    help="The daemon's API base URL [JSD_URL; default http://<server.host>:<server.port> of the configuration].",
+)
+@click.option(
+    "--api-key-file",
+    envvar="JSD_API_KEY_FILE",
+    help="File with the API key ('-' = stdin) [JSD_API_KEY_FILE; else the key itself in JSD_API_KEY].",
+)
 @click.pass_context
-def main(ctx: click.Context, config_path: str | None) -> None:
+def main(ctx: click.Context, config_path: str | None, url: str | None, api_key_file: str | None) -> None:
     """LoRaWAN Join Server with a PKCS#11 HSM."""
-    ctx.obj = local.Context(config_path)
+    ctx.obj = remote.Context(config_path, url, api_key_file)
 
 
 @main.command()
@@ -44,6 +57,12 @@ def serve(obj: local.Context, host: str | None, port: int | None, workers: int |
 main.add_command(local.hsm)
 main.add_command(local.ns)
 main.add_command(local.device)
+main.add_command(accounts.account)
+main.add_command(devices.devices)
+main.add_command(claims.claim)
+main.add_command(astk.astk)
+main.add_command(audit.audit)
+main.add_command(labels_command, "labels")
 
 
 def _add_plugin_commands(group: click.Group) -> None:

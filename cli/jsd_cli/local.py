@@ -1,7 +1,8 @@
 """Operator commands that work on the local database and HSM: ``jsd hsm``, ``jsd ns``, ``jsd device``.
 
 They need what the daemon needs (the configuration, the HSM PIN), so only the operator of the machine can
-run them. Keys are read from files or standard input; generated secrets are printed once.
+run them. Keys are read from files or standard input; generated secrets are printed once. ``jsd ns`` is
+dual-mode: given an API key it calls a daemon's API instead (jsd_cli.remote).
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ class Context:
                 raise click.ClickException(str(exc)) from None
             setup_logging(self._settings.get("log", "format"), self._settings.get("log", "level"))
         return self._settings
+
+    @property
+    def remote(self) -> bool:
+        """Whether dual-mode commands (``ns``, ``account``) call a daemon's API instead (see remote.Context)."""
+        return False
 
 
 def _run(coro: Awaitable[T]) -> T:
@@ -96,6 +102,14 @@ def _eui(value: str, what: str, length: int = 8) -> bytes:
     if len(data) != length:
         raise click.BadParameter(f"{what} must be {length} bytes ({2 * length} hex digits)")
     return data
+
+
+def _cert_fingerprint(cert_file: str) -> str:
+    """SHA-256 of a PEM certificate's DER form: how an NS's TLS client certificate is recognised."""
+    import ssl
+
+    der = ssl.PEM_cert_to_DER_cert(Path(cert_file).read_text())
+    return hashlib.sha256(der).hexdigest()
 
 
 def _emit(as_json: bool, data: dict[str, Any], text: str) -> None:
@@ -188,17 +202,19 @@ def ns_add(
     token = None
     if token_file:
         token = Path(token_file).read_text().strip()
-    elif generate_token:
+    elif generate_token and not obj.remote:
         token = secrets.token_urlsafe(32)
-    fingerprint = None
-    if cert_file:
-        import ssl
-
-        der = ssl.PEM_cert_to_DER_cert(Path(cert_file).read_text())
-        fingerprint = hashlib.sha256(der).hexdigest()
-    if token is None and fingerprint is None:
+    fingerprint = _cert_fingerprint(cert_file) if cert_file else None
+    if token is None and fingerprint is None and not generate_token:
         raise click.UsageError("give a credential: --token-file, --generate-token or --cert-file")
     kek = _read_secret_hex(kek_file, "KEK") if kek_file else None
+    if obj.remote:
+        from jsd_cli.remote import ns_add_remote
+
+        new_ns: dict[str, Any] = {"net_id": net.hex(), "name": name, "kek_label": label, "cert_fingerprint": fingerprint}
+        new_ns |= {"answer_url": answer_url, "async_mode": async_answers}
+        ns_add_remote(obj, new_ns, kek, generate_kek, token, generate_token, as_json)
+        return
 
     async def body() -> bytes | None:
         async with _open(obj.settings()) as (registry, hsm):
@@ -238,6 +254,11 @@ def ns_add(
 @click.pass_obj
 def ns_list(obj: Context, as_json: bool) -> None:
     """List registered network servers."""
+    if obj.remote:
+        from jsd_cli.remote import ns_list_remote
+
+        ns_list_remote(obj, as_json)
+        return
 
     async def body() -> list[dict[str, Any]]:
         async with _open(obj.settings(), hsm_needed=False) as (registry, _):
@@ -267,6 +288,11 @@ def ns_list(obj: Context, as_json: bool) -> None:
 def ns_remove(obj: Context, net_id: str) -> None:
     """Remove a network server (its KEK stays in the HSM)."""
     net = _eui(net_id, "NetID", 3)
+    if obj.remote:
+        from jsd_cli.remote import ns_remove_remote
+
+        ns_remove_remote(obj, net.hex())
+        return
 
     async def body() -> None:
         async with _open(obj.settings(), hsm_needed=False) as (registry, _):

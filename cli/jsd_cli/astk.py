@@ -1,0 +1,84 @@
+"""``jsd astk``: application server transport keys, by name, for the AppSKeys of one's devices.
+
+A generated ASTK leaves the HSM exactly once, for the application server; ``create`` does that export right
+away (printed or written to a new 0600 file) unless ``--no-export`` defers it to ``export``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from jsd_cli import output
+from jsd_cli.client import ApiClient
+from jsd_cli.output import json_option
+from jsd_cli.remote import Context, check_new_file, emit_secret, pass_context, read_secret, segment
+
+ASTK_COLUMNS = (("NAME", "name"), ("ORIGIN", "origin"), ("EXPORTED", "exported"), ("CREATED", "created_at"))
+
+
+@click.group()
+def astk() -> None:
+    """Application server transport keys (ASTKs)."""
+
+
+@astk.command("create")
+@click.argument("name")
+@click.option("--key-file", help="Import this key (32 hex; '-' = stdin) instead of generating one in the HSM.")
+@click.option("--out", help="Write the generated key to this new 0600 file instead of printing it.")
+@click.option("--no-export", is_flag=True, help="Generate only; export later with `jsd astk export`.")
+@json_option
+@pass_context
+def astk_create(obj: Context, name: str, key_file: str | None, out: str | None, no_export: bool, as_json: bool) -> None:
+    """Create the ASTK NAME: imported from --key-file, or generated (and exported once)."""
+    if key_file is not None and (out is not None or no_export):
+        raise click.UsageError("--out and --no-export are for generated keys, not with --key-file")
+    key = read_secret(key_file, "ASTK") if key_file is not None else None
+    check_new_file(out)
+
+    async def body(api: ApiClient) -> tuple[dict[str, Any], str | None]:
+        created = await api.call("POST", "/astks", body={"name": name} | ({"key": key} if key else {}))
+        if key is not None or no_export:
+            return created, None
+        exported = await api.call("POST", f"/astks/{segment(name)}/export")
+        return {**created, "exported": True}, str(exported["key"])
+
+    created, generated = obj.run(body)
+    if as_json:
+        if generated is not None and out is not None:
+            emit_secret(out, generated, f"ASTK {name}", note_to_stderr=True)
+            generated = None
+        output.print_json(created | ({"key": generated} if generated else {}))
+        return
+    click.echo(f"ASTK {created['name']} {'imported' if key else 'generated in the HSM'}")
+    if generated is not None:
+        emit_secret(out, generated, f"ASTK {name}")
+
+
+@astk.command("export")
+@click.argument("name")
+@click.option("--out", required=True, help="New file (mode 0600) for the key; '-' = stdout.")
+@json_option
+@pass_context
+def astk_export(obj: Context, name: str, out: str, as_json: bool) -> None:
+    """Export a generated ASTK, once, for the application server."""
+    if as_json and out == "-":
+        raise click.UsageError("--json prints to stdout: give --out FILE")
+    check_new_file(out)
+    answer = obj.run(lambda api: api.call("POST", f"/astks/{segment(name)}/export"))
+    emit_secret(out, str(answer["key"]), f"ASTK {name}", note_to_stderr=as_json)
+    if as_json:
+        output.print_json({"name": answer.get("name", name), "out": out})
+
+
+@astk.command("list")
+@json_option
+@pass_context
+def astk_list(obj: Context, as_json: bool) -> None:
+    """ASTKs of this account (names and state, never keys)."""
+    answer = obj.run(lambda api: api.call("GET", "/astks"))
+    if as_json:
+        output.print_json(answer)
+    else:
+        click.echo(output.table(answer["astks"], ASTK_COLUMNS))

@@ -1,0 +1,279 @@
+"""``jsd devices``: pre-commissioned and claimed devices through the REST API of a (remote) daemon.
+
+``import`` streams the file: it is read in blocks while it is sent, and the answer (one line per device, with
+the owner tokens and generated keys that exist nowhere else) is written to a 0600 file as it arrives, so
+100,000 devices never sit in memory on either side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import click
+
+from jsd_cli import output
+from jsd_cli.client import ApiClient, ApiUnreachable
+from jsd_cli.output import DEVICE_COLUMNS, json_option
+from jsd_cli.remote import Context, check_new_file, emit_secret, pass_context, read_secret, secret_file, segment
+
+BLOCK = 64 * 1024
+CONTENT_TYPES = {"csv": "text/csv", "jsonl": "application/x-ndjson"}
+SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+DEVICE_FIELDS = (
+    "dev_eui",
+    "join_eui",
+    "mac_version",
+    "name",
+    "admin_info",
+    "secure_element",
+    "profile_id",
+    "serial",
+    "state",
+    "manufacturer",
+    "owner",
+    "home_net_id",
+    "astk",
+    "keys_exported",
+    "created_at",
+    "claimed_at",
+)
+
+
+@click.group()
+def devices() -> None:
+    """Devices: import (manufacturer), list, show, NetID and ASTK, release (owner)."""
+
+
+def show_device(as_json: bool, device: dict[str, Any]) -> None:
+    if as_json:
+        output.print_json(device)
+    else:
+        click.echo(output.fields(device, [k for k in DEVICE_FIELDS if k in device]))
+
+
+@dataclass
+class ImportResult:
+    """What the answer said: counts per status, tokens received, the closing summary (None if cut off)."""
+
+    statuses: Counter[str] = field(default_factory=Counter)
+    tokens: int = 0
+    summary: dict[str, Any] | None = None
+
+
+async def _blocks(handle: IO[bytes], bar: Any) -> AsyncIterator[bytes]:
+    """The file in 64 KiB blocks, read off the event loop; the progress bar counts bytes handed to aiohttp."""
+    while chunk := await asyncio.to_thread(handle.read, BLOCK):
+        bar.update(len(chunk))
+        yield chunk
+
+
+async def upload(api: ApiClient, handle: IO[bytes], bar: Any, content_type: str, out: str) -> ImportResult:
+    """Stream the file; ``out`` is created only once the daemon accepted the import (a refusal writes nothing)."""
+    result = ImportResult()
+    async with api.stream("POST", "/devices/import", _blocks(handle, bar), content_type) as lines:
+        with secret_file(out) as sink:
+            async for line in lines:
+                if not line.strip():
+                    continue
+                sink.write(line if line.endswith(b"\n") else line + b"\n")
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    raise ApiUnreachable(f"the answer has a line that is not JSON: {line[:80]!r}") from None
+                if isinstance(entry, dict) and "summary" in entry and "dev_eui" not in entry:
+                    result.summary = entry["summary"]
+                elif isinstance(entry, dict):
+                    result.statuses[str(entry.get("status"))] += 1
+                    result.tokens += entry.get("owner_token") is not None
+            sink.flush()
+    return result
+
+
+@devices.command("import")
+@click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(sorted(CONTENT_TYPES)), help="Default: from the file name.")
+@click.option(
+    "--out",
+    help="Where the answer lines go (owner tokens, generated keys; mode 0600, '-' = stdout). "
+    "Default SOURCE.tokens.jsonl; never overwritten.",
+)
+@json_option
+@pass_context
+def devices_import(obj: Context, source: Path, fmt: str | None, out: str | None, as_json: bool) -> None:
+    """Pre-commission the devices of a CSV or JSON Lines file: all or nothing, idempotent on re-run."""
+    if fmt is None:
+        fmt = SUFFIXES.get(source.suffix.lower())
+        if fmt is None:
+            raise click.UsageError(f"cannot tell the format of {source.name}: give --format csv or --format jsonl")
+    target = out or f"{source}.tokens.jsonl"
+    check_new_file(target)
+    size = source.stat().st_size
+    with (
+        source.open("rb") as handle,
+        click.progressbar(length=size, label=f"uploading {source.name}", file=sys.stderr) as bar,
+    ):
+
+        async def body(api: ApiClient) -> ImportResult:
+            return await upload(api, handle, bar, CONTENT_TYPES[fmt], target)
+
+        result = obj.run(body, timeout=None)
+    if result.summary is None:
+        click.echo(
+            f"error: the answer ended before its summary; {sum(result.statuses.values())} device lines "
+            f"({result.tokens} owner tokens) were written to {target}: keep that file",
+            err=True,
+        )
+        raise click.exceptions.Exit(output.EXIT_OTHER)
+    if as_json:
+        output.print_json({"summary": result.summary, "out": target})
+        return
+    created, unchanged = result.summary.get("created", 0), result.summary.get("unchanged", 0)
+    message = f"imported {source.name}: {created} created, {unchanged} unchanged"
+    if target != "-":
+        message += f"; {result.tokens} owner tokens in {target} (mode 0600)"
+    click.echo(message, err=target == "-")
+
+
+@devices.command("add")
+@click.argument("source")
+@click.option("--out", help="Write the answer (owner token, generated keys) to this new 0600 file.")
+@json_option
+@pass_context
+def devices_add(obj: Context, source: str, out: str | None, as_json: bool) -> None:
+    """Pre-commission one device from a JSON file (DeviceImport of docs/api.md; '-' = stdin)."""
+    try:
+        fields = json.loads(read_secret(source, "device JSON"))
+    except ValueError as exc:
+        raise click.UsageError(f"{source}: not JSON: {exc}") from None
+    check_new_file(out)
+    answer = obj.run(lambda api: api.call("POST", "/devices", body=fields))
+    if out is not None:
+        emit_secret(out, json.dumps(answer), "import answer", note_to_stderr=as_json)
+        if as_json:
+            output.print_json({k: v for k, v in answer.items() if k not in ("owner_token", "app_key", "nwk_key")})
+        return
+    if as_json:
+        output.print_json(answer)
+        return
+    click.echo(f"device {answer['dev_eui']} {answer.get('status', 'created')}")
+    for key in ("owner_token", "app_key", "nwk_key"):
+        if answer.get(key):
+            click.echo(f"{key} (shown once): {answer[key]}")
+
+
+@devices.command("list")
+@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True, help="Devices per page.")
+@click.option("--after", help="Start after this DevEUI (the 'next' of the previous page).")
+@click.option("--all", "all_pages", is_flag=True, help="Follow 'next' to the end.")
+@json_option
+@pass_context
+def devices_list(obj: Context, limit: int, after: str | None, all_pages: bool, as_json: bool) -> None:
+    """Devices this account can see."""
+
+    async def body(api: ApiClient) -> dict[str, Any]:
+        found: list[dict[str, Any]] = []
+        cursor = after
+        while True:
+            params = {"limit": str(limit)} | ({"after": cursor} if cursor else {})
+            page = await api.call("GET", "/devices", params=params)
+            found.extend(page["devices"])
+            cursor = page.get("next")
+            if not all_pages or not cursor:
+                return {"devices": found, "next": cursor}
+
+    answer = obj.run(body)
+    if as_json:
+        output.print_json(answer)
+        return
+    click.echo(output.table(answer["devices"], DEVICE_COLUMNS))
+    if answer["next"]:
+        click.echo(f"more: --after {answer['next']} (or --all)", err=True)
+
+
+@devices.command("show")
+@click.argument("dev_eui")
+@json_option
+@pass_context
+def devices_show(obj: Context, dev_eui: str, as_json: bool) -> None:
+    """One device (never its keys)."""
+    show_device(as_json, obj.run(lambda api: api.call("GET", f"/devices/{segment(dev_eui)}")))
+
+
+def _value_or_clear(value: str | None, clear: bool, what: str) -> str | None:
+    if (value is None) == (not clear):
+        raise click.UsageError(f"give {what} or --clear")
+    return value
+
+
+@devices.command("set-netid")
+@click.argument("dev_eui")
+@click.argument("net_id", required=False)
+@click.option("--clear", is_flag=True, help="No home network: no NS may join the device.")
+@json_option
+@pass_context
+def devices_set_netid(obj: Context, dev_eui: str, net_id: str | None, clear: bool, as_json: bool) -> None:
+    """Set the home NetID of a claimed device (which network server may join it)."""
+    value = _value_or_clear(net_id, clear, "NET_ID")
+    path = f"/devices/{segment(dev_eui)}/net-id"
+    show_device(as_json, obj.run(lambda api: api.call("PUT", path, body={"net_id": value})))
+
+
+@devices.command("set-astk")
+@click.argument("dev_eui")
+@click.argument("astk", required=False)
+@click.option("--clear", is_flag=True, help="No ASTK: the AppSKey is not sent with JoinAns.")
+@json_option
+@pass_context
+def devices_set_astk(obj: Context, dev_eui: str, astk: str | None, clear: bool, as_json: bool) -> None:
+    """Choose the application server transport key (by name) the device's AppSKey is wrapped with."""
+    value = _value_or_clear(astk, clear, "ASTK")
+    path = f"/devices/{segment(dev_eui)}/astk"
+    show_device(as_json, obj.run(lambda api: api.call("PUT", path, body={"astk": value})))
+
+
+@devices.command("release")
+@click.argument("dev_eui")
+@click.option("--out", help="Write the new owner token to this new 0600 file instead of printing it.")
+@json_option
+@pass_context
+def devices_release(obj: Context, dev_eui: str, out: str | None, as_json: bool) -> None:
+    """Give a device up; it gets a fresh owner token (shown once) for its next owner."""
+    check_new_file(out)
+    answer = obj.run(lambda api: api.call("POST", f"/devices/{segment(dev_eui)}/release"))
+    if as_json:
+        if out is not None:
+            emit_secret(out, answer["owner_token"], "new owner token", note_to_stderr=True)
+            answer["owner_token"] = None
+        output.print_json(answer)
+        return
+    click.echo(f"device {answer['device']['dev_eui']} released")
+    emit_secret(out, answer["owner_token"], "new owner token")
+
+
+@devices.command("reset-nonces")
+@click.argument("dev_eui")
+@json_option
+@pass_context
+def devices_reset_nonces(obj: Context, dev_eui: str, as_json: bool) -> None:
+    """Forget the DevNonces seen (after a device reset); the JoinNonce keeps counting."""
+    device = obj.run(lambda api: api.call("POST", f"/devices/{segment(dev_eui)}/reset-nonces"))
+    if as_json:
+        output.print_json(device)
+    else:
+        click.echo(f"DevNonce state of {device['dev_eui']} reset")
+
+
+@devices.command("delete")
+@click.argument("dev_eui")
+@pass_context
+def devices_delete(obj: Context, dev_eui: str) -> None:
+    """Delete an unclaimed device (manufacturer) or any device (operator)."""
+    obj.run(lambda api: api.call("DELETE", f"/devices/{segment(dev_eui)}"))
+    click.echo(f"device {dev_eui} deleted")

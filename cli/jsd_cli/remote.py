@@ -1,0 +1,198 @@
+"""What the remote commands share: where the daemon is, the API key, running one API conversation, secrets.
+
+The API key comes from ``--api-key-file`` / ``JSD_API_KEY_FILE`` or ``JSD_API_KEY``, never from the command
+line (``ps`` shows argv to every user). Secrets the API hands out once (API keys, owner tokens, ASTKs) are
+printed once or written to a new file with mode 0600; an existing file is never overwritten, because it may
+hold the only copy of an earlier secret. The remote half of ``jsd ns`` is here too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any, TypeVar
+from urllib.parse import quote
+
+import click
+
+from jsd_cli import local, output
+from jsd_cli.client import ApiClient, ApiProblem, ApiUnreachable
+
+T = TypeVar("T")
+
+DEFAULT_URL = "http://127.0.0.1:8090"
+
+
+class Context(local.Context):
+    """One invocation: the local configuration plus the remote daemon's URL and API key."""
+
+    def __init__(self, config_path: str | None, url: str | None, api_key_file: str | None) -> None:
+        super().__init__(config_path)
+        self._url = url
+        self._api_key_file = api_key_file
+        self._api_key: str | None = None
+
+    @property
+    def remote(self) -> bool:
+        """Dual-mode commands (``ns``, ``account``) go to the API when an API key was given."""
+        return self._api_key_file is not None or bool(os.environ.get("JSD_API_KEY"))
+
+    def api_key(self) -> str | None:
+        if self._api_key is None:
+            if self._api_key_file is not None:
+                self._api_key = read_secret(self._api_key_file, "API key")
+            else:
+                self._api_key = os.environ.get("JSD_API_KEY", "").strip() or None
+        return self._api_key
+
+    def base_url(self) -> str:
+        """``--url`` / ``JSD_URL``, else the server address of the configuration (the daemon on this host)."""
+        if self._url:
+            return self._url.rstrip("/")
+        from jsd.config import ConfigError, load_settings
+
+        try:
+            settings = load_settings(Path(self.config_path) if self.config_path else None)
+        except ConfigError:
+            return DEFAULT_URL
+        host = str(settings.get("server", "host"))
+        if host in ("", "0.0.0.0", "::"):
+            host = "127.0.0.1"
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{settings.get('server', 'port')}"
+
+    def run(self, body: Callable[[ApiClient], Awaitable[T]], timeout: float | None = 120.0) -> T:
+        """Run one conversation with the daemon; problems and connection errors end the command readably."""
+        key = self.api_key()
+        if key is None:
+            click.echo("error: no API key: set JSD_API_KEY or give --api-key-file (JSD_API_KEY_FILE)", err=True)
+            raise click.exceptions.Exit(output.EXIT_AUTH)
+
+        async def conversation() -> T:
+            async with ApiClient(self.base_url(), key, timeout) as api:
+                return await body(api)
+
+        try:
+            return asyncio.run(conversation())
+        except ApiProblem as problem:
+            raise output.fail(problem) from None
+        except ApiUnreachable as exc:
+            click.echo(f"error: {exc}", err=True)
+            raise click.exceptions.Exit(output.EXIT_OTHER) from None
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+def segment(value: str) -> str:
+    """A path segment from user input: quoted, so a stray '/' cannot reach another endpoint."""
+    return quote(value.strip(), safe="")
+
+
+def read_secret(source: str | None, what: str) -> str:
+    """A secret from a file, '-' (standard input), or a hidden prompt when no source was given."""
+    if source is None:
+        text = str(click.prompt(what, hide_input=True))
+    elif source == "-":
+        text = sys.stdin.read()
+    else:
+        try:
+            text = Path(source).read_text()
+        except OSError as exc:
+            raise click.UsageError(f"cannot read the {what} file: {exc.strerror or exc}") from None
+    text = text.strip()
+    if not text:
+        raise click.UsageError(f"the {what} is empty")
+    return text
+
+
+def check_new_file(path: str | None) -> None:
+    """Refuse before calling the API, so a one-time secret is not lost to an unwritable --out."""
+    if path is None or path == "-":
+        return
+    if Path(path).exists():
+        raise click.UsageError(f"{path} exists and may hold earlier secrets: choose another --out")
+    if not Path(path).parent.resolve().is_dir():
+        raise click.UsageError(f"the directory of {path} does not exist")
+
+
+@contextmanager
+def secret_file(path: str) -> Iterator[IO[bytes]]:
+    """A new file only the user can read ('-' = standard output)."""
+    if path == "-":
+        sys.stdout.flush()
+        yield sys.stdout.buffer
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        yield handle
+
+
+def emit_secret(out: str | None, text: str, what: str, note_to_stderr: bool = False) -> None:
+    """Print a one-time secret, or write it to ``out`` and say where it went (on stderr under --json)."""
+    if out is None:
+        click.echo(f"{what} (shown once): {text}")
+        return
+    with secret_file(out) as handle:
+        handle.write(text.encode() + b"\n")
+    if out != "-":
+        click.echo(f"{what} written to {out} (mode 0600)", err=note_to_stderr)
+
+
+# -- jsd ns against the API (the local mode lives in jsd_cli.local) ------------------------------
+
+
+def ns_add_remote(
+    obj: local.Context,
+    fields: dict[str, Any],
+    kek: bytes | None,
+    generate_kek: bool,
+    token: str | None,
+    generate_token: bool,
+    as_json: bool,
+) -> None:
+    """POST /network-servers; a KEK asked to be generated is made here (OS CSPRNG) and sent like a given one."""
+    assert isinstance(obj, Context)
+    new_kek = secrets.token_bytes(16) if generate_kek else kek
+    payload = {k: v for k, v in fields.items() if v is not None}
+    if new_kek is not None:
+        payload["kek"] = new_kek.hex()
+    if token is not None:
+        payload["token"] = token
+    elif generate_token:
+        payload["generate_token"] = True
+    answer = obj.run(lambda api: api.call("POST", "/network-servers", body=payload))
+    if generate_kek:
+        answer["kek"] = new_kek.hex() if new_kek else None
+    if as_json:
+        output.print_json(answer)
+        return
+    server = answer["network_server"]
+    click.echo(f"network server {server['net_id']} added (KEK label {server['kek_label']})")
+    if answer.get("token"):
+        click.echo(f"bearer token (shown once): {answer['token']}")
+    if generate_kek:
+        click.echo(f"KEK (shown once, put it in the NS's [[keks]]): {answer['kek']}")
+
+
+def ns_list_remote(obj: local.Context, as_json: bool) -> None:
+    assert isinstance(obj, Context)
+    answer = obj.run(lambda api: api.call("GET", "/network-servers"))
+    if as_json:
+        output.print_json(answer)
+        return
+    for row in answer["network_servers"]:
+        auth = "token" if row.get("has_token") else "certificate"
+        click.echo(f"{row['net_id']}  {row['kek_label']:<20} {auth:<12} {row['name']}")
+
+
+def ns_remove_remote(obj: local.Context, net_id: str) -> None:
+    assert isinstance(obj, Context)
+    obj.run(lambda api: api.call("DELETE", f"/network-servers/{segment(net_id)}"))
+    click.echo(f"network server {net_id} removed")
