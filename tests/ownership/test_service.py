@@ -271,3 +271,21 @@ async def test_network_servers_and_roaming(world: World) -> None:
     await s.remove_network_server(OPERATOR, b"\0\xaa\1")
     with pytest.raises(NotFound):
         await s.get_network_server(OPERATOR, b"\0\xaa\1")
+
+
+async def test_the_audit_log_is_append_only_in_the_database(world: World, database: Any) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    from jsd.registry import create_engine
+
+    await world.service.create_astk(world.alice, "k", None)
+    engine = create_engine(database.url)
+    try:
+        for statement in ("UPDATE audit_log SET action = 'x'", "DELETE FROM audit_log"):
+            with pytest.raises(DBAPIError, match="append-only"):
+                async with engine.begin() as conn:
+                    await conn.execute(text(statement))
+    finally:
+        await engine.dispose()
+    assert [e.action for e in await world.service.audit(world.alice)][-1] == "astk.created"

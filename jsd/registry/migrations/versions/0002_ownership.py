@@ -94,6 +94,7 @@ def upgrade() -> None:
     )
     for column in ("account", "dev_eui", "owner_account"):
         op.create_index(f"ix_audit_log_{column}", "audit_log", [column])
+    _make_append_only("audit_log")
     op.create_table(
         "events",
         sa.Column("seq", sa.Integer(), autoincrement=True, nullable=False),
@@ -148,7 +149,29 @@ def upgrade() -> None:
     )
 
 
+def _make_append_only(table: str) -> None:
+    """Refuse UPDATE and DELETE in the database itself, whatever code runs against it."""
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(
+            f"""CREATE FUNCTION {table}_append_only() RETURNS trigger LANGUAGE plpgsql AS
+            $$ BEGIN RAISE EXCEPTION '{table} is append-only'; END $$"""
+        )
+        op.execute(
+            f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
+            f"FOR EACH ROW EXECUTE FUNCTION {table}_append_only()"
+        )
+        return
+    for verb in ("UPDATE", "DELETE"):
+        op.execute(
+            f"CREATE TRIGGER {table}_no_{verb.lower()} BEFORE {verb} ON {table} "
+            f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END"
+        )
+
+
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP TRIGGER audit_log_append_only ON audit_log")
+        op.execute("DROP FUNCTION audit_log_append_only()")
     for table in (
         "import_rows",
         "command_replies",
