@@ -154,18 +154,20 @@ def devices_add(obj: Context, source: str, out: str | None, as_json: bool) -> No
         raise click.UsageError(f"{source}: not JSON: {exc}") from None
     check_new_file(out)
     answer = obj.run(lambda api: api.call("POST", "/devices", body=fields))
-    if out is not None:
-        emit_secret(out, json.dumps(answer), "import answer", note_to_stderr=as_json)
-        if as_json:
-            output.print_json({k: v for k, v in answer.items() if k not in ("owner_token", "app_key", "nwk_key")})
-        return
+    secret_keys = ("owner_token", "app_key", "nwk_key")
     if as_json:
+        if out is not None:
+            emit_secret(out, json.dumps(answer), "import answer", note_to_stderr=True)
+            answer = {k: v for k, v in answer.items() if k not in secret_keys}
         output.print_json(answer)
         return
     click.echo(f"device {answer['dev_eui']} {answer.get('status', 'created')}")
-    for key in ("owner_token", "app_key", "nwk_key"):
+    if out is not None:
+        emit_secret(out, json.dumps(answer), "import answer")
+        return
+    for key in secret_keys:
         if answer.get(key):
-            click.echo(f"{key} (shown once): {answer[key]}")
+            emit_secret(None, answer[key], key)
 
 
 @devices.command("list")
