@@ -12,6 +12,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from jsd import api
 from jsd.config import Settings, database_url
 from jsd.hsm import Hsm, HsmSettings, Pin, find_softhsm_module, load_pin
 from jsd.hsm.softhsm import SOFTHSM_MODULES
@@ -98,4 +99,5 @@ def build_app(settings: Settings) -> web.Application:
 
     app.cleanup_ctx.extend([registry_ctx, hsm_ctx, service_ctx, answers_ctx])
     handlers.add_routes(app)
+    api.add_routes(app, OWNERSHIP)
     return app

@@ -15,6 +15,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "jsd/registry": ("jsd.hsm", "jsd.join", "jsd.lbi", "jsd.app", "pkcs11", "aiohttp", "cryptography"),
     "jsd/join": ("jsd.lbi", "jsd.app", "pkcs11", "sqlalchemy", "aiohttp"),
     "jsd/lbi": ("jsd.hsm", "jsd.registry", "jsd.app", "pkcs11", "sqlalchemy"),
+    "jsd/api": ("jsd.hsm", "jsd.registry", "jsd.lbi", "jsd.app", "pkcs11", "sqlalchemy", "cryptography"),
     "cli/jsd_sim": ("jsd",),
 }
 ONLY_HSM_IMPORTS = ("pkcs11",)

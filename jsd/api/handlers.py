@@ -1,0 +1,388 @@
+"""The /api/v1 handlers: authenticate, map JSON and path to one service call, render the answer.
+
+Nothing here decides who may do what: the ownership service checks scopes and visibility and raises
+`OwnershipError`, which the problem middleware renders. `ROUTES` is the one list of (method, path,
+handler name); the OpenAPI test compares it with the document.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from aiohttp import StreamReader, web
+from aiohttp.http_exceptions import HttpProcessingError
+
+from jsd.api import inputs, render
+from jsd.api.inputs import invalid
+from jsd.api.openapi import document
+from jsd.ownership import OwnershipService
+from jsd.ownership.imports import MAX_LINE_BYTES, RawRow, csv_rows, jsonl_rows
+from jsd.ownership.model import Principal, Unauthenticated
+from jsd.ownership.parse import parse_key
+
+# DeviceImport members and their JSON types (the service checks the values).
+DEVICE_IMPORT_FIELDS: dict[str, type] = {
+    "dev_eui": str,
+    "join_eui": str,
+    "mac_version": str,
+    "name": str,
+    "admin_info": str,
+    "secure_element": bool,
+    "app_key": str,
+    "nwk_key": str,
+    "generate_keys": bool,
+    "tkm_info": str,
+    "hsm_group": str,
+    "profile_id": str,
+    "serial": str,
+}
+NETWORK_SERVER_FIELDS = (
+    "net_id",
+    "name",
+    "kek_label",
+    "kek",
+    "token",
+    "generate_token",
+    "cert_fingerprint",
+    "answer_url",
+    "async_mode",
+)
+CSV_TYPES = frozenset({"text/csv"})
+JSONL_TYPES = frozenset({"application/x-ndjson", "application/jsonl", "application/json-lines"})
+NDJSON = "application/x-ndjson"
+# Import answer lines are written in batches of this many: few writes, bounded buffer.
+WRITE_BATCH = 1000
+READ_CHUNK = 65536
+
+log = logging.getLogger("jsd.api")
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, text=json.dumps(body, separators=(",", ":")), content_type="application/json")
+
+
+def _no_content() -> web.Response:
+    return web.Response(status=204)
+
+
+def _page_next(items: list[Any], limit: int, key: Callable[[Any], Any]) -> Any:
+    """The cursor of the next page: the last item's key when the page is full, else null."""
+    return key(items[-1]) if items and len(items) >= limit else None
+
+
+async def _lines(content: StreamReader) -> AsyncIterator[bytes]:
+    """The body's lines as they arrive, each kept to at most MAX_LINE_BYTES + 1 bytes.
+
+    A longer line is cut there rather than buffered, so memory stays bounded and the row reader still
+    reports it, with its line number, as too long; the lines after it are read as usual.
+    """
+    keep = MAX_LINE_BYTES + 1
+    pending = bytearray()
+    try:
+        async for chunk in content.iter_chunked(READ_CHUNK):
+            start = 0
+            while (end := chunk.find(b"\n", start)) >= 0:
+                pending += chunk[start : min(end + 1, start + keep - len(pending))]
+                yield bytes(pending)
+                pending.clear()
+                start = end + 1
+            pending += chunk[start : start + max(0, keep - len(pending))]
+    except HttpProcessingError as exc:
+        raise invalid(None, f"the body could not be read: {type(exc).__name__}") from None
+    if pending:
+        yield bytes(pending)
+
+
+class Api:
+    """The handlers, bound to the AppKey under which the composition root keeps the service."""
+
+    def __init__(self, service_key: web.AppKey[OwnershipService]) -> None:
+        self._service_key = service_key
+
+    def service(self, request: web.Request) -> OwnershipService:
+        return request.config_dict[self._service_key]
+
+    async def principal(self, request: web.Request) -> tuple[OwnershipService, Principal]:
+        """The service and the caller behind the bearer API key; no key at all fails like a wrong one."""
+        service = self.service(request)
+        scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise Unauthenticated("an API key is required (Authorization: Bearer <key>)")
+        return service, await service.authenticate(key.strip(), f"http {request.remote or 'unknown'}")
+
+    # --- the document ---------------------------------------------------------------------------------
+
+    async def openapi(self, request: web.Request) -> web.StreamResponse:
+        return _json(document())
+
+    # --- accounts and keys ----------------------------------------------------------------------------
+
+    async def me(self, request: web.Request) -> web.StreamResponse:
+        _, p = await self.principal(request)
+        return _json(render.me(p))
+
+    async def create_account(self, request: web.Request) -> web.StreamResponse:
+        service, p = await self.principal(request)
+        body = await inputs.json_object(request, ("id", "kind", "name"))
+        view, key = await service.create_account(
+            p,
+            inputs.required_str(body, "id", 63),
+            inputs.required_str(body, "kind", 32),
+            inputs.optional_str(body, "name"),
+        )
+        return _json({"account": render.account(view), "api_key": render.new_api_key(key)}, 201)
+
+    async def list_accounts(self, request: web.Request) -> web.StreamResponse:
+        service, p = await self.principal(request)
+        return _json({"accounts": [render.account(a) for a in await service.list_accounts(p)]})
+
+    async def get_account(self, request: web.Request) -> web.StreamResponse:
+        service, p = await self.principal(request)
+        return _json(render.account(await service.get_account(p, request.match_info["id"])))
+
+    async def create_api_key(self, request: web.Request) -> web.StreamResponse:
+        service, p = await self.principal(request)
+        body = await inputs.json_object(request, ("scopes",))
+        scopes = body.get("scopes")
+        if scopes is not None and (
+            not isinstance(scopes, list) or not all(isinstance(s, str) and len(s) <= 64 for s in scopes)
+        ):
+            raise invalid("scopes", "must be a list of scope names")
+        key = await service.create_api_key(p, request.match_info["id"], scopes)
+        return _json(render.new_api_key(key), 201)
+
+    async def list_api_keys(self, request: web.Request) -> web.StreamResponse:
+        service, p = await self.principal(request)
+        keys = await service.list_api_keys(p, request.match_info["id"])
+        return _json({"keys": [render.api_key(k) for k in keys]})
+
+    async def revoke_api_key(self, request: web.Request) -> web.StreamResponse:
+        service, p = await self.principal(request)
+        await service.revoke_api_key(p, request.match_info["key_id"])
+        return _no_content()
+
+    # --- devices --------------------------------------------------------------------------------------
+
+    async def add_device(self, request: web.Request) -> web.StreamResponse:
+        service, p = await self.principal(request)
+        body = await inputs.json_object(request, DEVICE_IMPORT_FIELDS)
+        inputs.check_types(body, DEVICE_IMPORT_FIELDS)
+        return _json(render.imported_device(await service.add_device(p, body)), 201)
+
+    async def import_devices(self, request: web.Request) -> web.StreamResponse:
+        """Streamed both ways: rows are parsed as they arrive; the answer is written in batches."""
+        service, p = await self.principal(request)
+        rows: AsyncIterator[RawRow]
+        if request.content_type in CSV_TYPES:
+            rows = csv_rows(_lines(request.content))
+        elif request.content_type in JSONL_TYPES:
+            rows = jsonl_rows(_lines(request.content))
+        else:
+            raise invalid("Content-Type", "must be text/csv or application/x-ndjson")
+        imported = await service.import_devices(p, rows)
+        response = web.StreamResponse(status=200, headers={"Content-Type": NDJSON})
+        await response.prepare(request)
+        created = sum(1 for item in imported if item.created)
+        try:
+            for start in range(0, len(imported), WRITE_BATCH):
+                batch = imported[start : start + WRITE_BATCH]
+                text = "".join(json.dumps(render.imported_device(item), separators=(",", ":")) + "\n" for item in batch)
+                await response.write(text.encode())
+            summary = {"summary": {"created": created, "unchanged": len(imported) - created}}
+            await response.write(json.dumps(summary, separators=(",", ":")).encode() + b"\n")
+            await response.write_eof()
+        except ConnectionError:
+            # The answer has begun, so no problem document can follow; the import itself is committed.
+            log.warning("import answer cut off: the client went away (%d devices created)", created)
+        return response
+
+    async def list_devices(self, request: web.Request) -> web.StreamResponse:
+        service, p = await self.principal(request)
+        limit = inputs.query_limit(request)
+        devices = await service.list_devices(p, limit=limit, after=inputs.query_eui(request, "after"))
+        return _json(
+            {
+                "devices": [render.device(d) for d in devices],
+                "next": _page_next(devices, limit, lambda d: d.dev_eui.hex()),
+            }
+        )
+
+    async def get_device(self, request: web.Request) -> web.StreamResponse:
+        service, p = await self.principal(request)
+        return _json(render.device(await service.get_device(p, inputs.path(request, "dev_eui", inputs.eui))))
+
+    async def delete_device(self, request: web.Request) -> web.StreamResponse:
+        service, p = await self.principal(request)
+        await service.delete_device(p, inputs.path(request, "dev_eui", inputs.eui))
+        return _no_content()
+
+    async def claim(self, request: web.Request) -> web.StreamResponse:
+        service, p = await self.principal(request)
+        body = await inputs.json_object(request, ("dev_eui", "owner_token", "qr"))
+        if "qr" in body:
+            if "dev_eui" in body or "owner_token" in body:
+                raise invalid("qr", "give either qr or dev_eui and owner_token, not both")
+            view = await service.claim_qr(p, inputs.required_str(body, "qr", 512))
+        else:
+            dev_eui = inputs.eui(inputs.nullable_member(body, "dev_eui"), "dev_eui")
+            view = await service.claim(p, dev_eui, inputs.required_str(body, "owner_token", 128))
+        return _json(render.device(view))
+
+    async def set_net_id(self, request: web.Request) -> web.StreamResponse:
+        service, p = await self.principal(request)
+        dev_eui = inputs.path(request, "dev_eui", inputs.eui)
+        body = await inputs.json_object(request, ("net_id",))
+        value = inputs.nullable_member(body, "net_id")
+        net_id = None if value is None else inputs.net_id(value, "net_id")
+        return _json(render.device(await service.set_net_id(p, dev_eui, net_id)))
+
+    async def set_astk(self, request: web.Request) -> web.StreamResponse:
+        service, p = await self.principal(request)
+        dev_eui = inputs.path(request, "dev_eui", inputs.eui)
+        body = await inputs.json_object(request, ("astk",))
+        inputs.nullable_member(body, "astk")
+        return _json(render.device(await service.set_astk(p, dev_eui, inputs.optional_str(body, "astk", 128))))
+
+    async def release(self, request: web.Request) -> web.StreamResponse:
+        service, p = await self.principal(request)
+        dev_eui = inputs.path(request, "dev_eui", inputs.eui)
+        await inputs.json_object(request, ())
+        view, token = await service.release(p, dev_eui)
+        return _json({"device": render.device(view), "owner_token": token})
+
+    async def reset_nonces(self, request: web.Request) -> web.StreamResponse:
+        service, p = await self.principal(request)
+        dev_eui = inputs.path(request, "dev_eui", inputs.eui)
+        await inputs.json_object(request, ())
+        return _json(render.device(await service.reset_nonces(p, dev_eui)))
+
+    # --- ASTKs ----------------------------------------------------------------------------------------
+
+    async def create_astk(self, request: web.Request) -> web.StreamResponse:
+        service, p = await self.principal(request)
+        body = await inputs.json_object(request, ("name", "key"))
+        name = inputs.required_str(body, "name", 128)
+        key = body.get("key")
+        if key is not None and not isinstance(key, str):
+            raise invalid("key", "must be a string of 32 hex digits")
+        return _json(
+            render.astk(await service.create_astk(p, name, None if key is None else parse_key(key, "key"))), 201
+        )
+
+    async def list_astks(self, request: web.Request) -> web.StreamResponse:
+        service, p = await self.principal(request)
+        return _json({"astks": [render.astk(a) for a in await service.list_astks(p)]})
+
+    async def export_astk(self, request: web.Request) -> web.StreamResponse:
+        service, p = await self.principal(request)
+        await inputs.json_object(request, ())
+        name = request.match_info["name"]
+        return _json({"name": name, "key": (await service.export_astk(p, name)).hex()})
+
+    # --- network servers and roaming ------------------------------------------------------------------
+
+    async def add_network_server(self, request: web.Request) -> web.StreamResponse:
+        service, p = await self.principal(request)
+        body = await inputs.json_object(request, NETWORK_SERVER_FIELDS)
+        view, token = await service.add_network_server(p, body)
+        answer: dict[str, Any] = {"network_server": render.network_server(view)}
+        if token is not None:
+            answer["token"] = token
+        return _json(answer, 201)
+
+    async def list_network_servers(self, request: web.Request) -> web.StreamResponse:
+        service, p = await self.principal(request)
+        servers = await service.list_network_servers(p)
+        return _json({"network_servers": [render.network_server(s) for s in servers]})
+
+    async def get_network_server(self, request: web.Request) -> web.StreamResponse:
+        service, p = await self.principal(request)
+        view = await service.get_network_server(p, inputs.path(request, "net_id", inputs.net_id))
+        return _json(render.network_server(view))
+
+    async def remove_network_server(self, request: web.Request) -> web.StreamResponse:
+        service, p = await self.principal(request)
+        await service.remove_network_server(p, inputs.path(request, "net_id", inputs.net_id))
+        return _no_content()
+
+    async def add_roaming(self, request: web.Request) -> web.StreamResponse:
+        service, p = await self.principal(request)
+        body = await inputs.json_object(request, ("home_net_id", "visited_net_id"))
+        home = inputs.net_id(inputs.nullable_member(body, "home_net_id"), "home_net_id")
+        visited = inputs.net_id(inputs.nullable_member(body, "visited_net_id"), "visited_net_id")
+        await service.add_roaming(p, home, visited)
+        return _json(render.roaming(home, visited), 201)
+
+    async def list_roaming(self, request: web.Request) -> web.StreamResponse:
+        service, p = await self.principal(request)
+        pairs = await service.list_roaming(p)
+        return _json({"roaming_agreements": [render.roaming(h, v) for h, v in pairs]})
+
+    async def remove_roaming(self, request: web.Request) -> web.StreamResponse:
+        service, p = await self.principal(request)
+        home = inputs.path(request, "home_net_id", inputs.net_id)
+        visited = inputs.path(request, "visited_net_id", inputs.net_id)
+        await service.remove_roaming(p, home, visited)
+        return _no_content()
+
+    # --- audit and events -----------------------------------------------------------------------------
+
+    async def audit(self, request: web.Request) -> web.StreamResponse:
+        service, p = await self.principal(request)
+        limit = inputs.query_limit(request)
+        entries = await service.audit(
+            p, dev_eui=inputs.query_eui(request, "dev_eui"), after=inputs.query_int(request, "after"), limit=limit
+        )
+        return _json(
+            {"entries": [render.audit_entry(e) for e in entries], "next": _page_next(entries, limit, lambda e: e.id)}
+        )
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        service, p = await self.principal(request)
+        limit = inputs.query_limit(request)
+        found = await service.events(
+            p,
+            after=inputs.query_int(request, "after"),
+            limit=limit,
+            dev_eui=inputs.query_eui(request, "dev_eui"),
+            type=inputs.query_str(request, "type"),
+        )
+        return _json({"events": [render.event(e) for e in found], "next": _page_next(found, limit, lambda e: e.seq)})
+
+
+# (method, path under /api/v1, Api method name); more specific paths first (aiohttp matches in order).
+ROUTES: tuple[tuple[str, str, str], ...] = (
+    ("GET", "/openapi.json", "openapi"),
+    ("GET", "/me", "me"),
+    ("POST", "/accounts", "create_account"),
+    ("GET", "/accounts", "list_accounts"),
+    ("GET", "/accounts/{id}", "get_account"),
+    ("POST", "/accounts/{id}/keys", "create_api_key"),
+    ("GET", "/accounts/{id}/keys", "list_api_keys"),
+    ("DELETE", "/keys/{key_id}", "revoke_api_key"),
+    ("POST", "/devices/import", "import_devices"),
+    ("POST", "/devices", "add_device"),
+    ("GET", "/devices", "list_devices"),
+    ("GET", "/devices/{dev_eui}", "get_device"),
+    ("DELETE", "/devices/{dev_eui}", "delete_device"),
+    ("PUT", "/devices/{dev_eui}/net-id", "set_net_id"),
+    ("PUT", "/devices/{dev_eui}/astk", "set_astk"),
+    ("POST", "/devices/{dev_eui}/release", "release"),
+    ("POST", "/devices/{dev_eui}/reset-nonces", "reset_nonces"),
+    ("POST", "/claims", "claim"),
+    ("POST", "/astks", "create_astk"),
+    ("GET", "/astks", "list_astks"),
+    ("POST", "/astks/{name}/export", "export_astk"),
+    ("POST", "/network-servers", "add_network_server"),
+    ("GET", "/network-servers", "list_network_servers"),
+    ("GET", "/network-servers/{net_id}", "get_network_server"),
+    ("DELETE", "/network-servers/{net_id}", "remove_network_server"),
+    ("POST", "/roaming-agreements", "add_roaming"),
+    ("GET", "/roaming-agreements", "list_roaming"),
+    ("DELETE", "/roaming-agreements/{home_net_id}/{visited_net_id}", "remove_roaming"),
+    ("GET", "/audit", "audit"),
+    ("GET", "/events", "events"),
+)

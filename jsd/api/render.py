@@ -1,0 +1,148 @@
+"""The JSON shapes of docs/api.md, from the service's views: lowercase hex, RFC 3339 'Z' times.
+
+Kept apart from the handlers so the OpenAPI schemas (openapi.py) and these functions can be read side by
+side; the schemathesis test checks that they agree.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from jsd.ownership.model import (
+    AccountView,
+    ApiKeyView,
+    AstkView,
+    AuditEntry,
+    DeviceView,
+    EventView,
+    ImportedDevice,
+    NetworkServerView,
+    NewApiKey,
+    Principal,
+)
+
+
+def time(value: datetime) -> str:
+    """RFC 3339 in UTC with 'Z'; a naive time (SQLite gives those) is taken as UTC."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def optional_time(value: datetime | None) -> str | None:
+    return None if value is None else time(value)
+
+
+def optional_hex(value: bytes | None) -> str | None:
+    return None if value is None else value.hex()
+
+
+def me(principal: Principal) -> dict[str, Any]:
+    return {
+        "account": principal.account,
+        "kind": principal.kind.value,
+        "key_id": principal.key_id,
+        "scopes": sorted(principal.scopes),
+    }
+
+
+def account(view: AccountView) -> dict[str, Any]:
+    return {"id": view.id, "kind": str(view.kind), "name": view.name, "created_at": time(view.created_at)}
+
+
+def new_api_key(key: NewApiKey) -> dict[str, Any]:
+    return {"key_id": key.key_id, "key": key.key, "scopes": sorted(key.scopes)}
+
+
+def api_key(view: ApiKeyView) -> dict[str, Any]:
+    return {
+        "key_id": view.key_id,
+        "account": view.account,
+        "scopes": sorted(view.scopes),
+        "created_at": time(view.created_at),
+        "revoked_at": optional_time(view.revoked_at),
+    }
+
+
+def device(view: DeviceView) -> dict[str, Any]:
+    return {
+        "dev_eui": view.dev_eui.hex(),
+        "join_eui": view.join_eui.hex(),
+        "mac_version": view.mac_version,
+        "name": view.name,
+        "admin_info": view.admin_info,
+        "secure_element": view.secure_element,
+        "profile_id": view.profile_id.hex(),
+        "serial": view.serial,
+        "state": view.state,
+        "manufacturer": view.manufacturer,
+        "owner": view.owner,
+        "home_net_id": optional_hex(view.home_net_id),
+        "astk": view.astk,
+        "keys_exported": view.keys_exported,
+        "created_at": time(view.created_at),
+        "claimed_at": optional_time(view.claimed_at),
+    }
+
+
+def imported_device(item: ImportedDevice) -> dict[str, Any]:
+    """One import answer line; token and keys appear only when the service handed them out (created)."""
+    out: dict[str, Any] = {}
+    if item.line is not None:
+        out["line"] = item.line
+    out.update(
+        {
+            "dev_eui": item.dev_eui.hex(),
+            "join_eui": item.join_eui.hex(),
+            "profile_id": item.profile_id.hex(),
+            "name": item.name,
+            "status": "created" if item.created else "unchanged",
+        }
+    )
+    if item.owner_token is not None:
+        out["owner_token"] = item.owner_token
+    if item.app_key is not None:
+        out["app_key"] = item.app_key.hex()
+    if item.nwk_key is not None:
+        out["nwk_key"] = item.nwk_key.hex()
+    return out
+
+
+def astk(view: AstkView) -> dict[str, Any]:
+    return {"name": view.name, "origin": view.origin, "exported": view.exported, "created_at": time(view.created_at)}
+
+
+def network_server(view: NetworkServerView) -> dict[str, Any]:
+    return {
+        "net_id": view.net_id.hex(),
+        "name": view.name,
+        "kek_label": view.kek_label,
+        "has_token": view.has_token,
+        "cert_fingerprint": view.cert_fingerprint,
+        "answer_url": view.answer_url,
+        "async_mode": view.async_mode,
+    }
+
+
+def roaming(home_net_id: bytes, visited_net_id: bytes) -> dict[str, str]:
+    return {"home_net_id": home_net_id.hex(), "visited_net_id": visited_net_id.hex()}
+
+
+def audit_entry(entry: AuditEntry) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "at": time(entry.at),
+        "account": entry.account,
+        "key_id": entry.key_id,
+        "source": entry.source,
+        "action": entry.action,
+        "dev_eui": optional_hex(entry.dev_eui),
+        "details": entry.details,
+    }
+
+
+def event(view: EventView) -> dict[str, Any]:
+    out = view.as_dict()
+    out["time"] = time(view.time)
+    return out

@@ -1,0 +1,123 @@
+"""schemathesis against the running daemon: generated requests for every operation of /api/v1/openapi.json.
+
+It runs as the schemathesis command in a subprocess, so the daemon keeps serving on this test's event loop.
+The daemon is first given something to show (accounts, devices in both states, an NS, an ASTK, a roaming
+agreement), so the answers checked against the response schemas are not all empty lists. Checks: no 5xx,
+and status code, content type, headers and body conform to the document.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+JOIN_EUI = "70b3d57ed0000001"
+CHECKS = (
+    "not_a_server_error",
+    "status_code_conformance",
+    "content_type_conformance",
+    "response_headers_conformance",
+    "response_schema_conformance",
+)
+
+
+async def populate(api: Any, eui: Any) -> dict[str, list[str]]:
+    """Resources in every state; returns their identifiers by path parameter, for schemathesis to use."""
+    acme = await api.account("acme", "manufacturer")
+    alice = await api.account("alice", "subscriber")
+    await api.network_server("000013")
+    await api.ok("POST", "/roaming-agreements", api.operator, {"home_net_id": "000013", "visited_net_id": "00002a"})
+    devices = []
+    for version in ("1.0.3", "1.1"):
+        made = await api.ok("POST", "/devices", acme, {"dev_eui": eui(), "join_eui": JOIN_EUI, "mac_version": version,
+                                                       "generate_keys": True, "name": "probe"})  # fmt: skip
+        claimed = await api.ok(
+            "POST", "/claims", alice, {"dev_eui": made["dev_eui"], "owner_token": made["owner_token"]}
+        )
+        await api.ok("PUT", f"/devices/{claimed['dev_eui']}/net-id", alice, {"net_id": "000013"})
+        devices.append(made["dev_eui"])
+    unclaimed = await api.ok("POST", "/devices", acme, {"dev_eui": eui(), "join_eui": JOIN_EUI, "mac_version": "1.0.2",
+                                                        "app_key": secrets.token_hex(16)})  # fmt: skip
+    devices.append(unclaimed["dev_eui"])
+    await api.ok("POST", "/astks", api.operator, {"name": "as-op"})
+    await api.ok("POST", "/astks", api.operator, {"name": "as-imported", "key": secrets.token_hex(16)})
+    alice_key = (await api.ok("GET", "/me", alice))["key_id"]
+    return {
+        "dev_eui": devices,
+        "net_id": ["000013"],
+        "home_net_id": ["000013"],
+        "visited_net_id": ["00002a"],
+        "name": ["as-op", "as-imported"],
+        "id": ["admin", "acme", "alice"],
+        "key_id": [alice_key],
+    }
+
+
+def config(known: dict[str, list[str]], database: str) -> str:
+    """schemathesis.toml: path parameters take a known identifier half of the time, so requests reach the data."""
+    lines = []
+    for name, values in known.items():
+        lines += [f"[dictionaries.{name}]", "values = [" + ", ".join(f'"{v}"' for v in values) + "]", ""]
+    lines.append("[parameters]")
+    lines += [f'"path.{name}" = {{ dictionary = "{name}", probability = 0.5 }}' for name in known]
+    # Deleting and releasing the known devices early would leave the other operations only 404s.
+    for operation in ("DELETE /devices/{dev_eui}", "POST /devices/{dev_eui}/release"):
+        lines += [
+            "",
+            "[[operations]]",
+            f'include-name = "{operation}"',
+            'parameters = { "path.dev_eui" = "ffffffffffffffff" }',
+        ]
+    if database == "postgresql":  # cursors past int4 hit the registry bug test_cursor_past_int4_is_an_empty_page shows
+        for operation in ("GET /audit", "GET /events"):
+            lines += ["", "[[operations]]", f'include-name = "{operation}"', 'parameters = { "query.after" = 1 }']
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.timeout(90)
+async def test_schemathesis_finds_no_server_error_and_no_deviation(api: Any, eui: Any, tmp_path: Path) -> None:
+    (tmp_path / "schemathesis.toml").write_text(config(await populate(api, eui), api.server.database.backend))
+    command = [
+        str(Path(sys.executable).with_name("schemathesis")),
+        "--config-file", str(tmp_path / "schemathesis.toml"),
+        "run",
+        f"{api.base}/openapi.json",
+        "--checks", ",".join(CHECKS),
+        "--header", f"Authorization: Bearer {api.operator}",
+        "--phases", "examples,coverage,fuzzing",
+        "--max-examples", "25",
+        "--seed", "20261127",
+        "--workers", "1",
+        "--generation-database", "none",
+        "--request-timeout", "10",
+        "--no-color",
+    ]  # fmt: skip
+    process = await asyncio.create_subprocess_exec(
+        *command,
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), timeout=80)
+    text = output.decode(errors="replace")
+    assert process.returncode == 0, text[-8000:]
+    assert "No issues found" in text or " passed" in text, text[-2000:]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="jsd/registry/tables.py: audit_log.id and events.seq are Integer (int4 on PostgreSQL), so a cursor "
+    "past 2**31-1 raises asyncpg DataError (500); and events.seq runs out after 2**31 events. Reported to the lead",
+)
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+async def test_cursor_past_int4_is_an_empty_page(api: Any) -> None:
+    for path in ("/audit", "/events"):
+        page = await api.call("GET", f"{path}?after={2**31}", api.operator)
+        assert page.status == 200, page.body
