@@ -365,11 +365,17 @@ class AppServer:
             dev_eui = str(info.get("devEui", "unknown")).lower()
             base = f"{republish_prefix}/applications/{info.get('applicationId', 'unknown')}/devices/{dev_eui}"
             log.warning("uplink of %s not opened: %s", dev_eui, exc)
-            await client.publish(f"{base}/error", json.dumps({"f_cnt": event.get("fCnt"), "error": str(exc)}), qos=1)
+            await _publish(client, f"{base}/error", {"f_cnt": event.get("fCnt"), "error": str(exc)})
             return
         if uplink is not None:
             base = f"{republish_prefix}/applications/{uplink.application_id}/devices/{uplink.dev_eui.hex()}"
-            await client.publish(f"{base}/up", json.dumps(uplink.to_json()), qos=1)
+            await _publish(client, f"{base}/up", uplink.to_json())
+
+
+async def _publish(client: Any, topic: str, body: Mapping[str, Any]) -> None:
+    # Shielded: aiomqtt 2.5 never finishes disconnecting a client whose QoS 1 publish was cancelled midway,
+    # so stopping the service (task cancellation) would hang.
+    await asyncio.shield(client.publish(topic, json.dumps(body), qos=1))
 
 
 def load_appserver(path: str | Path) -> tuple[AppServer, dict[str, Any]]:

@@ -59,8 +59,8 @@ def render(entry: JoinServerEntry) -> str:
         "#",
         "# Save this as a file of its own in ChirpStack's configuration directory (chirpstack -c DIR), e.g.",
         "# DIR/join_server.toml. ChirpStack concatenates every *.toml of DIR as text: define [join_server] and",
-        "# [[keks]] in no other file, keep the final newline, and remember that '$NAME' anywhere in DIR is",
-        "# replaced by the environment variable NAME.",
+        "# [[keks]] in no other file, and keep the final newline. A dollar sign followed by the name of an",
+        "# environment variable is replaced by its value anywhere in DIR, comments included.",
         "# ChirpStack reads its configuration only at start: restart it after changing this file.",
         "# Devices must have NO keys in ChirpStack (the 'Keys (OTAA)' tab empty): with keys it never asks us.",
     ]
