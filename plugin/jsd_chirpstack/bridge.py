@@ -168,6 +168,7 @@ class Link:
         self.adapter = adapter
         self.js = js
         self.account: str | None = None
+        self.profile_mac_version: str | None = None
         self._lock = asyncio.Lock()
 
     def __repr__(self) -> str:
@@ -205,6 +206,7 @@ class Link:
                 raise PassAbandoned(f"link {self.config.name}: the Join Server cannot be listed: {exc}") from None
             try:
                 present = {d.dev_eui: d for d in await self.adapter.list_devices()}
+                self.profile_mac_version = await self.adapter.mac_version()
             except AdapterError as exc:
                 raise PassAbandoned(f"link {self.config.name}: {exc}") from None
             for device in list(present.values()):
@@ -246,6 +248,11 @@ class Link:
     async def _ensure(self, wanted: Mapping[str, Any], present: NsDevice | None, report: PassReport) -> None:
         dev_eui = bytes.fromhex(wanted["dev_eui"])
         if present is None:
+            if self.profile_mac_version == "1.1" and str(wanted["mac_version"]).startswith("1.0"):
+                # ChirpStack would announce 1.1 with OptNeg; the device derives 1.0 keys: it could never join.
+                report.errors.append(f"{dev_eui.hex()}: a LoRaWAN {wanted['mac_version']} device needs a 1.0.x "
+                                     "device profile, the link's is 1.1; not created")
+                return
             spec = DeviceSpec(
                 dev_eui=dev_eui,
                 join_eui=bytes.fromhex(wanted["join_eui"]),

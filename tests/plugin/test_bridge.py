@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 import aiomqtt
 import pytest
+from chirpstack_api.common import common_pb2
 
 from jsd.app import OWNERSHIP
 from jsd.lorawan.tr005 import DeviceQr, build_qr
@@ -123,6 +124,18 @@ async def test_claimed_device_appears_without_keys_and_gets_the_home_net_id(
     assert view is not None and view["home_net_id"] == NET_ID
     again = await link.reconcile()
     assert not again.changed and not again.errors
+
+
+async def test_a_10_device_is_not_created_with_a_11_device_profile(
+    daemon: Daemon, chirpstack: Any, make_link: MakeLink
+) -> None:
+    chirpstack.state.profiles[chirpstack.device_profile_id].mac_version = common_pb2.MacVersion.LORAWAN_1_1_0
+    link = await make_link()
+    dev_eui, token = await daemon.import_device()
+    await daemon.claim(dev_eui, token)
+    report = await link.reconcile()
+    assert not report.created and "needs a 1.0.x device profile" in report.errors[0]
+    assert chirpstack.device(dev_eui) is None
 
 
 async def test_released_device_is_deleted(daemon: Daemon, chirpstack: Any, make_link: MakeLink) -> None:
