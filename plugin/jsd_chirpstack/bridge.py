@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,7 @@ from jsd_chirpstack.settings import ConfigError, MqttSettings, check_keys, load_
 log = logging.getLogger("jsd_chirpstack.bridge")
 
 ON_RELEASE = ("delete", "disable")
+IDENTIFY_RETRY = 60.0  # seconds before reconnecting to subscribe links whose account was not known yet
 ERROR_TAG_LIMIT = 200
 
 
@@ -221,7 +222,7 @@ class Link:
                     await self._step(report, dev_eui, self._retire(device, report))
             return report
 
-    async def _step(self, report: PassReport, dev_eui: bytes, work: Any) -> None:
+    async def _step(self, report: PassReport, dev_eui: bytes, work: Awaitable[None]) -> None:
         """One device's change; a failure is recorded and the pass goes on with the next device."""
         try:
             await work
@@ -397,24 +398,30 @@ class Bridge:
         while True:
             try:
                 await self._listen_once(mqtt)
+                backoff = 1.0
             except aiomqtt.MqttError as exc:
                 log.warning("MQTT: %s; reconnecting in %.0f s", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 60.0)
 
     async def _listen_once(self, mqtt: MqttSettings) -> None:
+        """One connection; returns to be called again when a link's account became known meanwhile."""
         by_account: dict[str, list[Link]] = {}
+        unknown = 0
         for link in self.links:
             try:
                 by_account.setdefault(await link.identify(), []).append(link)
             except JsError as exc:
+                unknown += 1
                 log.warning("link %s: account unknown yet (%s); events later", link.config.name, exc)
         async with mqtt.client() as client:
             for account in by_account:
                 await client.subscribe(f"{self.config.topic_prefix}/accounts/{account}/devices/+/events/+", qos=1)
             self.request_pass()  # events may have been missed while disconnected
-            async for message in client.messages:
-                await self._on_event(by_account, str(message.topic), message.payload)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(IDENTIFY_RETRY if unknown else None):
+                    async for message in client.messages:
+                        await self._on_event(by_account, str(message.topic), message.payload)
 
     async def _on_event(self, by_account: Mapping[str, list[Link]], topic: str, payload: Any) -> None:
         parts = topic[len(self.config.topic_prefix) + 1 :].split("/")
