@@ -81,16 +81,19 @@ class JsClient:
         return result
 
     async def claim(self, dev_eui: bytes, owner_token: str) -> dict[str, Any]:
+        """Claim with the owner token the operator put on the NS device; the claimed Device."""
         result: dict[str, Any] = await self._request(
             "POST", "/claims", {"dev_eui": dev_eui.hex(), "owner_token": owner_token}
         )
         return result
 
     async def claim_qr(self, qr: str) -> dict[str, Any]:
+        """Claim with a TR005 string (it carries the DevEUI and the owner token); the claimed Device."""
         result: dict[str, Any] = await self._request("POST", "/claims", {"qr": qr})
         return result
 
     async def set_net_id(self, dev_eui: bytes, net_id: bytes | None) -> dict[str, Any]:
+        """The device's home NetID: the Join Server answers only that network's JoinReqs for it."""
         result: dict[str, Any] = await self._request(
             "PUT", f"/devices/{dev_eui.hex()}/net-id", {"net_id": net_id.hex() if net_id else None}
         )

@@ -19,6 +19,7 @@ class ConfigError(ValueError):
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
+    """A TOML file; a syntax error becomes a ConfigError naming the file and the line."""
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
