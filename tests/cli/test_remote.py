@@ -1,0 +1,294 @@
+"""The ``jsd`` CLI against the real daemon's REST API: the ownership story from the operator's first account
+to a re-claim, ``--json`` answers that parse, and problems that read well and exit with their code.
+
+The remote commands run in click's CliRunner on a worker thread (each command runs its own event loop while
+the daemon serves on the test's loop); the local-mode bootstrap runs ``python -m jsd`` as an operator would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import os
+import secrets
+import stat
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from click.testing import CliRunner, Result
+from cryptography.hazmat.primitives.keywrap import aes_key_unwrap
+
+from jsd.app import softhsm_module
+from jsd_cli import main
+from jsd_sim import SimDevice
+
+HOME = "000013"
+JOIN_EUI = "70b3d57ed0000001"
+TOKEN_LABEL = "jsd-test"  # tests/conftest.py
+
+
+@dataclass
+class Cli:
+    """Runs ``jsd`` commands against one daemon, with the API key given in the environment."""
+
+    url: str
+    local_env: dict[str, str]
+
+    async def __call__(self, *args: str, key: str | None = None, stdin: str | None = None) -> Result:
+        env: dict[str, str | None] = {"JSD_URL": self.url, "JSD_API_KEY": key, "JSD_API_KEY_FILE": None}
+        runner = CliRunner()
+        return await asyncio.to_thread(runner.invoke, main, list(args), input=stdin, env=env, catch_exceptions=False)
+
+    def local(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``jsd`` in direct database mode on the daemon's database and HSM token (no API key)."""
+        return subprocess.run(
+            [sys.executable, "-m", "jsd", *args], env=self.local_env, capture_output=True, text=True, timeout=60
+        )
+
+
+@pytest.fixture
+def cli(jsd_server: Any, hsm_state: Path, tmp_path: Path) -> Cli:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JSD_")}
+    env.update(
+        {
+            "JSD_GENERAL_STATE_DIR": str(tmp_path / "local-state"),
+            "JSD_DATABASE_URL": jsd_server.database.url,
+            "JSD_HSM_MODULE": softhsm_module(),
+            "JSD_HSM_TOKEN_LABEL": TOKEN_LABEL,
+            "JSD_HSM_PIN_FILE": str(hsm_state / "hsm-pin"),
+            "JSD_HSM_SOFTHSM_CONF": os.environ["SOFTHSM2_CONF"],
+            "JSD_LOG_LEVEL": "warning",
+        }
+    )
+    return Cli(jsd_server.url.rstrip("/"), env)
+
+
+def ok(result: Result) -> str:
+    assert result.exit_code == 0, f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}"
+    return result.stdout
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+async def bootstrap(cli: Cli, tmp_path: Path) -> dict[str, str]:
+    """The first operator in local mode, then a manufacturer and a subscriber through the API."""
+    made = cli.local("account", "create", "admin", "--kind", "operator", "--json")
+    assert made.returncode == 0, made.stderr
+    answer = json.loads(made.stdout)
+    assert answer["account"] == {**answer["account"], "id": "admin", "kind": "operator"}
+    admin = answer["api_key"]["key"]
+    assert admin.startswith("jsd_") and "admin" in answer["api_key"]["scopes"]
+
+    text = ok(
+        await cli("account", "create", "acme", "--kind", "manufacturer", "--out", str(tmp_path / "acme.key"), key=admin)
+    )
+    assert "account acme (manufacturer) created" in text and "jsd_" not in text
+    assert mode(tmp_path / "acme.key") == 0o600
+    sub = json.loads(ok(await cli("account", "create", "farm", "--kind", "subscriber", "--json", key=admin)))
+    listed = json.loads(ok(await cli("account", "list", "--json", key=admin)))
+    assert {"admin", "acme", "farm"} <= {a["id"] for a in listed["accounts"]}
+    local = cli.local("account", "keys", "farm", "--json")
+    assert local.returncode == 0, local.stderr
+    assert [k["key_id"] for k in json.loads(local.stdout)["keys"]] == [sub["api_key"]["key_id"]]
+    return {"admin": admin, "acme": (tmp_path / "acme.key").read_text().strip(), "farm": sub["api_key"]["key"]}
+
+
+async def lbi_join(url: str, device: SimDevice, token: str) -> dict[str, Any]:
+    body = {
+        "ProtocolVersion": "1.0",
+        "SenderID": HOME,
+        "ReceiverID": JOIN_EUI,
+        "TransactionID": 7,
+        "MessageType": "JoinReq",
+        "MACVersion": device.mac_version,
+        "PHYPayload": device.join_request().hex(),
+        "DevEUI": device.dev_eui.hex(),
+        "DevAddr": "26011bda",
+        "DLSettings": "00",
+        "RxDelay": 1,
+    }
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{url}/", json=body, headers={"Authorization": f"Bearer {token}"}) as response,
+    ):
+        answer: dict[str, Any] = await response.json()
+        return answer
+
+
+async def test_story_import_label_claim_netid_astk_join_release_reclaim(cli: Cli, tmp_path: Path) -> None:
+    keys = await bootstrap(cli, tmp_path)
+    admin, acme, farm = keys["admin"], keys["acme"], keys["farm"]
+
+    kek, ns_token = secrets.token_bytes(16), secrets.token_urlsafe(24)
+    (tmp_path / "kek").write_text(kek.hex())
+    (tmp_path / "ns-token").write_text(ns_token)
+    label = f"ns-{secrets.token_hex(4)}"  # one HSM token serves the whole run
+    text = ok(
+        await cli(
+            "ns",
+            "add",
+            HOME,
+            "--kek-label",
+            label,
+            "--kek-file",
+            str(tmp_path / "kek"),
+            "--token-file",
+            str(tmp_path / "ns-token"),
+            key=admin,
+        )
+    )
+    assert f"network server {HOME} added" in text
+    servers = json.loads(ok(await cli("ns", "list", "--json", key=admin)))["network_servers"]
+    assert [s["net_id"] for s in servers] == [HOME] and servers[0]["has_token"]
+
+    app_keys = {f"00a0000000000{i:03x}": secrets.token_bytes(16) for i in (1, 3)}
+    rows = [
+        "dev_eui,join_eui,mac_version,name,app_key,nwk_key,generate_keys",
+        f"00a0000000000001,{JOIN_EUI},1.0.3,meter 1,{app_keys['00a0000000000001'].hex()},,",
+        f"00a0000000000002,{JOIN_EUI},1.1,meter 2,,,true",
+        f"00a0000000000003,{JOIN_EUI},1.0.4,meter 3,{app_keys['00a0000000000003'].hex()},,false",
+    ]
+    source = tmp_path / "batch.csv"
+    source.write_text("\n".join(rows) + "\n")
+    result = await cli("devices", "import", str(source), key=acme)
+    assert "3 created, 0 unchanged; 3 owner tokens in" in ok(result)
+    answer_file = tmp_path / "batch.csv.tokens.jsonl"
+    assert mode(answer_file) == 0o600
+    lines = [json.loads(line) for line in answer_file.read_text().splitlines()]
+    assert lines[-1] == {"summary": {"created": 3, "unchanged": 0}}
+    by_eui = {line["dev_eui"]: line for line in lines[:-1]}
+    assert by_eui.keys() == {"00a0000000000001", "00a0000000000002", "00a0000000000003"}
+    assert by_eui["00a0000000000002"]["app_key"] and by_eui["00a0000000000002"]["nwk_key"]
+    assert all(len(line["owner_token"]) == 32 for line in by_eui.values())
+
+    rerun = await cli("devices", "import", str(source), key=acme)
+    assert rerun.exit_code == 2 and "exists and may hold earlier secrets" in rerun.stderr
+    again = json.loads(
+        ok(await cli("devices", "import", str(source), "--out", str(tmp_path / "again.jsonl"), "--json", key=acme))
+    )
+    assert again["summary"] == {"created": 0, "unchanged": 3}
+
+    ok(await cli("labels", str(answer_file), "--out", str(tmp_path / "labels"), "--format", "svg"))
+    with (tmp_path / "labels" / "labels.csv").open() as index:
+        qr_of = {row["dev_eui"].lower(): row["qr"] for row in csv.DictReader(index)}
+    assert len(qr_of) == 3
+
+    paged = json.loads(ok(await cli("devices", "list", "--limit", "1", "--all", "--json", key=acme)))
+    assert [d["dev_eui"] for d in paged["devices"]] == sorted(by_eui) and paged["next"] is None
+    first_page = await cli("devices", "list", "--limit", "2", key=acme)
+    assert "00a0000000000002" in ok(first_page) and "more: --after 00a0000000000002" in first_page.stderr
+
+    dev = "00a0000000000001"
+    claimed = json.loads(ok(await cli("claim", "--qr", qr_of[dev], "--json", key=farm)))
+    assert claimed["dev_eui"] == dev and claimed["state"] == "claimed" and claimed["owner"] == "farm"
+    (tmp_path / "tok3").write_text(by_eui["00a0000000000003"]["owner_token"])
+    assert "claimed 00a0000000000003" in ok(
+        await cli("claim", "00a0000000000003", "--token-file", str(tmp_path / "tok3"), key=farm)
+    )
+    twice = await cli(
+        "claim", "00a0000000000003", "--token-file", "-", stdin=by_eui["00a0000000000003"]["owner_token"], key=farm
+    )
+    assert twice.exit_code == 5 and twice.stderr.startswith("error: Claim failed"), twice.stderr
+    gone = await cli("devices", "show", dev, key=acme)
+    assert gone.exit_code == 3 and gone.stderr.startswith("error: Not found"), gone.stderr
+
+    astk_name = f"as-{secrets.token_hex(4)}"
+    text = ok(await cli("astk", "create", astk_name, "--out", str(tmp_path / "astk.hex"), key=farm))
+    assert f"ASTK {astk_name} generated in the HSM" in text and mode(tmp_path / "astk.hex") == 0o600
+    astk = bytes.fromhex((tmp_path / "astk.hex").read_text().strip())
+    again_export = await cli("astk", "export", astk_name, "--out", str(tmp_path / "astk2.hex"), key=farm)
+    assert again_export.exit_code == 5 and not (tmp_path / "astk2.hex").exists()
+    assert json.loads(ok(await cli("devices", "set-netid", dev, HOME, "--json", key=farm)))["home_net_id"] == HOME
+    assert "astk:" in ok(await cli("devices", "set-astk", dev, astk_name, key=farm))
+
+    device = SimDevice(bytes.fromhex(dev), bytes.fromhex(JOIN_EUI), "1.0.3", app_keys[dev])
+    join = await lbi_join(cli.url, device, ns_token)
+    assert join["Result"]["ResultCode"] == "Success", join
+    session = device.accept(bytes.fromhex(join["PHYPayload"]))
+    assert aes_key_unwrap(astk, bytes.fromhex(join["AppSKey"]["AESKey"])) == session.keys.app_s_key
+
+    text = ok(await cli("devices", "release", dev, "--out", str(tmp_path / "new-token"), key=farm))
+    assert f"device {dev} released" in text and "new owner token written to" in text
+    assert mode(tmp_path / "new-token") == 0o600
+    assert (await cli("devices", "show", dev, key=farm)).exit_code == 3
+    reclaimed = await cli("claim", dev, "--token-file", str(tmp_path / "new-token"), "--json", key=farm)
+    assert json.loads(ok(reclaimed))["owner"] == "farm"
+    old_token = await cli("claim", dev, "--token-file", "-", stdin=by_eui[dev]["owner_token"], key=farm)
+    assert old_token.exit_code == 5
+
+    audit = json.loads(ok(await cli("audit", "--dev-eui", dev, "--json", key=farm)))
+    actions = [entry["action"] for entry in audit["entries"]]
+    assert actions and all(entry["dev_eui"] == dev for entry in audit["entries"])
+    assert "ACTION" in ok(await cli("audit", "--dev-eui", dev, key=farm))
+    assert all(t not in json.dumps(audit) for t in (by_eui[dev]["owner_token"], astk.hex()))
+
+
+async def test_import_with_bad_rows_reports_lines_and_writes_nothing(cli: Cli, tmp_path: Path) -> None:
+    keys = await bootstrap(cli, tmp_path)
+    source = tmp_path / "bad.jsonl"
+    source.write_text(
+        json.dumps({"dev_eui": "00b0000000000001", "join_eui": JOIN_EUI, "mac_version": "1.0.3", "generate_keys": True})
+        + "\n"
+        + json.dumps({"dev_eui": "00b0000000000002", "join_eui": JOIN_EUI, "mac_version": "9.9", "generate_keys": True})
+        + "\n"
+        + json.dumps({"dev_eui": "zz", "join_eui": JOIN_EUI, "mac_version": "1.0.3", "generate_keys": True})
+        + "\n"
+    )
+    result = await cli("devices", "import", str(source), key=keys["acme"])
+    assert result.exit_code == 2, result.stderr
+    assert "error: Import refused" in result.stderr
+    assert "  line 2: mac_version: " in result.stderr and "  line 3: dev_eui: " in result.stderr
+    assert not (tmp_path / "bad.jsonl.tokens.jsonl").exists()
+    assert json.loads(ok(await cli("devices", "list", "--json", key=keys["acme"])))["devices"] == []
+
+    one = {"dev_eui": "00b0000000000009", "join_eui": JOIN_EUI, "mac_version": "1.1", "generate_keys": True}
+    added = await cli(
+        "devices", "add", "-", "--out", str(tmp_path / "one.json"), stdin=json.dumps(one), key=keys["acme"]
+    )
+    assert ok(added).startswith("device 00b0000000000009 created\nimport answer written to")
+    answer = json.loads((tmp_path / "one.json").read_text())
+    assert mode(tmp_path / "one.json") == 0o600 and len(answer["owner_token"]) == 32 and answer["nwk_key"]
+
+
+async def test_problems_are_readable_with_their_exit_codes(cli: Cli, tmp_path: Path) -> None:
+    keys = await bootstrap(cli, tmp_path)
+    no_key = await cli("devices", "list")
+    assert no_key.exit_code == 4 and "no API key" in no_key.stderr
+    wrong = await cli("devices", "list", key="jsd_000000000000_" + "A" * 43)
+    assert wrong.exit_code == 4 and wrong.stderr.startswith("error: Authentication required"), wrong.stderr
+    forbidden = await cli("account", "list", key=keys["farm"])
+    assert forbidden.exit_code == 4 and forbidden.stderr.startswith("error: Not allowed"), forbidden.stderr
+    invalid = await cli("devices", "set-netid", "00a0000000000009", "zz", key=keys["farm"])
+    assert invalid.exit_code in (2, 3), invalid.stderr
+    conflict = await cli("account", "create", "farm", "--kind", "subscriber", key=keys["admin"])
+    assert conflict.exit_code == 5 and conflict.stderr.startswith("error: Conflict"), conflict.stderr
+    claim_only = json.loads(
+        ok(await cli("account", "create-key", "farm", "--scope", "claim", "--json", key=keys["farm"]))
+    )
+    assert claim_only["scopes"] == ["claim"]
+    scoped = await cli("devices", "list", key=claim_only["key"])
+    assert scoped.exit_code == 4 and scoped.stderr.startswith("error: Not allowed"), scoped.stderr
+    problem_json = await cli("devices", "show", "00a0000000000009", "--json", key=keys["farm"])
+    assert problem_json.exit_code == 3 and problem_json.stdout == ""
+
+    unreachable = await cli("--url", "http://127.0.0.1:9", "devices", "list", key=keys["farm"])
+    assert unreachable.exit_code == 1 and "error: cannot connect to http://127.0.0.1:9" in unreachable.stderr
+
+    for _ in range(5):  # ownership.claim_failures_per_device
+        failed = await cli("claim", "00a0000000000009", "--token-file", "-", stdin="00" * 16, key=keys["farm"])
+        assert failed.exit_code == 5 and failed.stderr.startswith("error: Claim failed"), failed.stderr
+    limited = await cli("claim", "00a0000000000009", "--token-file", "-", stdin="00" * 16, key=keys["farm"])
+    assert limited.exit_code == 5 and "\n  retry after " in limited.stderr, limited.stderr
+
+    revoked_id = keys["farm"].split("_")[1]
+    assert "revoked" in ok(await cli("account", "revoke-key", revoked_id, key=keys["admin"]))
+    after = await cli("devices", "list", key=keys["farm"])
+    assert after.exit_code == 4, after.stderr
