@@ -18,6 +18,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from jsd.api import inputs, render
 from jsd.api.inputs import invalid
 from jsd.api.openapi import document
+from jsd.api.problems import NO_STORE
 from jsd.ownership import OwnershipService
 from jsd.ownership.imports import MAX_LINE_BYTES, RawRow, csv_rows, jsonl_rows
 from jsd.ownership.model import Principal, Unauthenticated
@@ -183,7 +184,7 @@ class Api:
         else:
             raise invalid("Content-Type", "must be text/csv or application/x-ndjson")
         imported = await service.import_devices(p, rows)
-        response = web.StreamResponse(status=200, headers={"Content-Type": NDJSON})
+        response = web.StreamResponse(status=200, headers={"Content-Type": NDJSON, "Cache-Control": NO_STORE})
         await response.prepare(request)
         created = sum(1 for item in imported if item.created)
         try:

@@ -24,6 +24,8 @@ log = logging.getLogger("jsd.api")
 
 PROBLEM_TYPE_PREFIX = "urn:jsd:problem:"
 PROBLEM_CONTENT_TYPE = "application/problem+json"
+# Answers may carry API keys, owner tokens or generated keys: no cache along the way keeps them.
+NO_STORE = "no-store"
 
 # Request ids: a random per-process prefix and a counter, unique across workers.
 _REQUEST_PREFIX = os.urandom(4).hex()
@@ -62,7 +64,7 @@ def problem(
         status=status,
         text=json.dumps(body, separators=(",", ":")),
         content_type=PROBLEM_CONTENT_TYPE,
-        headers=headers,
+        headers={"Cache-Control": NO_STORE, **(headers or {})},
     )
 
 
@@ -124,6 +126,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     try:
         response = await handler(request)
         status = response.status
+        if not response.prepared:
+            response.headers.setdefault("Cache-Control", NO_STORE)
         return response
     except OwnershipError as exc:
         response = from_ownership_error(exc)

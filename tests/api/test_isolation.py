@@ -95,6 +95,9 @@ async def test_devices_of_other_accounts_do_not_exist(api: Any, eui: Any) -> Non
         listed = {d["dev_eui"] for d in (await api.ok("GET", "/devices?limit=1000", key))["devices"]}
         assert target not in listed
     assert await api.snapshot(w.alice, w.bob) == before
+    for who, key in (("acme", w.acme), ("globex", w.globex), ("alice", w.alice), ("bob", w.bob)):
+        events = (await api.ok("GET", "/events?limit=1000", key))["events"]
+        assert events and {e["account"] for e in events} == {who}
     assert {d["dev_eui"] for d in (await api.ok("GET", "/devices", w.acme))["devices"]} == {w.unclaimed}
     assert {d["dev_eui"] for d in (await api.ok("GET", "/devices", w.bob))["devices"]} == {w.bobs}
     assert (await api.ok("GET", f"/devices/{w.claimed}", w.alice))["manufacturer"] is None

@@ -87,6 +87,7 @@ async def test_import_claim_join_release(api: Any, eui: Any) -> None:
     assert created.status == 201, created.body
     assert created.body["status"] == "created" and created.body["dev_eui"] == single.dev_eui.hex()
     assert "app_key" not in created.body and len(created.body["owner_token"]) == 32
+    assert created.headers["Cache-Control"] == "no-store"
     single_token = created.body["owner_token"]
 
     # -- CSV: imported 1.1 keys, generated keys, a secure-element device --------------------------------------
@@ -107,6 +108,7 @@ async def test_import_claim_join_release(api: Any, eui: Any) -> None:
     )
     reply = await api.call("POST", "/devices/import", acme, data=csv_text, headers={"Content-Type": "text/csv"})
     assert reply.status == 200 and reply.content_type == "application/x-ndjson", reply.body
+    assert reply.headers["Cache-Control"] == "no-store"
     *lines, summary = reply.body
     assert summary == {"summary": {"created": 3, "unchanged": 0}}
     by_eui = {line["dev_eui"]: line for line in lines}
