@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -201,6 +202,8 @@ def main() -> None:
     print(f"results: {out}")
     answer.unlink()  # root keys and owner tokens of throw-away devices: leave no secrets lying around
     source.unlink()
+    if args.state is None and not args.url:
+        shutil.rmtree(work)  # the throw-away daemon's database and token
 
 
 if __name__ == "__main__":
