@@ -27,6 +27,7 @@ __all__ = [
     "EventView",
     "FieldError",
     "Forbidden",
+    "HsmDown",
     "ImportFailed",
     "ImportedDevice",
     "InvalidRequest",
@@ -138,6 +139,10 @@ class AlreadyExported(OwnershipError):
     problem, status, title = "already-exported", 409, "Key cannot be exported"
 
 
+class HsmDown(OwnershipError):
+    problem, status, title = "hsm-unavailable", 503, "HSM unavailable"
+
+
 @dataclass(frozen=True)
 class AccountView:
     id: str
@@ -190,7 +195,7 @@ class DeviceView:
         return "claimed" if self.owner is not None else "unclaimed"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ImportedDevice:
     """One answer line of an import: the owner token and generated keys only when the device was created."""
 

@@ -18,9 +18,9 @@ import time
 from collections.abc import AsyncIterable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from jsd.hsm import Hsm, HsmError, KekExists, KeyNotExportable, KeyNotFound
+from jsd.hsm import Hsm, HsmError, HsmUnavailable, KekExists, KeyNotExportable, KeyNotFound
 from jsd.lorawan.tr005 import QrCodeError, parse_qr
 from jsd.ownership import se
 from jsd.ownership.imports import RawRow
@@ -40,6 +40,7 @@ from jsd.ownership.model import (
     EventView,
     FieldError,
     Forbidden,
+    HsmDown,
     ImportedDevice,
     ImportFailed,
     InvalidRequest,
@@ -155,13 +156,32 @@ class _Spec:
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
+class _HsmCalls:
+    """The HSM as the service uses it: an unavailable token becomes `HsmDown` (503), never a caller's fault."""
+
+    def __init__(self, hsm: Hsm) -> None:
+        self._hsm = hsm
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._hsm, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await method(*args, **kwargs)
+            except HsmUnavailable:
+                log.warning("HSM unavailable during %s", name)
+                raise HsmDown("the HSM cannot be used now; try again later") from None
+
+        return call
+
+
 class OwnershipService:
     """Use cases of accounts, devices and claims; the transports call these and render the results."""
 
     def __init__(self, store: OwnershipStore, registry: Registry, hsm: Hsm, policy: OwnershipPolicy) -> None:
         self._store = store
         self._registry = registry
-        self._hsm = hsm
+        self._hsm = cast(Hsm, _HsmCalls(hsm))
         self._policy = policy
 
     @property
@@ -412,7 +432,7 @@ class OwnershipService:
         if join_eui is None and not any(e.field == "join_eui" for e in errors):
             errors.append(FieldError("join_eui", "required (no ownership.default_join_eui configured)"))
         mac_version = fields.get("mac_version")
-        if mac_version not in _MAC_VERSIONS:
+        if not isinstance(mac_version, str) or mac_version not in _MAC_VERSIONS:
             errors.append(FieldError("mac_version", "one of 1.0.0, 1.0.1, 1.0.2, 1.0.3, 1.0.4, 1.1"))
         secure_element = get("secure_element", _boolean, False)
         generate = get("generate_keys", _boolean, False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -54,6 +55,10 @@ metadata = MetaData(
         "pk": "pk_%(table_name)s",
     }
 )
+
+
+_SERIAL = BigInteger().with_variant(Integer(), "sqlite")
+"""64-bit ids (events run past 2**31 in weeks of joins); SQLite's rowid alias must be spelled INTEGER."""
 
 
 def _now_column(name: str) -> Column[datetime]:
@@ -179,7 +184,7 @@ astks = Table(
 audit_log = Table(
     "audit_log",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", _SERIAL, primary_key=True, autoincrement=True),
     _now_column("at"),
     Column("account", String(64), nullable=True, index=True),
     Column("key_id", String(12), nullable=True),
@@ -193,7 +198,7 @@ audit_log = Table(
 events = Table(
     "events",
     metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("seq", _SERIAL, primary_key=True, autoincrement=True),
     Column("event_id", String(32), nullable=False, unique=True),
     Column("type", String(64), nullable=False),
     Column("account", String(64), nullable=False),

@@ -107,11 +107,6 @@ async def test_import_refusals(api: Any, eui: Any) -> None:
     assert empty.status == 200 and empty.body == [{"summary": {"created": 0, "unchanged": 0}}]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="jsd/ownership/service.py _spec: `mac_version not in _MAC_VERSIONS` raises TypeError for a JSON object "
-    "or list (unhashable), so the import answers 500 instead of 422 import-failed; reported to the lead",
-)
 @pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 async def test_a_jsonl_row_with_an_object_as_mac_version_is_a_bad_row(api: Any, eui: Any) -> None:
     acme = await api.account("acme", "manufacturer")

@@ -289,3 +289,17 @@ async def test_the_audit_log_is_append_only_in_the_database(world: World, databa
     finally:
         await engine.dispose()
     assert [e.action for e in await world.service.audit(world.alice)][-1] == "astk.created"
+
+
+async def test_an_unavailable_hsm_is_a_503_not_the_callers_fault(world: World, hsm_settings: Any) -> None:
+    from jsd.ownership import HsmDown, OwnershipPolicy, OwnershipService
+
+    closed = await Hsm.open(hsm_settings)
+    await closed.aclose()
+    service = OwnershipService(world.store, world.registry, closed, OwnershipPolicy(bytes(8)))
+    with pytest.raises(HsmDown) as down:
+        await service.create_astk(world.alice, "k", None)
+    assert down.value.status == 503 and down.value.problem == "hsm-unavailable"
+    with pytest.raises(HsmDown):
+        await service.import_devices(world.maker, _rows([_row()]))
+    assert await world.service.list_devices(world.maker) == []

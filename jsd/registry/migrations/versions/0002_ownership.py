@@ -17,6 +17,9 @@ branch_labels = None
 depends_on = None
 
 
+_SERIAL = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
 def _now(name: str) -> sa.Column[object]:
     return sa.Column(name, sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now())
 
@@ -81,7 +84,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "audit_log",
-        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("id", _SERIAL, autoincrement=True, nullable=False),
         _now("at"),
         sa.Column("account", sa.String(64), nullable=True),
         sa.Column("key_id", sa.String(12), nullable=True),
@@ -97,7 +100,7 @@ def upgrade() -> None:
     _make_append_only("audit_log")
     op.create_table(
         "events",
-        sa.Column("seq", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("seq", _SERIAL, autoincrement=True, nullable=False),
         sa.Column("event_id", sa.String(32), nullable=False),
         sa.Column("type", sa.String(64), nullable=False),
         sa.Column("account", sa.String(64), nullable=False),
