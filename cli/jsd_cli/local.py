@@ -155,6 +155,31 @@ def hsm_import_kek(obj: Context, label: str, key_file: str) -> None:
     click.echo(f"imported KEK {label}")
 
 
+@hsm.command("import-lmk")
+@click.option("--se-manuf-id", type=click.IntRange(0, 15), required=True, help="SE_MANUF_ID of the TKM info.")
+@click.option("--se-prod-id", type=click.IntRange(0, 15), required=True, help="SE_PROD_ID of the TKM info.")
+@click.option("--lmk-id", type=click.IntRange(0, 15), required=True, help="LMK_ID of the TKM info.")
+@click.option("--key-file", required=True, help="File holding the 16-byte lot master key as hex ('-' = stdin).")
+@click.pass_obj
+def hsm_import_lmk(obj: Context, se_manuf_id: int, se_prod_id: int, lmk_id: int, key_file: str) -> None:
+    """Import a secure-element lot master key (DERIVE only, never readable again).
+
+    Devices imported with TKM info naming these ids get their root keys derived from it inside the HSM.
+    """
+    from jsd.ownership.se import TkmInfo, lot_master_key_label
+
+    key = _read_secret_hex(key_file, "lot master key")
+    label = lot_master_key_label(TkmInfo(se_manuf_id, se_prod_id, lmk_id, 0, bytes(8)))
+
+    async def body() -> None:
+        async with _open(obj.settings()) as (_, hsm):
+            assert hsm is not None
+            await hsm.import_lot_master_key(label, key)
+
+    _run(body())
+    click.echo(f"imported lot master key {label}")
+
+
 # -- jsd ns ------------------------------------------------------------------------------------
 
 
