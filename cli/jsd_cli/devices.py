@@ -259,6 +259,25 @@ def devices_release(obj: Context, dev_eui: str, out: str | None, as_json: bool) 
     emit_secret(out, answer["owner_token"], "new owner token")
 
 
+@devices.command("reissue-token")
+@click.argument("dev_eui")
+@click.option("--out", help="Write the new owner token to this new 0600 file instead of printing it.")
+@json_option
+@pass_context
+def devices_reissue_token(obj: Context, dev_eui: str, out: str | None, as_json: bool) -> None:
+    """Replace the owner token of an unclaimed device (lost label or import answer); the old one dies."""
+    check_new_file(out)
+    answer = obj.run(lambda api: api.call("POST", f"/devices/{segment(dev_eui)}/owner-token"))
+    if as_json:
+        if out is not None:
+            emit_secret(out, answer["owner_token"], "new owner token", note_to_stderr=True)
+            answer["owner_token"] = None
+        output.print_json(answer)
+        return
+    click.echo(f"device {answer['device']['dev_eui']} has a new owner token")
+    emit_secret(out, answer["owner_token"], "new owner token")
+
+
 @devices.command("reset-nonces")
 @click.argument("dev_eui")
 @json_option

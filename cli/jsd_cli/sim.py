@@ -286,6 +286,6 @@ async def load(mode: str, rate: float, concurrency: int, duration: float, total:
     _save_state(o, devices)
     click.echo(report.to_text())
     if json_out:
-        Path(json_out).write_text(json.dumps(report.to_json(), indent=1) + "\n")
+        await asyncio.to_thread(Path(json_out).write_text, json.dumps(report.to_json(), indent=1) + "\n")
     if png:
         write_histogram_png(report, png)

@@ -254,6 +254,13 @@ class Api:
         view, token = await service.release(p, dev_eui)
         return _json({"device": render.device(view), "owner_token": token})
 
+    async def reissue_owner_token(self, request: web.Request) -> web.StreamResponse:
+        service, p = await self.principal(request)
+        dev_eui = inputs.path(request, "dev_eui", inputs.eui)
+        await inputs.json_object(request, ())
+        view, token = await service.reissue_owner_token(p, dev_eui)
+        return _json({"device": render.device(view), "owner_token": token})
+
     async def reset_nonces(self, request: web.Request) -> web.StreamResponse:
         service, p = await self.principal(request)
         dev_eui = inputs.path(request, "dev_eui", inputs.eui)
@@ -372,6 +379,7 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
     ("PUT", "/devices/{dev_eui}/net-id", "set_net_id"),
     ("PUT", "/devices/{dev_eui}/astk", "set_astk"),
     ("POST", "/devices/{dev_eui}/release", "release"),
+    ("POST", "/devices/{dev_eui}/owner-token", "reissue_owner_token"),
     ("POST", "/devices/{dev_eui}/reset-nonces", "reset_nonces"),
     ("POST", "/claims", "claim"),
     ("POST", "/astks", "create_astk"),

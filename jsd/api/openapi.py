@@ -628,6 +628,17 @@ def _paths() -> dict[str, dict[str, Schema]]:
                 tag="devices",
             )
         },
+        "/devices/{dev_eui}/owner-token": {
+            "post": operation(
+                "reissue_owner_token",
+                "Replace a lost owner token of an unclaimed device; the old token is dead",
+                "devices:write (manufacturer of the unclaimed device, or operator)",
+                _ok(200, "the device and its new owner token, shown this once", "Released"),
+                write,
+                params=[PATH_DEV_EUI],
+                tag="devices",
+            )
+        },
         "/devices/{dev_eui}/reset-nonces": {
             "post": operation(
                 "reset_nonces",

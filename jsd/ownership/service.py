@@ -682,6 +682,25 @@ class OwnershipService:
         await self._change(p, device, values, "device.released", {})
         return _view(p, await self._store_device(dev_eui), force=True), token
 
+    async def reissue_owner_token(self, p: Principal, dev_eui: bytes) -> tuple[DeviceView, str]:
+        """A new owner token for an unclaimed device (lost label or import answer); the old one dies."""
+        _need(p, "devices:write")
+        device = await self._visible(p, dev_eui)
+        if p.kind is AccountKind.SUBSCRIBER:
+            raise Forbidden("only the manufacturer or an operator reissues owner tokens")
+        if device.owner_account is not None or device.owner_token_hash is None:
+            raise Conflict(f"device {dev_eui.hex()} is claimed: its owner releases it instead")
+        token = (await self._hsm.generate_random(16)).hex().upper()
+        replaced = await self._store.replace_token(
+            device.dev_eui,
+            device.owner_token_hash,
+            token_hash(token),
+            _audit(p, "device.owner_token_reissued", device.dev_eui),
+        )
+        if not replaced:
+            raise Conflict(f"device {dev_eui.hex()} changed meanwhile; try again")
+        return _view(p, await self._visible(p, dev_eui)), token
+
     async def reset_nonces(self, p: Principal, dev_eui: bytes) -> DeviceView:
         device = await self._owned(p, dev_eui) if not p.is_operator else await self._visible(p, dev_eui)
         if not await self._store.reset_nonces(

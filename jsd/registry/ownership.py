@@ -442,6 +442,24 @@ class OwnershipStore:
             await self._record(conn, [audit], events_)
             return True
 
+    async def replace_token(self, dev_eui: str, old_hash: str, new_hash: str, audit: AuditRecord) -> bool:
+        """Give an unclaimed device a new owner token; the old one is spent (it may be on a lost label)."""
+        async with self._writer.begin() as conn:
+            result = await conn.execute(
+                update(devices)
+                .where(
+                    devices.c.dev_eui == dev_eui,
+                    devices.c.owner_token_hash == old_hash,
+                    devices.c.owner_account.is_(None),
+                )
+                .values(owner_token_hash=new_hash, updated_at=func.now())
+            )
+            if result.rowcount != 1:
+                return False
+            await conn.execute(insert(spent_owner_tokens), {"token_hash": old_hash})
+            await self._record(conn, [audit])
+            return True
+
     async def update_owned(
         self,
         dev_eui: str,

@@ -61,6 +61,7 @@ DEVICE_ROUTES: list[tuple[str, str, Any]] = [
     ("PUT", "/devices/{}/net-id", {"net_id": HOME}),
     ("PUT", "/devices/{}/astk", {"astk": None}),
     ("POST", "/devices/{}/release", None),
+    ("POST", "/devices/{}/owner-token", None),
     ("POST", "/devices/{}/reset-nonces", None),
 ]
 

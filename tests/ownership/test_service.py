@@ -303,3 +303,21 @@ async def test_an_unavailable_hsm_is_a_503_not_the_callers_fault(world: World, h
     with pytest.raises(HsmDown):
         await service.import_devices(world.maker, _rows([_row()]))
     assert await world.service.list_devices(world.maker) == []
+
+
+async def test_a_lost_owner_token_is_replaced_and_dies(world: World) -> None:
+    s = world.service
+    (dev,) = await s.import_devices(world.maker, _rows([_row()]))
+    assert dev.owner_token
+    with pytest.raises(NotFound):
+        await s.reissue_owner_token(world.alice, dev.dev_eui)
+    _, token = await s.reissue_owner_token(world.maker, dev.dev_eui)
+    assert token != dev.owner_token
+    with pytest.raises(ClaimFailed):
+        await s.claim(world.alice, dev.dev_eui, dev.owner_token)
+    await s.claim(world.alice, dev.dev_eui, token)
+    with pytest.raises(Forbidden):
+        await s.reissue_owner_token(world.alice, dev.dev_eui)
+    with pytest.raises(Conflict):
+        await s.reissue_owner_token(OPERATOR, dev.dev_eui)
+    assert "device.owner_token_reissued" in {e.action for e in await s.audit(world.maker)}
