@@ -1,7 +1,8 @@
 """Composition root: builds the aiohttp application from settings; one cleanup context per resource.
 
 Order of setup (teardown mirrors it): database engine and registry, HSM session, join service, the HTTP
-client for asynchronous answers. aiohttp runs a cleanup only when its setup finished.
+client for asynchronous answers, then in one process only the MQTT events and commands. aiohttp runs a
+cleanup only when its setup finished.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+import jsd.events
 from jsd import api
 from jsd.config import Settings, database_url
 from jsd.hsm import Hsm, HsmSettings, Pin, find_softhsm_module, load_pin
@@ -69,8 +71,12 @@ def ownership_policy(settings: Settings) -> OwnershipPolicy:
     )
 
 
-def build_app(settings: Settings) -> web.Application:
-    """The LBI application; the database must already be migrated (``jsd serve`` does it once)."""
+def build_app(settings: Settings, *, events: bool = True) -> web.Application:
+    """The LBI application; the database must already be migrated (``jsd serve`` does it once).
+
+    `events`: this process runs the MQTT publisher and command subscriber (or, without a broker, the event
+    retention); ``jsd serve`` sets it in exactly one worker.
+    """
     app = web.Application(client_max_size=settings.get("server", "max_body_bytes"))
     app[SETTINGS] = settings
     app[handlers.MAX_BODY] = settings.get("server", "max_body_bytes")
@@ -97,7 +103,14 @@ def build_app(settings: Settings) -> web.Application:
         async for _ in handlers.answer_client_ctx(app, settings.get("lbi", "answer_timeout")):
             yield
 
+    # -- MQTT events and commands (jsd.events): after the services it calls, stopped before them --
+    async def events_ctx(app: web.Application) -> AsyncIterator[None]:
+        async with jsd.events.running(settings, app[OWNERSHIP], app[STORE]):
+            yield
+
     app.cleanup_ctx.extend([registry_ctx, hsm_ctx, service_ctx, answers_ctx])
+    if events:
+        app.cleanup_ctx.append(events_ctx)
     handlers.add_routes(app)
     api.add_routes(app, OWNERSHIP)
     return app

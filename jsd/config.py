@@ -67,6 +67,24 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ownership", "claim_failures_per_device", 5, "Failed claims of one device allowed per window."),
     Setting("ownership", "claim_window", 900, "Length of the failed-claim window, seconds."),
     Setting("ownership", "event_retention", 100000, "Published events kept for GET /api/v1/events (newest)."),
+    Setting("ownership", "event_prune_interval", 60.0,
+            "Seconds between two prunings of published events down to event_retention."),
+    Setting("mqtt", "host", "",
+            "MQTT broker host; empty = no broker: events stay queryable over GET /api/v1/events only."),
+    Setting("mqtt", "port", 1883, "MQTT broker port (8883 is the usual one with TLS)."),
+    Setting("mqtt", "protocol", "5", "MQTT protocol version: '5' or '3.1.1'."),
+    Setting("mqtt", "username", "", "User name at the broker; empty = anonymous."),
+    Setting("mqtt", "password_file", "", "File holding the broker password (first line); empty = none."),
+    Setting("mqtt", "tls", False, "Connect with TLS (on by itself when tls_ca or tls_cert is set)."),
+    Setting("mqtt", "tls_ca", "", "PEM CA bundle to verify the broker; empty with TLS = the system's CAs."),
+    Setting("mqtt", "tls_cert", "", "PEM client certificate for the broker; empty = none."),
+    Setting("mqtt", "tls_key", "", "PEM private key of tls_cert."),
+    Setting("mqtt", "client_id", "", "MQTT client id; empty = 'jsd-' and this machine's host name."),
+    Setting("mqtt", "topic_prefix", "jsd/v1", "First levels of every topic the daemon uses."),
+    Setting("mqtt", "keepalive", 30, "MQTT keepalive, seconds."),
+    Setting("mqtt", "retry_min", 0.5, "First wait before reconnecting to a broker that is away, seconds."),
+    Setting("mqtt", "retry_max", 30.0, "Longest wait between reconnection attempts (doubling from retry_min)."),
+    Setting("mqtt", "poll_interval", 0.2, "Seconds between two looks at the outbox when it was empty."),
     Setting("log", "format", "plain", "Log format: 'plain' or 'json' (one JSON object per line)."),
     Setting("log", "level", "info", "Log level: debug, info, warning, error."),
 )
@@ -157,7 +175,23 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
         raise ConfigError("log.format must be 'plain' or 'json'")
     if settings.get("server", "workers") < 1:
         raise ConfigError("server.workers must be at least 1")
+    _check_mqtt(settings)
     return settings
+
+
+def _check_mqtt(settings: Settings) -> None:
+    """Refuse an unusable [mqtt] section at start-up rather than at the first connection attempt."""
+    if settings.get("mqtt", "protocol") not in ("5", "3.1.1"):
+        raise ConfigError("mqtt.protocol must be '5' or '3.1.1'")
+    prefix: str = settings.get("mqtt", "topic_prefix")
+    if not prefix or prefix.startswith("/") or prefix.endswith("/") or any(c in prefix for c in "+#\0"):
+        raise ConfigError("mqtt.topic_prefix must be topic levels without wildcards or outer slashes, like 'jsd/v1'")
+    if not 0 < settings.get("mqtt", "retry_min") <= settings.get("mqtt", "retry_max"):
+        raise ConfigError("mqtt.retry_min must be positive and at most mqtt.retry_max")
+    if settings.get("mqtt", "poll_interval") <= 0 or settings.get("ownership", "event_prune_interval") <= 0:
+        raise ConfigError("mqtt.poll_interval and ownership.event_prune_interval must be positive")
+    if not 0 < settings.get("mqtt", "port") < 65536:
+        raise ConfigError("mqtt.port must be a TCP port")
 
 
 def database_url(settings: Settings) -> str:

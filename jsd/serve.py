@@ -100,14 +100,21 @@ def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
 
 
 def run_worker(settings: Settings, index: int) -> None:
-    """One worker process: its own event loop, DB pool and PKCS#11 thread."""
+    """One worker process: its own event loop, DB pool and PKCS#11 thread.
+
+    Worker 0 alone also runs the MQTT publisher and command subscriber: one drainer keeps the outbox in seq
+    order and one subscriber sees each command once. It lives in a worker rather than a process of its own:
+    a process with the registry and an HSM session would add about a worker's memory (~95 MB of the 250 MB
+    budget in the README's benchmarks), while publishing costs a JSON encode and a socket write per event;
+    and the supervisor already restarts worker 0 when it dies.
+    """
     from aiohttp import web
 
     from jsd.app import build_app
 
     setup_logging(settings.get("log", "format"), settings.get("log", "level"))
     loop = _new_event_loop()
-    app = build_app(settings)
+    app = build_app(settings, events=index == 0)
     log.info("worker %d listening on %s:%s", index, settings.get("server", "host"), settings.get("server", "port"))
     web.run_app(
         app,

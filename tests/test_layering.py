@@ -15,10 +15,12 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "jsd/registry": ("jsd.hsm", "jsd.join", "jsd.lbi", "jsd.app", "pkcs11", "aiohttp", "cryptography"),
     "jsd/join": ("jsd.lbi", "jsd.app", "pkcs11", "sqlalchemy", "aiohttp"),
     "jsd/lbi": ("jsd.hsm", "jsd.registry", "jsd.app", "pkcs11", "sqlalchemy"),
+    "jsd/events": ("jsd.hsm", "jsd.join", "jsd.lbi", "jsd.api", "jsd.app", "pkcs11", "sqlalchemy", "aiohttp"),
     "jsd/api": ("jsd.hsm", "jsd.registry", "jsd.lbi", "jsd.app", "pkcs11", "sqlalchemy", "cryptography"),
     "cli/jsd_sim": ("jsd",),
 }
 ONLY_HSM_IMPORTS = ("pkcs11",)
+ONLY_EVENTS_IMPORTS = ("aiomqtt", "paho")
 
 
 def imports_of(path: Path) -> set[str]:
@@ -55,5 +57,16 @@ def test_only_jsd_hsm_imports_pkcs11() -> None:
         for path in (ROOT / base).rglob("*.py")
         if "jsd/hsm" not in path.as_posix()
         and any(_matches(name, p) for name in imports_of(path) for p in ONLY_HSM_IMPORTS)
+    ]
+    assert offending == []
+
+
+def test_only_jsd_events_speaks_mqtt_in_the_daemon() -> None:
+    """The daemon's MQTT client lives in jsd.events alone (the ChirpStack plugin has its own)."""
+    offending = [
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "jsd").rglob("*.py")
+        if "jsd/events" not in path.as_posix()
+        and any(_matches(name, p) for name in imports_of(path) for p in ONLY_EVENTS_IMPORTS)
     ]
     assert offending == []
