@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import secrets
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -19,9 +21,11 @@ from typing import Any
 import aiohttp
 import aiomqtt
 import pytest
+from aiohttp import web
 from chirpstack_api.common import common_pb2
 
-from jsd.app import OWNERSHIP
+from jsd.app import HSM, OWNERSHIP, build_app, softhsm_module
+from jsd.config import load_settings
 from jsd.lorawan.tr005 import DeviceQr, build_qr
 from jsd.ownership import SCOPES, AccountKind, Principal
 from jsd_chirpstack.adapter import ERROR_TAG, LINK_TAG, OWNER_TOKEN_TAG, QR_TAG, RELEASED_TAG
@@ -69,15 +73,21 @@ class Daemon:
         return body if status == 200 else None
 
 
-@pytest.fixture
-async def daemon(jsd_server: Any) -> AsyncIterator[Daemon]:
-    service = jsd_server.app[OWNERSHIP]
+async def daemon_with_accounts(url: str, app: web.Application) -> AsyncIterator[Daemon]:
+    """Accounts made as the daemon's local operator (as ``jsd account create`` does), then HTTP only."""
+    service = app[OWNERSHIP]
     local = Principal(account="_local", kind=AccountKind.OPERATOR, scopes=frozenset(SCOPES), key_id=None,
                       source="test")
     _, maker = await service.create_account(local, "maker", "manufacturer", "Maker")
     _, acme = await service.create_account(local, "acme", "subscriber", "Acme")
     async with aiohttp.ClientSession() as http:
-        yield Daemon(jsd_server.url, maker.key, acme.key, http)
+        yield Daemon(url, maker.key, acme.key, http)
+
+
+@pytest.fixture
+async def daemon(jsd_server: Any) -> AsyncIterator[Daemon]:
+    async for ready in daemon_with_accounts(jsd_server.url, jsd_server.app):
+        yield ready
 
 
 MakeLink = Callable[..., Awaitable[Link]]
@@ -334,5 +344,65 @@ async def test_events_converge_a_device_at_once(
                 await mqtt.publish(f"{topic}/device.released", json.dumps(released), qos=1)
                 await eventually(lambda: chirpstack.device(dev_eui) is None)
             assert bridge.passes == passes  # the event did it, not a pass
+    finally:
+        await bridge.aclose()
+
+
+
+@pytest.fixture
+async def publishing_daemon(hsm_state: Path, database: Any, tmp_path: Path, topic_prefix: str) -> AsyncIterator[Daemon]:
+    """The real daemon as ``jsd_server`` runs it, but publishing its events to Mosquitto under this test's prefix."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings = load_settings(None, environ={
+        "JSD_GENERAL_STATE_DIR": str(tmp_path / "state"),
+        "JSD_DATABASE_URL": database.url,
+        "JSD_HSM_MODULE": softhsm_module(),
+        "JSD_HSM_TOKEN_LABEL": "jsd-test",
+        "JSD_HSM_PIN_FILE": str(hsm_state / "hsm-pin"),
+        "JSD_HSM_SOFTHSM_CONF": os.environ["SOFTHSM2_CONF"],
+        "JSD_SERVER_PORT": str(port),
+        "JSD_MQTT_HOST": "127.0.0.1",
+        "JSD_MQTT_TOPIC_PREFIX": f"{topic_prefix}/jsd/v1",
+    })
+    app = build_app(settings)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await app[HSM].ensure_storage_kek("default")
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async for ready in daemon_with_accounts(f"http://127.0.0.1:{port}/", app):
+            yield ready
+    finally:
+        await runner.cleanup()
+
+
+async def test_the_daemons_own_events_drive_the_bridge(
+    publishing_daemon: Daemon, chirpstack: Any, chirpstack_token_file: Path, tmp_path: Path, topic_prefix: str
+) -> None:
+    """Claim and release over the REST API; the daemon's own MQTT events make the bridge act between passes."""
+    key_file = tmp_path / "acme.key"
+    key_file.write_text(publishing_daemon.acme_key)
+    config = BridgeConfig.from_mapping({
+        "bridge": {"interval": 3600},
+        "mqtt": {"server": "mqtt://127.0.0.1:1883", "topic_prefix": f"{topic_prefix}/jsd/v1"},
+        "links": [{"name": "acme-cs", "jsd_url": publishing_daemon.url, "api_key_file": str(key_file),
+                   "chirpstack": {"server": chirpstack.target, "api_token_file": str(chirpstack_token_file),
+                                  "application_id": chirpstack.application_id,
+                                  "device_profile_id": chirpstack.device_profile_id}}],
+    })
+    bridge = await Bridge.start(config)
+    dev_eui, token = await publishing_daemon.import_device()
+    try:
+        async with running(bridge):
+            # The start-up pass, then the one every (re)subscription requests: after it, only events act.
+            await eventually(lambda: bridge.passes >= 2)
+            passes = bridge.passes
+            await publishing_daemon.claim(dev_eui, token)
+            await eventually(lambda: chirpstack.device(dev_eui) is not None)
+            await publishing_daemon.release(dev_eui)
+            await eventually(lambda: chirpstack.device(dev_eui) is None)
+            assert bridge.passes == passes  # the events did it, not a pass
     finally:
         await bridge.aclose()

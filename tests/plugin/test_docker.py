@@ -185,9 +185,12 @@ def test_bridge_config_agrees_with_the_stack(compose: dict[str, Any], tmp_path: 
         (tmp_path / secret).write_text("x" * 20)
     assert "/run/secrets/" not in raw, "the bridge config names a secret the service does not mount"
     config = BridgeConfig.from_mapping(tomllib.loads(raw))
-    assert config.mqtt is not None and config.mqtt.host == "mosquitto" and config.mqtt.port == 1883
-    link = config.links[0]
     daemon = load_settings(CONF / "jsd.toml", environ={})
+    assert config.mqtt is not None and config.mqtt.host == daemon.get("mqtt", "host") == "mosquitto"
+    assert config.mqtt.port == daemon.get("mqtt", "port") == 1883
+    assert f"listener {config.mqtt.port}" in (CONF / "mosquitto" / "mosquitto.conf").read_text()
+    assert config.topic_prefix == daemon.get("mqtt", "topic_prefix")
+    link = config.links[0]
     jsd_url = urlsplit(link.jsd_url)
     assert jsd_url.hostname == "join-server" and jsd_url.port == daemon.get("server", "port")
     chirpstack = chirpstack_config(placeholder_env(services(compose)["chirpstack"]))
