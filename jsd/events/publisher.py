@@ -39,6 +39,9 @@ __all__ = ["BATCH", "MqttConfig", "Publisher", "keep_without_broker"]
 log = logging.getLogger("jsd.events")
 
 BATCH = 100
+# Without it, Nagle's algorithm and the broker's delayed ACKs hold each reply and PUBACK ~40 ms (measured 88 ms
+# per command round trip on loopback, 1 ms with it on both ends).
+_NO_DELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,7 @@ class Publisher:
             tls_context=self._tls,
             max_inflight_messages=BATCH,
             timeout=30,
+            socket_options=[_NO_DELAY],
         )
         client.pending_calls_threshold = 2 * BATCH
         return client

@@ -84,6 +84,7 @@ class Mosquitto:
             conf.write_text(
                 f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\nuser {getpass.getuser()}\n"
                 f"persistence_location {self.directory}/\nlog_dest file {self.directory}/mosquitto.log\n"
+                "set_tcp_nodelay true\n"
             )
         self.process = subprocess.Popen([MOSQUITTO, "-c", str(conf)], start_new_session=True)
         deadline = time.monotonic() + 10
@@ -190,6 +191,7 @@ class SubscriberFactory:
             protocol=protocol,
             username=username,
             password=password,
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
             **session,
         )
         await client.__aenter__()
