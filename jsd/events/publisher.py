@@ -177,10 +177,10 @@ class Publisher:
             delay = min(delay * 2, c.retry_max)
 
     async def _session(self, client: _Client) -> None:
-        await client.publish(self._topics.status, b"online", qos=1, retain=True)
         granted = await client.subscribe(self._topics.all_commands, qos=1)
         if any(code.is_failure if isinstance(code, ReasonCode) else code >= 0x80 for code in granted):
             log.error("the broker refused the subscription to %s: commands are not served", self._topics.all_commands)
+        await client.publish(self._topics.status, b"online", qos=1, retain=True)  # "online": commands are served
         try:
             await _first_failure(self._drain(client), self._serve_commands(client))
         except asyncio.CancelledError:
@@ -205,8 +205,15 @@ class Publisher:
             await self._outbox.acknowledge(batch)
 
     async def _serve_commands(self, client: _Client) -> None:
-        """One reply per command, in arrival order; ends (with MqttError) when the connection drops."""
+        """One reply per command, in arrival order; ends (with MqttError) when the connection drops.
+
+        A retained command (flagged so only when the broker replays it to a new subscription) is skipped:
+        it would run again at every reconnection.
+        """
         async for message in client.messages:
+            if message.retain:
+                log.warning("ignored a retained command on %s: a stale copy, handled when it was sent", message.topic)
+                continue
             props = message.properties
             payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
             command = Command(

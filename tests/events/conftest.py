@@ -249,6 +249,7 @@ class Daemon:
     url: str
     app: web.Application
     settings: Settings
+    runner: web.AppRunner
 
     @property
     def service(self) -> OwnershipService:
@@ -288,6 +289,7 @@ class DaemonFactory:
     runners: list[web.AppRunner] = field(default_factory=list)
 
     async def __call__(self, **changes: Any) -> Daemon:
+        changes.setdefault("mqtt__client_id", f"jsd-test-{uuid.uuid4().hex[:8]}")
         settings = app_settings(self.hsm_state, self.database, self.tmp_path / "state", **changes)
         app = build_app(settings)
         runner = web.AppRunner(app, access_log=None)
@@ -296,7 +298,11 @@ class DaemonFactory:
         await app[HSM].ensure_storage_kek("default")
         site = web.TCPSite(runner, "127.0.0.1", settings.get("server", "port"))
         await site.start()
-        return Daemon(f"http://127.0.0.1:{settings.get('server', 'port')}/", app, settings)
+        return Daemon(f"http://127.0.0.1:{settings.get('server', 'port')}/", app, settings, runner)
+
+    async def stop(self, daemon: Daemon) -> None:
+        self.runners.remove(daemon.runner)
+        await daemon.runner.cleanup()
 
     async def close(self) -> None:
         for runner in reversed(self.runners):

@@ -6,6 +6,7 @@ same device, so MQTT and REST agree on shapes and on who may do what.
 
 from __future__ import annotations
 
+import json
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -218,3 +219,28 @@ async def test_bad_and_foreign_commands_get_error_replies(daemon: Any, subscribe
     await alice.wait(lambda ms: len(ms) > count, what="a good command after the bad ones")
     assert alice.messages[-1].json["ok"] is True, "the subscriber survived every bad command"
     assert (await s.d.service.get_device(s.d.operator, bytes.fromhex(bobs))).owner == "bob"
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+async def test_a_retained_command_is_not_run_again_when_the_daemon_resubscribes(
+    daemon: Any, subscribe: Any, prefix: str
+) -> None:
+    s = await _setup(daemon, subscribe, prefix, "5", devices=1)
+    alice = await subscribe(s.topic("alice", "replies/#"))
+    eui, token = next(iter(s.tokens.items()))
+    claim = {"request_id": "kept", "command": "claim", "api_key": s.alice_key,
+             "args": {"dev_eui": eui, "owner_token": "00" * 16}}  # fmt: skip
+    await alice.client.publish(s.topic("alice", "commands"), json.dumps(claim).encode(), qos=1, retain=True)
+    await alice.wait(lambda ms: len(ms) == 1, what="the live command's reply")
+    try:
+        await daemon.stop(s.d)
+        await daemon(mqtt__host="127.0.0.1", mqtt__topic_prefix=prefix)
+        fresh = {**claim, "request_id": "fresh", "args": {"dev_eui": eui, "owner_token": token}}
+        watcher = await subscribe(f"{prefix}/status")
+        await watcher.wait(lambda ms: any(m.payload == b"online" for m in ms), what="the new daemon online")
+        await alice.command(s.topic("alice", "commands"), fresh)
+        await alice.wait(lambda ms: len(ms) == 2, what="the fresh command's reply")
+        assert [m.json["request_id"] for m in alice.messages] == ["kept", "fresh"], "the retained copy was skipped"
+        assert alice.messages[1].json["ok"]
+    finally:
+        await alice.client.publish(s.topic("alice", "commands"), b"", qos=1, retain=True)
