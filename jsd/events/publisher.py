@@ -190,9 +190,9 @@ class Publisher:
     async def _drain(self, client: _Client) -> None:
         """Publish pending events batch by batch; acknowledge a batch only when all of it was accepted."""
         while True:
+            await self._outbox.prune_if_due()  # also under steady load, when the outbox is never found empty
             batch = await self._outbox.pending(BATCH)
             if not batch:
-                await self._outbox.prune_if_due()
                 await asyncio.sleep(self._config.poll_interval)
                 continue
             refused = client.refused

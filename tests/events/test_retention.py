@@ -67,3 +67,16 @@ async def test_a_broker_away_keeps_every_event_in_the_outbox(daemon: Any, caplog
         closed.close()
     assert len(await d.store.pending_events(100)) == 6
     assert len(await d.store.events(account=None, after=None, limit=100)) == 6
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+async def test_with_a_broker_published_events_are_pruned_to_the_retention(daemon: Any, prefix: str) -> None:
+    d = await daemon(mqtt__host="127.0.0.1", mqtt__topic_prefix=prefix, mqtt__poll_interval=0.02,
+                     ownership__event_retention=3, ownership__event_prune_interval=0.05)  # fmt: skip
+    await _changes(d, 10)
+    await d.drained()
+
+    async def pruned() -> bool:
+        return [e.seq for e in await d.store.events(account=None, after=None, limit=100)] == [8, 9, 10]
+
+    await d.until(pruned, what="pruning of published events")
