@@ -240,11 +240,11 @@ class CommandHandler:
             if "qr" in args:
                 if "dev_eui" in args or "owner_token" in args:
                     raise _invalid("args.qr", "give either qr or dev_eui and owner_token, not both")
-                view = await service.claim_qr(p, _text(args["qr"], "args.qr", 512))
+                view = await service.claim_qr(p, _text(args["qr"], "args.qr", 512), retry=True)
             else:
                 dev_eui = parse_eui(_required(args, "dev_eui"), "args.dev_eui")
                 token = _text(_required(args, "owner_token"), "args.owner_token", 128)
-                view = await service.claim(p, dev_eui, token)
+                view = await service.claim(p, dev_eui, token, retry=True)
         elif name == "set-netid":
             _members(args, ("dev_eui", "net_id"))
             dev_eui = parse_eui(_required(args, "dev_eui"), "args.dev_eui")

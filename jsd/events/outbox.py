@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 
 from jsd.events.topics import Topics
 from jsd.ownership import event_view
@@ -21,6 +21,9 @@ from jsd.registry.ownership import OwnershipStore
 __all__ = ["Outbox", "Outgoing"]
 
 log = logging.getLogger("jsd.events")
+
+REPLY_RETENTION = timedelta(days=7)
+"""Stored command replies (idempotency) are kept this long: retries come within minutes."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,9 @@ class Outbox:
             return 0
         self._pruned_at = now
         removed = await self._store.prune_events(self._retention)
+        replies = await self._store.prune_replies(datetime.now(UTC) - REPLY_RETENTION)
+        if replies:
+            log.info("forgot %d command replies older than %s", replies, REPLY_RETENTION)
         if removed:
             log.info("pruned %d published events (keeping the newest %d)", removed, self._retention)
         return removed

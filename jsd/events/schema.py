@@ -69,6 +69,10 @@ EVENT_TYPES: tuple[EventType, ...] = (
     ),
     EventType("device.claimed", "new owner", "the device was claimed with its owner token",
               (Field("join_eui", EUI, "JoinEUI"),)),
+    EventType(
+        "claim.failed", "claimant", "a claim of this DevEUI by the account failed (whether the device exists is not told)",
+        (Field("reason", {"type": "string"}, "why, in the words of the claim-failed problem"),),
+    ),
     EventType("device.released", "former owner", "the owner gave the device up; a new owner token exists"),
     EventType("device.netid_set", "owner", "the home network changed",
               (Field("net_id", OPTIONAL_NET_ID, "home NetID, null = cleared"),)),

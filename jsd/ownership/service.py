@@ -605,7 +605,7 @@ class OwnershipService:
 
     # -- claims ---------------------------------------------------------------------------------------
 
-    async def claim_qr(self, p: Principal, qr: str) -> DeviceView:
+    async def claim_qr(self, p: Principal, qr: str, *, retry: bool = False) -> DeviceView:
         """A claim with the TR005 string of the label; its JoinEUI must match the device's."""
         try:
             parsed = parse_qr(qr) if isinstance(qr, str) else None
@@ -613,12 +613,16 @@ class OwnershipService:
             raise _invalid("qr", str(exc)) from None
         if parsed is None or parsed.owner_token is None:
             raise _invalid("qr", "a TR005 string with an owner token (O extension)")
-        return await self.claim(p, parsed.dev_eui, parsed.owner_token, join_eui=parsed.join_eui)
+        return await self.claim(p, parsed.dev_eui, parsed.owner_token, join_eui=parsed.join_eui, retry=retry)
 
     async def claim(
-        self, p: Principal, dev_eui: bytes, owner_token: str, *, join_eui: bytes | None = None
+        self, p: Principal, dev_eui: bytes, owner_token: str, *, join_eui: bytes | None = None, retry: bool = False
     ) -> DeviceView:
-        """Take an unclaimed device with its owner token; works once, and the token never works again."""
+        """Take an unclaimed device with its owner token; works once, and the token never works again.
+
+        `retry` (an idempotent command repeated after its reply was lost): a claim that already succeeded for
+        this account with this token answers with the device instead of failing.
+        """
         _need(p, "claim")
         if not isinstance(owner_token, str) or not _TOKEN.fullmatch(owner_token.strip()):
             raise _invalid("owner_token", "hex digits (32 for a random token, 20 for TKM info)")
@@ -630,8 +634,8 @@ class OwnershipService:
             counts.get(buckets[0], 0) >= self._policy.claim_failures_per_account
             or counts.get(buckets[1], 0) >= self._policy.claim_failures_per_device
         ):
-            retry = self._policy.claim_window - int(time.time()) % self._policy.claim_window
-            raise RateLimited("too many failed claims; try later", retry_after=retry)
+            wait = self._policy.claim_window - int(time.time()) % self._policy.claim_window
+            raise RateLimited("too many failed claims; try later", retry_after=wait)
         device = await self._store.device(eui)
         presented = token_hash(owner_token)
         stored = device.owner_token_hash if device is not None and device.owner_token_hash else _DUMMY_HASH
@@ -646,8 +650,22 @@ class OwnershipService:
             )
             if claimed:
                 return _view(p, await self._visible(p, dev_eui))
-        await self._store.count_failure(buckets, window, _audit(p, "device.claim_failed", eui))
-        raise ClaimFailed("unknown device, or the owner token is not valid for it")
+        if (
+            retry
+            and device is not None
+            and device.owner_account == p.account
+            and (join_eui is None or join_eui.hex() == device.join_eui)
+            and await self._store.token_spent(presented)
+        ):
+            return _view(p, device)  # a retried claim that already succeeded: the caller owns it already
+        reason = "unknown device, or the owner token is not valid for it"
+        await self._store.count_failure(
+            buckets,
+            window,
+            _audit(p, "device.claim_failed", eui),
+            [event_record("claim.failed", p.account, eui, {"reason": reason})],
+        )
+        raise ClaimFailed(reason)
 
     async def set_net_id(self, p: Principal, dev_eui: bytes, net_id: bytes | None) -> DeviceView:
         device = await self._owned(p, dev_eui)

@@ -337,6 +337,13 @@ class OwnershipStore:
             rows = await conn.execute(statement.order_by(devices.c.dev_eui).limit(limit))
             return [_owned(row) for row in rows]
 
+    async def token_spent(self, token_hash: str) -> bool:
+        async with self._reader.connect() as conn:
+            found = await conn.execute(
+                select(spent_owner_tokens.c.token_hash).where(spent_owner_tokens.c.token_hash == token_hash)
+            )
+            return found.first() is not None
+
     async def token_in_use(self, token_hash: str) -> bool:
         """True if the token was ever spent or belongs to a device now: a token never works twice."""
         async with self._reader.connect() as conn:
@@ -520,7 +527,9 @@ class OwnershipStore:
             )
             return {r.bucket: int(r[1]) for r in rows}
 
-    async def count_failure(self, buckets: Sequence[str], window_start: int, audit: AuditRecord) -> None:
+    async def count_failure(
+        self, buckets: Sequence[str], window_start: int, audit: AuditRecord, events_: Iterable[EventRecord] = ()
+    ) -> None:
         for attempt in range(3):
             try:
                 async with self._writer.begin() as conn:
@@ -544,7 +553,7 @@ class OwnershipStore:
                             await conn.execute(
                                 insert(rate_limits), {"bucket": bucket, "window_start": window_start, "count": 1}
                             )
-                    await self._record(conn, [audit])
+                    await self._record(conn, [audit], events_)
                 return
             except IntegrityError:
                 if attempt == 2:
@@ -713,6 +722,12 @@ class OwnershipStore:
                 )
             ).first()
         return None if row is None else dict(json.loads(row.reply))
+
+    async def prune_replies(self, older_than: datetime) -> int:
+        """Forget stored command replies older than this: a client retries within minutes, not weeks."""
+        async with self._writer.begin() as conn:
+            result = await conn.execute(delete(command_replies).where(command_replies.c.created_at < older_than))
+            return int(result.rowcount)
 
     async def store_reply(self, account: str, request_id: str, reply: Mapping[str, Any]) -> None:
         try:

@@ -244,3 +244,24 @@ async def test_a_retained_command_is_not_run_again_when_the_daemon_resubscribes(
         assert alice.messages[1].json["ok"]
     finally:
         await alice.client.publish(s.topic("alice", "commands"), b"", qos=1, retain=True)
+
+
+async def test_a_claim_whose_reply_was_lost_succeeds_when_retried(daemon: Any, subscribe: Any, prefix: str) -> None:
+    """The change committed but the daemon died before storing the reply: the retry must not say claim-failed."""
+    s = await _setup(daemon, subscribe, prefix, "5", devices=1)
+    eui, token = next(iter(s.tokens.items()))
+    alice = await s.d.service.authenticate(s.alice_key, "test")
+    await s.d.service.claim(alice, bytes.fromhex(eui), token)  # as the first attempt did, reply never stored
+    replies = s.topic("alice", "replies/lost")
+    client = await subscribe(replies, protocol=V5)
+    command = {"request_id": "claim-lost", "command": "claim", "api_key": s.alice_key,
+               "args": {"dev_eui": eui, "owner_token": token}}  # fmt: skip
+    await client.command(s.topic("alice", "commands"), command, response_topic=replies)
+    (reply,) = await client.wait(lambda ms: ms, what="the retried claim's reply")
+    assert reply.json["ok"] is True and reply.json["result"]["owner"] == "alice", reply.json
+    bob = dict(command, request_id="claim-bob", api_key=s.bob_key)
+    bob_replies = s.topic("bob", "replies/x")
+    bob_client = await subscribe(bob_replies, protocol=V5)
+    await bob_client.command(s.topic("bob", "commands"), bob, response_topic=bob_replies)
+    (refused,) = await bob_client.wait(lambda ms: ms, what="bob's reply")
+    assert refused.json["ok"] is False and refused.json["problem"]["type"] == "urn:jsd:problem:claim-failed"

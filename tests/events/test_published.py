@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from jsd.events.schema import EVENT_TYPES, check
+from jsd.ownership import ClaimFailed
 from jsd_sim import SimDevice
 
 JOIN_EUI = "70b3d57ed0000001"
@@ -93,6 +94,8 @@ async def test_every_event_type_arrives_with_its_documented_payload(
     assert answered["Result"]["ResultCode"] == "Success", answered
     _, token = await service.release(alice, eui_a)
     secrets_seen.append(token)
+    with pytest.raises(ClaimFailed):
+        await service.claim(alice, eui_c, "00" * 16)
     await service.set_net_id(alice, eui_b, None)
 
     stored = await d.store.events(account=None, after=None, limit=1000)

@@ -119,12 +119,14 @@ async def test_import_claim_set_release_reclaim(world: World, hsm: Hsm) -> None:
     assert types == [
         "device.precommissioned",
         "device.claimed",
+        "claim.failed",
         "device.astk_set",
         "device.netid_set",
         "device.released",
+        "claim.failed",
         "device.claimed",
-    ]
-    assert [e.type for e in await s.events(world.bob)] == ["device.claimed"]
+    ]  # bob tried alice's device, then the spent token after the release
+    assert [e.type for e in await s.events(world.bob)] == ["claim.failed", "claim.failed", "device.claimed"]
     texts = [str(e.as_dict()) for e in await s.events(OPERATOR)] + [str(a) for a in await s.audit(OPERATOR)]
     for secret in (imported.owner_token, token, key.hex()):
         assert not any(secret.lower() in t.lower() for t in texts)
@@ -135,6 +137,14 @@ async def test_a_spent_token_never_works_again_even_for_another_device(world: Wo
     (first,) = await s.import_devices(world.maker, _rows([_row()]))
     assert first.owner_token
     await s.claim(world.alice, first.dev_eui, first.owner_token)
+    with pytest.raises(ClaimFailed):
+        await s.claim(world.alice, first.dev_eui, first.owner_token)
+    again = await s.claim(world.alice, first.dev_eui, first.owner_token, retry=True)  # a command's retry
+    assert again.owner == "alice"
+    with pytest.raises(ClaimFailed):
+        await s.claim(world.bob, first.dev_eui, first.owner_token, retry=True)
+    with pytest.raises(ClaimFailed):
+        await s.claim(world.alice, first.dev_eui, "ab" * 16)
     assert await world.store.token_in_use(token_hash(first.owner_token))
     other = _eui()
     with pytest.raises(ClaimFailed):

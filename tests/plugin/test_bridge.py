@@ -279,6 +279,8 @@ async def test_bad_token_is_reported_on_the_device_and_nothing_is_claimed(
     assert maker_view is not None and maker_view["state"] == "unclaimed"
     again = await link.reconcile()  # the request tag is gone: no retry into the claim rate limit
     assert not again.changed
+    status, events = await daemon.call(daemon.acme_key, "GET", f"/events?dev_eui={dev_eui}")
+    assert status == 200 and [e["type"] for e in events["events"]] == ["claim.failed"]  # and in our events
 
 
 async def test_claim_request_waits_while_the_daemon_is_unreachable(
