@@ -60,8 +60,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("join", "lifetime", 0, "Session Lifetime sent in JoinAns, seconds; 0 = no limit."),
     Setting("join", "nonce_retries", 8, "Retries when concurrent joins of one device race for the JoinNonce."),
     Setting("lbi", "answer_timeout", 5.0, "Seconds to deliver an asynchronous answer to the NS."),
-    Setting("lbi", "home_ns_requires_agreement", False,
-            "HomeNSReq only from the device's home NS or an NS with a roaming agreement with it."),
+    Setting("lbi", "home_ns_requires_agreement", True,
+            "HomeNSReq only from the device's home NS or an NS with a roaming agreement with it "
+            "(false = any registered NS may ask)."),
     Setting("ownership", "default_join_eui", "", "JoinEUI (16 hex) of imported devices that name none."),
     Setting("ownership", "claim_failures_per_account", 20, "Failed claims an account may make per window."),
     Setting("ownership", "claim_failures_per_device", 5, "Failed claims of one device allowed per window."),

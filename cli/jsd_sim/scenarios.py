@@ -485,6 +485,9 @@ async def provision(
             )
             ns.keks[label] = kek
             scenario.network_servers[name] = NetworkServerSpec(name, net_id, token, label, kek, async_answers)
+        allow_roaming = getattr(target, "add_roaming_agreement", None)
+        if with_visited and allow_roaming is not None:  # a Join Server that asks for roaming agreements
+            await allow_roaming(home_id, visited_id)
         join_eui = secrets.token_bytes(8)
         for version in versions:
             v = normalize_mac_version(version)

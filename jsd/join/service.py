@@ -93,7 +93,7 @@ class JoinPolicy:
     lifetime: int = 0
     nonce_retries: int = 8
     sender_cache_seconds: float = 10.0
-    home_ns_requires_agreement: bool = False
+    home_ns_requires_agreement: bool = True
 
 
 def _served(join_eui: bytes, patterns: Sequence[str]) -> bool:

@@ -198,6 +198,9 @@ async def test_home_ns_req_from_a_visited_network(jsd_server: Any) -> None:
         "ProtocolVersion": "1.0", "SenderID": VISITED, "ReceiverID": JOIN_EUI, "TransactionID": 7,
         "MessageType": "HomeNSReq", "DevEUI": dev.dev_eui,
     }
+    _, answer = await post(jsd_server.url, body, visited.token)
+    assert answer["Result"]["ResultCode"] == "UnknownDevEUI"  # no roaming agreement: it learns nothing
+    await jsd_server.add_roaming_agreement(HOME, VISITED)
     status, answer = await post(jsd_server.url, body, visited.token)
     assert status == 200
     assert answer["Result"]["ResultCode"] == "Success"
