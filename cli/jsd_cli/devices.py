@@ -247,15 +247,20 @@ def devices_set_astk(obj: Context, dev_eui: str, astk: str | None, clear: bool, 
 @pass_context
 def devices_release(obj: Context, dev_eui: str, out: str | None, as_json: bool) -> None:
     """Give a device up; it gets a fresh owner token (shown once) for its next owner."""
+    _new_token(obj, f"/devices/{segment(dev_eui)}/release", out, as_json, "released")
+
+
+def _new_token(obj: Context, path: str, out: str | None, as_json: bool, done: str) -> None:
+    """POST an action that answers a device and a new owner token: the token to --out or shown once."""
     check_new_file(out)
-    answer = obj.run(lambda api: api.call("POST", f"/devices/{segment(dev_eui)}/release"))
+    answer = obj.run(lambda api: api.call("POST", path))
     if as_json:
         if out is not None:
             emit_secret(out, answer["owner_token"], "new owner token", note_to_stderr=True)
             answer["owner_token"] = None
         output.print_json(answer)
         return
-    click.echo(f"device {answer['device']['dev_eui']} released")
+    click.echo(f"device {answer['device']['dev_eui']} {done}")
     emit_secret(out, answer["owner_token"], "new owner token")
 
 
@@ -266,16 +271,7 @@ def devices_release(obj: Context, dev_eui: str, out: str | None, as_json: bool) 
 @pass_context
 def devices_reissue_token(obj: Context, dev_eui: str, out: str | None, as_json: bool) -> None:
     """Replace the owner token of an unclaimed device (lost label or import answer); the old one dies."""
-    check_new_file(out)
-    answer = obj.run(lambda api: api.call("POST", f"/devices/{segment(dev_eui)}/owner-token"))
-    if as_json:
-        if out is not None:
-            emit_secret(out, answer["owner_token"], "new owner token", note_to_stderr=True)
-            answer["owner_token"] = None
-        output.print_json(answer)
-        return
-    click.echo(f"device {answer['device']['dev_eui']} has a new owner token")
-    emit_secret(out, answer["owner_token"], "new owner token")
+    _new_token(obj, f"/devices/{segment(dev_eui)}/owner-token", out, as_json, "has a new owner token")
 
 
 @devices.command("reset-nonces")

@@ -6,7 +6,7 @@ side; the schemathesis test checks that they agree.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from jsd.ownership.model import (
@@ -20,14 +20,12 @@ from jsd.ownership.model import (
     NetworkServerView,
     NewApiKey,
     Principal,
+    wire_time,
 )
 
 
 def time(value: datetime) -> str:
-    """RFC 3339 in UTC with 'Z'; a naive time (SQLite gives those) is taken as UTC."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return wire_time(value)
 
 
 def optional_time(value: datetime | None) -> str | None:
@@ -66,24 +64,7 @@ def api_key(view: ApiKeyView) -> dict[str, Any]:
 
 
 def device(view: DeviceView) -> dict[str, Any]:
-    return {
-        "dev_eui": view.dev_eui.hex(),
-        "join_eui": view.join_eui.hex(),
-        "mac_version": view.mac_version,
-        "name": view.name,
-        "admin_info": view.admin_info,
-        "secure_element": view.secure_element,
-        "profile_id": view.profile_id.hex(),
-        "serial": view.serial,
-        "state": view.state,
-        "manufacturer": view.manufacturer,
-        "owner": view.owner,
-        "home_net_id": optional_hex(view.home_net_id),
-        "astk": view.astk,
-        "keys_exported": view.keys_exported,
-        "created_at": time(view.created_at),
-        "claimed_at": optional_time(view.claimed_at),
-    }
+    return view.as_dict()
 
 
 def imported_device(item: ImportedDevice) -> dict[str, Any]:

@@ -7,7 +7,7 @@ Every error carries the stable problem slug of docs/api.md and its HTTP status, 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar
 
@@ -38,9 +38,17 @@ __all__ = [
     "Principal",
     "RateLimited",
     "Unauthenticated",
+    "wire_time",
 ]
 
 ACCOUNT_ID_RE = r"[a-z0-9][a-z0-9-]{0,62}"
+
+
+def wire_time(value: datetime) -> str:
+    """RFC 3339 in UTC with 'Z', as REST, MQTT and events show times; a naive time (SQLite) is UTC."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 class AccountKind(StrEnum):
@@ -194,6 +202,27 @@ class DeviceView:
     def state(self) -> str:
         return "claimed" if self.owner is not None else "unclaimed"
 
+    def as_dict(self) -> dict[str, Any]:
+        """The Device shape of docs/api.md, shared by the REST answers and the MQTT command replies."""
+        return {
+            "dev_eui": self.dev_eui.hex(),
+            "join_eui": self.join_eui.hex(),
+            "mac_version": self.mac_version,
+            "name": self.name,
+            "admin_info": self.admin_info,
+            "secure_element": self.secure_element,
+            "profile_id": self.profile_id.hex(),
+            "serial": self.serial,
+            "state": self.state,
+            "manufacturer": self.manufacturer,
+            "owner": self.owner,
+            "home_net_id": None if self.home_net_id is None else self.home_net_id.hex(),
+            "astk": self.astk,
+            "keys_exported": self.keys_exported,
+            "created_at": wire_time(self.created_at),
+            "claimed_at": None if self.claimed_at is None else wire_time(self.claimed_at),
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class ImportedDevice:
@@ -257,7 +286,7 @@ class EventView:
             "event_id": self.event_id,
             "seq": self.seq,
             "type": self.type,
-            "time": self.time.isoformat().replace("+00:00", "Z"),
+            "time": wire_time(self.time),
             "account": self.account,
             "dev_eui": None if self.dev_eui is None else self.dev_eui.hex(),
             "data": self.data,

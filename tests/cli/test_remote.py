@@ -292,3 +292,23 @@ async def test_problems_are_readable_with_their_exit_codes(cli: Cli, tmp_path: P
     assert "revoked" in ok(await cli("account", "revoke-key", revoked_id, key=keys["admin"]))
     after = await cli("devices", "list", key=keys["farm"])
     assert after.exit_code == 4, after.stderr
+
+
+async def test_reissue_token_replaces_a_lost_one(cli: Cli, tmp_path: Path) -> None:
+    keys = await bootstrap(cli, tmp_path)
+    one = {"dev_eui": "00c0000000000001", "join_eui": JOIN_EUI, "mac_version": "1.0.4", "generate_keys": True}
+    ok(await cli("devices", "add", "-", "--out", str(tmp_path / "one.json"), stdin=json.dumps(one), key=keys["acme"]))
+    lost = json.loads((tmp_path / "one.json").read_text())["owner_token"]
+    refused = await cli("devices", "reissue-token", one["dev_eui"], key=keys["farm"])
+    assert refused.exit_code == 3 and "Not found" in refused.stderr
+    text = ok(await cli("devices", "reissue-token", one["dev_eui"], "--out", str(tmp_path / "new.token"),
+                        key=keys["acme"]))  # fmt: skip
+    assert text.startswith("device 00c0000000000001 has a new owner token") and mode(tmp_path / "new.token") == 0o600
+    fresh = (tmp_path / "new.token").read_text().strip()
+    assert fresh != lost and fresh not in text
+    (tmp_path / "lost.token").write_text(lost)
+    old = await cli("claim", one["dev_eui"], "--token-file", str(tmp_path / "lost.token"), key=keys["farm"])
+    assert old.exit_code == 5
+    claimed = json.loads(ok(await cli("claim", one["dev_eui"], "--token-file", str(tmp_path / "new.token"),
+                                      "--json", key=keys["farm"])))  # fmt: skip
+    assert claimed["owner"] == "farm"
