@@ -45,11 +45,15 @@ class Cli:
         runner = CliRunner()
         return await asyncio.to_thread(runner.invoke, main, list(args), input=stdin, env=env, catch_exceptions=False)
 
-    def local(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """``jsd`` in direct database mode on the daemon's database and HSM token (no API key)."""
-        return subprocess.run(
-            [sys.executable, "-m", "jsd", *args], env=self.local_env, capture_output=True, text=True, timeout=60
-        )
+    async def local(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``jsd`` in direct database mode on the daemon's database and HSM token (no API key).
+
+        Run off the event loop: the daemon under test shares the loop, and a transaction it has open must be
+        able to finish while the command waits for the database (a blocked loop held its lock for 10 s).
+        """
+        command = [sys.executable, "-m", "jsd", *args]
+        run = subprocess.run
+        return await asyncio.to_thread(run, command, env=self.local_env, capture_output=True, text=True, timeout=60)
 
 
 @pytest.fixture
@@ -80,7 +84,7 @@ def mode(path: Path) -> int:
 
 async def bootstrap(cli: Cli, tmp_path: Path) -> dict[str, str]:
     """The first operator in local mode, then a manufacturer and a subscriber through the API."""
-    made = cli.local("account", "create", "admin", "--kind", "operator", "--json")
+    made = await cli.local("account", "create", "admin", "--kind", "operator", "--json")
     assert made.returncode == 0, made.stderr
     answer = json.loads(made.stdout)
     assert answer["account"] == {**answer["account"], "id": "admin", "kind": "operator"}
@@ -95,7 +99,7 @@ async def bootstrap(cli: Cli, tmp_path: Path) -> dict[str, str]:
     sub = json.loads(ok(await cli("account", "create", "farm", "--kind", "subscriber", "--json", key=admin)))
     listed = json.loads(ok(await cli("account", "list", "--json", key=admin)))
     assert {"admin", "acme", "farm"} <= {a["id"] for a in listed["accounts"]}
-    local = cli.local("account", "keys", "farm", "--json")
+    local = await cli.local("account", "keys", "farm", "--json")
     assert local.returncode == 0, local.stderr
     assert [k["key_id"] for k in json.loads(local.stdout)["keys"]] == [sub["api_key"]["key_id"]]
     return {"admin": admin, "acme": (tmp_path / "acme.key").read_text().strip(), "farm": sub["api_key"]["key"]}
