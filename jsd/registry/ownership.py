@@ -699,15 +699,17 @@ class OwnershipStore:
                 await conn.execute(delete(outbox).where(outbox.c.event_id.in_(list(event_ids))))
 
     async def prune_events(self, keep: int) -> int:
-        """Keep the newest `keep` published events; unpublished ones are never pruned."""
+        """Keep the newest `keep` events (counted, so gaps in seq do not matter); unpublished ones stay too."""
         async with self._writer.begin() as conn:
-            newest = (await conn.execute(select(func.max(events.c.seq)))).scalar()
-            if newest is None or newest <= keep:
+            pending = events.c.event_id.not_in(select(outbox.c.event_id))
+            if keep <= 0:
+                return int((await conn.execute(delete(events).where(pending))).rowcount)
+            oldest_kept = (
+                await conn.execute(select(events.c.seq).order_by(events.c.seq.desc()).offset(keep - 1).limit(1))
+            ).scalar()
+            if oldest_kept is None:
                 return 0
-            pending = select(outbox.c.event_id)
-            result = await conn.execute(
-                delete(events).where(events.c.seq <= newest - keep, events.c.event_id.not_in(pending))
-            )
+            result = await conn.execute(delete(events).where(events.c.seq < oldest_kept, pending))
             return int(result.rowcount)
 
     # -- command replies (idempotency) --------------------------------------------------------------

@@ -331,3 +331,22 @@ async def test_a_lost_owner_token_is_replaced_and_dies(world: World) -> None:
     with pytest.raises(Conflict):
         await s.reissue_owner_token(OPERATOR, dev.dev_eui)
     assert "device.owner_token_reissued" in {e.action for e in await s.audit(world.maker)}
+
+
+async def test_pruning_keeps_the_newest_events_by_count_and_every_unpublished_one(world: World) -> None:
+    from jsd.registry.ownership import new_event
+
+    store = world.store
+    made = [new_event("device.netid_set", "alice", "00" * 8, {"net_id": None}) for _ in range(8)]
+    await store.record(events_=made)
+    await store.acknowledge([e.event_id for e in made[:2] + made[3:7]])  # made[2] and made[7] stay unpublished
+    async with store._writer.begin() as conn:  # noqa: SLF001 - a gap in seq, as a rolled-back insert leaves
+        from sqlalchemy import delete
+
+        from jsd.registry.tables import events
+
+        await conn.execute(delete(events).where(events.c.event_id == made[5].event_id))
+    assert await store.prune_events(3) == 3  # made[0], made[1], made[3]
+    left = [e.event_id for e in await store.events(account=None, after=None, limit=100)]
+    assert left == [made[i].event_id for i in (2, 4, 6, 7)]
+    assert await store.prune_events(0) == 2 and len(await store.pending_events(10)) == 2
