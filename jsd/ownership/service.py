@@ -16,7 +16,7 @@ import re
 import secrets
 import time
 from collections.abc import AsyncIterable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -132,7 +132,6 @@ class _Spec:
     nwk_key: bytes | None = None
     generate_keys: bool = False
     tkm: se.TkmInfo | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def uses_nwk_key(self) -> bool:
@@ -183,10 +182,6 @@ class OwnershipService:
         self._registry = registry
         self._hsm = cast(Hsm, _HsmCalls(hsm))
         self._policy = policy
-
-    @property
-    def store(self) -> OwnershipStore:
-        return self._store
 
     # -- authentication -----------------------------------------------------------------------------
 
