@@ -18,11 +18,10 @@ from typing import Any
 
 from aiohttp import web
 
-from jsd.ownership.model import FieldError, OwnershipError
+from jsd.ownership.model import PROBLEM_TYPE_PREFIX, FieldError, OwnershipError
 
 log = logging.getLogger("jsd.api")
 
-PROBLEM_TYPE_PREFIX = "urn:jsd:problem:"
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 # Answers may carry API keys, owner tokens or generated keys: no cache along the way keeps them.
 NO_STORE = "no-store"
@@ -80,7 +79,7 @@ def from_ownership_error(exc: OwnershipError) -> web.Response:
         errors = list(exc.errors)
     elif exc.problem == "import-failed":
         errors = list(exc.errors)
-        error_count = int(getattr(exc, "error_count", len(errors)))
+        error_count = exc.error_count
     return problem(
         exc.status, exc.problem, exc.title, exc.detail, errors=errors, error_count=error_count, headers=headers or None
     )

@@ -24,12 +24,8 @@ from jsd.ownership.model import (
 )
 
 
-def time(value: datetime) -> str:
-    return wire_time(value)
-
-
 def optional_time(value: datetime | None) -> str | None:
-    return None if value is None else time(value)
+    return None if value is None else wire_time(value)
 
 
 def optional_hex(value: bytes | None) -> str | None:
@@ -46,7 +42,7 @@ def me(principal: Principal) -> dict[str, Any]:
 
 
 def account(view: AccountView) -> dict[str, Any]:
-    return {"id": view.id, "kind": str(view.kind), "name": view.name, "created_at": time(view.created_at)}
+    return {"id": view.id, "kind": str(view.kind), "name": view.name, "created_at": wire_time(view.created_at)}
 
 
 def new_api_key(key: NewApiKey) -> dict[str, Any]:
@@ -58,7 +54,7 @@ def api_key(view: ApiKeyView) -> dict[str, Any]:
         "key_id": view.key_id,
         "account": view.account,
         "scopes": sorted(view.scopes),
-        "created_at": time(view.created_at),
+        "created_at": wire_time(view.created_at),
         "revoked_at": optional_time(view.revoked_at),
     }
 
@@ -91,7 +87,7 @@ def imported_device(item: ImportedDevice) -> dict[str, Any]:
 
 
 def astk(view: AstkView) -> dict[str, Any]:
-    return {"name": view.name, "origin": view.origin, "exported": view.exported, "created_at": time(view.created_at)}
+    return {"name": view.name, "origin": view.origin, "exported": view.exported, "created_at": wire_time(view.created_at)}
 
 
 def network_server(view: NetworkServerView) -> dict[str, Any]:
@@ -113,7 +109,7 @@ def roaming(home_net_id: bytes, visited_net_id: bytes) -> dict[str, str]:
 def audit_entry(entry: AuditEntry) -> dict[str, Any]:
     return {
         "id": entry.id,
-        "at": time(entry.at),
+        "at": wire_time(entry.at),
         "account": entry.account,
         "key_id": entry.key_id,
         "source": entry.source,
@@ -124,6 +120,4 @@ def audit_entry(entry: AuditEntry) -> dict[str, Any]:
 
 
 def event(view: EventView) -> dict[str, Any]:
-    out = view.as_dict()
-    out["time"] = time(view.time)
-    return out
+    return view.as_dict()

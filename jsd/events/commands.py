@@ -21,7 +21,6 @@ from typing import Any
 
 from jsd.events.topics import Topics
 from jsd.ownership import (
-    DeviceView,
     FieldError,
     Forbidden,
     InvalidRequest,
@@ -32,7 +31,7 @@ from jsd.ownership import (
 )
 from jsd.ownership.parse import parse_eui, parse_net_id
 
-__all__ = ["COMMANDS", "Command", "CommandHandler", "Reply", "device_json", "problem_json"]
+__all__ = ["COMMANDS", "Command", "CommandHandler", "Reply", "problem_json"]
 
 log = logging.getLogger("jsd.events")
 
@@ -65,21 +64,9 @@ class Reply:
         return json.dumps(self.body, separators=(",", ":")).encode()
 
 
-def device_json(view: DeviceView) -> dict[str, Any]:
-    """The Device shape of docs/api.md, as REST answers it (a test compares the two)."""
-    return view.as_dict()
-
-
 def problem_json(exc: OwnershipError) -> dict[str, Any]:
-    """The RFC 7807 members REST sends; `errors` for invalid requests, `retry_after` for rate limits."""
-    body: dict[str, Any] = {
-        "type": f"urn:jsd:problem:{exc.problem}",
-        "title": exc.title,
-        "status": exc.status,
-        "detail": exc.detail,
-    }
-    if exc.problem == "invalid-request":
-        body["errors"] = [e.as_dict() for e in exc.errors]
+    """The RFC 7807 members REST sends, plus `retry_after` for rate limits (MQTT has no Retry-After header)."""
+    body = exc.problem_members()
     if exc.problem == "rate-limited":
         body["retry_after"] = max(1, int(exc.retry_after or 1))
     return body
@@ -233,7 +220,7 @@ class CommandHandler:
         else:
             _members(args, ("dev_eui",))
             released, token = await service.release(p, parse_eui(_required(args, "dev_eui"), "args.dev_eui"))
-            device = device_json(released)
+            device = released.as_dict()
             return {"device": device, "owner_token": token}, {"device": device, "owner_token": None}
-        result = device_json(view)
+        result = view.as_dict()
         return result, result

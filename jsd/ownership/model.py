@@ -35,6 +35,7 @@ __all__ = [
     "NewApiKey",
     "NotFound",
     "OwnershipError",
+    "PROBLEM_TYPE_PREFIX",
     "Principal",
     "RateLimited",
     "Unauthenticated",
@@ -42,6 +43,8 @@ __all__ = [
 ]
 
 ACCOUNT_ID_RE = r"[a-z0-9][a-z0-9-]{0,62}"
+PROBLEM_TYPE_PREFIX = "urn:jsd:problem:"
+"""RFC 7807 `type` of every problem: this prefix and the slug (docs/api.md)."""
 
 
 def wire_time(value: datetime) -> str:
@@ -104,11 +107,32 @@ class OwnershipError(Exception):
     status: ClassVar[int] = 500
     title: ClassVar[str] = "Internal error"
 
-    def __init__(self, detail: str, *, errors: list[FieldError] | None = None, retry_after: int | None = None):
+    def __init__(
+        self,
+        detail: str,
+        *,
+        errors: list[FieldError] | None = None,
+        retry_after: int | None = None,
+        error_count: int | None = None,
+    ):
+        """`errors` may be a capped list; `error_count` is how many there were in all (default: the list's)."""
         super().__init__(detail)
         self.detail = detail
         self.errors = errors or []
         self.retry_after = retry_after
+        self.error_count = len(self.errors) if error_count is None else error_count
+
+    def problem_members(self) -> dict[str, Any]:
+        """The RFC 7807 members REST answers and MQTT replies share; `errors` where the slug has them."""
+        body: dict[str, Any] = {
+            "type": PROBLEM_TYPE_PREFIX + self.problem,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if self.problem in ("invalid-request", "import-failed"):
+            body["errors"] = [e.as_dict() for e in self.errors]
+        return body
 
 
 class Unauthenticated(OwnershipError):

@@ -351,7 +351,9 @@ class OwnershipService:
             error_count = max(error_count, len(errors))
             if error_count:
                 raise ImportFailed(
-                    f"{error_count} bad row(s); nothing was imported", errors=sorted(errors, key=_by_line)
+                    f"{error_count} bad row(s); nothing was imported",
+                    errors=sorted(errors, key=_by_line),
+                    error_count=error_count,
                 )
             if staged:
                 try:

@@ -350,3 +350,11 @@ async def test_pruning_keeps_the_newest_events_by_count_and_every_unpublished_on
     left = [e.event_id for e in await store.events(account=None, after=None, limit=100)]
     assert left == [made[i].event_id for i in (2, 4, 6, 7)]
     assert await store.prune_events(0) == 2 and len(await store.pending_events(10)) == 2
+
+
+async def test_an_import_with_more_bad_rows_than_reported_counts_them_all(world: World) -> None:
+    rows = [RawRow(n, None, "not JSON") for n in range(1, 1006)]
+    with pytest.raises(ImportFailed) as failed:
+        await world.service.import_devices(world.maker, _rows(rows))
+    assert len(failed.value.errors) == 1000 and failed.value.error_count == 1005
+    assert failed.value.problem_members()["type"] == "urn:jsd:problem:import-failed"
