@@ -182,6 +182,13 @@ class OwnershipService:
         self._registry = registry
         self._hsm = cast(Hsm, _HsmCalls(hsm))
         self._policy = policy
+        self._groups_ready: set[str] = set()
+
+    async def _storage_kek_ready(self, group: str) -> None:
+        """Create or check a group's storage KEKs once per process, not once per imported device."""
+        if group not in self._groups_ready:
+            await self._hsm.ensure_storage_kek(group)
+            self._groups_ready.add(group)
 
     # -- authentication -----------------------------------------------------------------------------
 
@@ -489,7 +496,7 @@ class OwnershipService:
         """Wrap, generate or derive the root keys in the HSM and pick the owner token: the device row to store."""
         group = spec.hsm_group
         try:
-            await self._hsm.ensure_storage_kek(group)
+            await self._storage_kek_ready(group)
             generated: dict[str, bytes] = {}
             if spec.tkm is not None:
                 algorithm = se.derivation(spec.tkm.derive_algo_id)
