@@ -174,6 +174,18 @@ class _HsmCalls:
         return call
 
 
+class _Problems:
+    """The bad rows of an import: every one counted, the first `_MAX_REPORTED_ERRORS` kept for the answer."""
+
+    def __init__(self) -> None:
+        self.kept: list[FieldError] = []
+        self.count = 0
+
+    def add(self, *errors: FieldError) -> None:
+        self.count += len(errors)
+        self.kept.extend(errors[: max(0, _MAX_REPORTED_ERRORS - len(self.kept))])
+
+
 class OwnershipService:
     """Use cases of accounts, devices and claims; the transports call these and render the results."""
 
@@ -319,8 +331,7 @@ class OwnershipService:
         """
         self._need_maker(p)
         batch_id = secrets.token_hex(16)
-        errors: list[FieldError] = []
-        error_count = 0
+        problems = _Problems()
         results: list[ImportedDevice] = []
         seen: set[bytes] = set()
         seen_tokens: set[str] = set()
@@ -328,39 +339,34 @@ class OwnershipService:
         staged = 0
         try:
             async for raw in rows:
-                problems: list[FieldError] = []
                 if raw.fields is None:
-                    problems = [FieldError(None, raw.error or "unreadable line", raw.line)]
+                    problems.add(FieldError(None, raw.error or "unreadable line", raw.line))
+                    continue
+                try:
+                    spec = self._spec(raw.fields, raw.line)
+                except InvalidRequest as exc:
+                    problems.add(*(FieldError(e.field, e.reason, raw.line) for e in exc.errors))
+                    continue
+                tkm = None if spec.tkm is None else spec.tkm.to_bytes().hex()
+                if spec.dev_eui in seen:
+                    problems.add(FieldError("dev_eui", "DevEUI listed twice in the file", raw.line))
+                elif tkm is not None and tkm in seen_tokens:
+                    problems.add(FieldError("tkm_info", "TKM info listed twice in the file", raw.line))
                 else:
-                    try:
-                        spec = self._spec(raw.fields, raw.line)
-                    except InvalidRequest as exc:
-                        problems = [FieldError(e.field, e.reason, raw.line) for e in exc.errors]
-                    else:
-                        if spec.dev_eui in seen:
-                            problems = [FieldError("dev_eui", "DevEUI listed twice in the file", raw.line)]
-                        elif spec.tkm is not None and spec.tkm.to_bytes().hex() in seen_tokens:
-                            problems = [FieldError("tkm_info", "TKM info listed twice in the file", raw.line)]
-                        else:
-                            seen.add(spec.dev_eui)
-                            if spec.tkm is not None:
-                                seen_tokens.add(spec.tkm.to_bytes().hex())
-                            chunk.append(spec)
-                if problems:
-                    error_count += len(problems)
-                    errors.extend(problems[: max(0, _MAX_REPORTED_ERRORS - len(errors))])
+                    seen.add(spec.dev_eui)
+                    if tkm is not None:
+                        seen_tokens.add(tkm)
+                    chunk.append(spec)
                 if len(chunk) >= _IMPORT_CHUNK:
-                    staged += await self._stage(p, batch_id, chunk, results, errors, error_count)
-                    error_count = max(error_count, len(errors))
+                    staged += await self._stage(p, batch_id, chunk, results, problems)
                     chunk = []
             if chunk:
-                staged += await self._stage(p, batch_id, chunk, results, errors, error_count)
-            error_count = max(error_count, len(errors))
-            if error_count:
+                staged += await self._stage(p, batch_id, chunk, results, problems)
+            if problems.count:
                 raise ImportFailed(
-                    f"{error_count} bad row(s); nothing was imported",
-                    errors=sorted(errors, key=_by_line),
-                    error_count=error_count,
+                    f"{problems.count} bad row(s); nothing was imported",
+                    errors=sorted(problems.kept, key=_by_line),
+                    error_count=problems.count,
                 )
             if staged:
                 try:
@@ -379,14 +385,9 @@ class OwnershipService:
         return results
 
     async def _stage(
-        self,
-        p: Principal,
-        batch_id: str,
-        chunk: list[_Spec],
-        results: list[ImportedDevice],
-        errors: list[FieldError],
-        error_count: int,
+        self, p: Principal, batch_id: str, chunk: list[_Spec], results: list[ImportedDevice], problems: _Problems
     ) -> int:
+        """Check a chunk against the registry and, while the file is still clean, prepare and park its rows."""
         existing = await self._store.existing([s.dev_eui.hex() for s in chunk])
         prepared: list[tuple[int, str, Mapping[str, Any]]] = []
         for spec in chunk:
@@ -396,19 +397,18 @@ class OwnershipService:
                 if maker == p.account and digest == spec.digest(p.account):
                     results.append(_imported(spec, created=False))
                 else:
-                    _add_error(errors, FieldError("dev_eui", f"device {eui} exists already", spec.line))
+                    problems.add(FieldError("dev_eui", f"device {eui} exists already", spec.line))
                 continue
-            if errors or error_count:
-                continue
+            if problems.count:
+                continue  # the file is refused anyway: no HSM work for the rest, only checks
             try:
                 row, result, _ = await self._prepare(p, spec)
             except InvalidRequest as exc:
-                for e in exc.errors:
-                    _add_error(errors, FieldError(e.field, e.reason, spec.line))
+                problems.add(*(FieldError(e.field, e.reason, spec.line) for e in exc.errors))
                 continue
             prepared.append((spec.line or 0, eui, staged_row(row)))
             results.append(result)
-        if prepared and not errors:
+        if prepared and not problems.count:
             await self._store.stage(batch_id, prepared)
         return len(prepared)
 
@@ -979,11 +979,6 @@ def _need(p: Principal, scope: str) -> None:
 
 def _invalid(field: str | None, reason: str) -> InvalidRequest:
     return InvalidRequest(f"{field}: {reason}" if field else reason, errors=[FieldError(field, reason)])
-
-
-def _add_error(errors: list[FieldError], error: FieldError) -> None:
-    if len(errors) < _MAX_REPORTED_ERRORS:
-        errors.append(error)
 
 
 def _by_line(e: FieldError) -> int:
