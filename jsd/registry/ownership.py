@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -29,6 +29,7 @@ from jsd.registry.tables import (
     device_nonces,
     devices,
     events,
+    fresh_nonces_row,
     import_rows,
     outbox,
     rate_limits,
@@ -208,6 +209,10 @@ _SELECT_OWNED = select(*_OWNED_COLUMNS).select_from(
 )
 
 
+_SPENT = select(spent_owner_tokens.c.token_hash).where(spent_owner_tokens.c.token_hash == bindparam("p_hash"))
+_HELD = select(devices.c.dev_eui).where(devices.c.owner_token_hash == bindparam("p_hash"))
+
+
 def _owned(row: Sequence[Any]) -> OwnedDevice:
     values = list(row)
     values[6] = bool(values[6])
@@ -338,22 +343,17 @@ class OwnershipStore:
             return [_owned(row) for row in rows]
 
     async def token_spent(self, token_hash: str) -> bool:
+        """True if a claim ever used this token."""
         async with self._reader.connect() as conn:
-            found = await conn.execute(
-                select(spent_owner_tokens.c.token_hash).where(spent_owner_tokens.c.token_hash == token_hash)
-            )
-            return found.first() is not None
+            return (await conn.execute(_SPENT, {"p_hash": token_hash})).first() is not None
 
     async def token_in_use(self, token_hash: str) -> bool:
         """True if the token was ever spent or belongs to a device now: a token never works twice."""
         async with self._reader.connect() as conn:
-            spent = await conn.execute(
-                select(spent_owner_tokens.c.token_hash).where(spent_owner_tokens.c.token_hash == token_hash)
-            )
-            if spent.first() is not None:
-                return True
-            held = await conn.execute(select(devices.c.dev_eui).where(devices.c.owner_token_hash == token_hash))
-            return held.first() is not None
+            for statement in (_SPENT, _HELD):
+                if (await conn.execute(statement, {"p_hash": token_hash})).first() is not None:
+                    return True
+            return False
 
     async def existing(self, dev_euis: Sequence[str]) -> dict[str, tuple[str | None, str | None]]:
         """(manufacturer, import digest) of the devices among `dev_euis` that exist already."""
@@ -371,7 +371,7 @@ class OwnershipStore:
         try:
             async with self._writer.begin() as conn:
                 await conn.execute(insert(devices), dict(row))
-                await conn.execute(insert(device_nonces), _fresh_nonces(row["dev_eui"]))
+                await conn.execute(insert(device_nonces), fresh_nonces_row(row["dev_eui"]))
                 await self._record(conn, [audit], events_)
         except IntegrityError as exc:
             raise DeviceExists(f"device {row['dev_eui']} exists already, or its owner token is taken") from exc
@@ -415,7 +415,7 @@ class OwnershipStore:
                     last = staged[-1].line
                     rows = [_revive(json.loads(r.row)) for r in staged]
                     await conn.execute(insert(devices), rows)
-                    await conn.execute(insert(device_nonces), [_fresh_nonces(r["dev_eui"]) for r in rows])
+                    await conn.execute(insert(device_nonces), [fresh_nonces_row(r["dev_eui"]) for r in rows])
                     await self._record(conn, (), [e for r in rows for e in events_of(r)])
                 await self._record(conn, [audit])
                 await conn.execute(delete(import_rows).where(import_rows.c.batch_id == batch_id))
@@ -534,18 +534,12 @@ class OwnershipStore:
             try:
                 async with self._writer.begin() as conn:
                     for bucket in buckets:
+                        same_window = rate_limits.c.window_start == window_start
                         result = await conn.execute(
                             update(rate_limits)
                             .where(rate_limits.c.bucket == bucket)
                             .values(
-                                count=func.coalesce(
-                                    select(rate_limits.c.count + 1)
-                                    .where(
-                                        rate_limits.c.bucket == bucket, rate_limits.c.window_start == window_start
-                                    )
-                                    .scalar_subquery(),
-                                    1,
-                                ),
+                                count=case((same_window, rate_limits.c.count + 1), else_=1),
                                 window_start=window_start,
                             )
                         )
@@ -771,10 +765,6 @@ def _event(row: Any) -> StoredEvent:
     return StoredEvent(
         row.seq, row.event_id, row.type, row.account, row.dev_eui, _utc(row.time), json.loads(row.data)
     )
-
-
-def _fresh_nonces(eui: str) -> dict[str, Any]:
-    return {"dev_eui": eui, "version": 0, "join_nonce": 0, "used_dev_nonces": b""}
 
 
 _BLOB_COLUMNS = ("app_key_blob", "nwk_key_blob")

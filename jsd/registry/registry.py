@@ -24,7 +24,15 @@ from jsd.registry.errors import DeviceExists, NetworkServerExists, NotFound
 from jsd.registry.hotpath import HotStatements, JoinWrite, WriteStats, hot_path_for
 from jsd.registry.models import Device, NetworkServer, NewDevice, NonceState, SessionKey
 from jsd.registry.ownership import EventRecord
-from jsd.registry.tables import device_nonces, devices, events, network_servers, outbox, session_keys
+from jsd.registry.tables import (
+    device_nonces,
+    devices,
+    events,
+    fresh_nonces_row,
+    network_servers,
+    outbox,
+    session_keys,
+)
 
 __all__ = ["MAX_USED_DEV_NONCES", "SESSION_KEYS_KEPT", "Registry"]
 
@@ -174,7 +182,7 @@ class Registry:
         try:
             async with self._writer.begin() as conn:
                 await conn.execute(_INSERT_DEVICE, row)
-                await conn.execute(_INSERT_NONCES, _fresh_nonces_row(row["dev_eui"]))
+                await conn.execute(_INSERT_NONCES, fresh_nonces_row(row["dev_eui"]))
         except IntegrityError as exc:
             raise DeviceExists(f"device {row['dev_eui']} already exists") from exc
 
@@ -189,7 +197,7 @@ class Registry:
                 for chunk in _chunks(devices_, _BULK_CHUNK):
                     rows = [_device_row(d) for d in chunk]
                     await conn.execute(_INSERT_DEVICE, rows)
-                    await conn.execute(_INSERT_NONCES, [_fresh_nonces_row(r["dev_eui"]) for r in rows])
+                    await conn.execute(_INSERT_NONCES, [fresh_nonces_row(r["dev_eui"]) for r in rows])
                     added += len(rows)
         except IntegrityError as exc:
             raise DeviceExists("one of the devices already exists (or is listed twice)") from exc
@@ -423,10 +431,6 @@ def _device_row(d: NewDevice) -> dict[str, Any]:
         "owner_account": d.owner_account,
         "name": d.name,
     }
-
-
-def _fresh_nonces_row(eui: str) -> dict[str, Any]:
-    return {"dev_eui": eui, "version": 0, "join_nonce": 0, "used_dev_nonces": b""}
 
 
 def _device_from_row(row: Sequence[Any]) -> Device:

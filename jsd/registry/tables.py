@@ -7,6 +7,7 @@ Migrations under `migrations/versions` are frozen copies; a test checks they sti
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -37,6 +38,7 @@ __all__ = [
     "device_nonces",
     "devices",
     "events",
+    "fresh_nonces_row",
     "import_rows",
     "metadata",
     "network_servers",
@@ -110,6 +112,13 @@ device_nonces = Table(
     Column("rj_count1", Integer, nullable=True),
     _now_column("updated_at"),
 )
+
+
+
+def fresh_nonces_row(dev_eui: str) -> dict[str, Any]:
+    """The nonce state a newly provisioned device starts with: no JoinNonce issued, no DevNonce seen."""
+    return {"dev_eui": dev_eui, "version": 0, "join_nonce": 0, "used_dev_nonces": b""}
+
 
 network_servers = Table(
     "network_servers",

@@ -358,3 +358,16 @@ async def test_an_import_with_more_bad_rows_than_reported_counts_them_all(world:
         await world.service.import_devices(world.maker, _rows(rows))
     assert len(failed.value.errors) == 1000 and failed.value.error_count == 1005
     assert failed.value.problem_members()["type"] == "urn:jsd:problem:import-failed"
+
+
+async def test_failed_claim_counters_start_again_in_a_new_window(world: World) -> None:
+    from jsd.registry.ownership import AuditRecord
+
+    audit = AuditRecord(account="alice", key_id=None, source="test", action="device.claim_failed")
+    buckets = ["claim:account:alice", "claim:device:00"]
+    for _ in range(2):
+        await world.store.count_failure(buckets, 5, audit)
+    assert await world.store.failures(buckets, 5) == {b: 2 for b in buckets}
+    await world.store.count_failure(buckets[:1], 6, audit)
+    assert await world.store.failures(buckets, 6) == {buckets[0]: 1}
+    assert await world.store.failures(buckets, 5) == {buckets[1]: 2}
