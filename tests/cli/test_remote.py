@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
-import os
 import secrets
 import stat
 import subprocess
@@ -24,13 +23,11 @@ import pytest
 from click.testing import CliRunner, Result
 from cryptography.hazmat.primitives.keywrap import aes_key_unwrap
 
-from jsd.app import softhsm_module
 from jsd_cli import main
 from jsd_sim import SimDevice
 
 HOME = "000013"
 JOIN_EUI = "70b3d57ed0000001"
-TOKEN_LABEL = "jsd-test"  # tests/conftest.py
 
 
 @dataclass
@@ -57,20 +54,8 @@ class Cli:
 
 
 @pytest.fixture
-def cli(jsd_server: Any, hsm_state: Path, tmp_path: Path) -> Cli:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JSD_")}
-    env.update(
-        {
-            "JSD_GENERAL_STATE_DIR": str(tmp_path / "local-state"),
-            "JSD_DATABASE_URL": jsd_server.database.url,
-            "JSD_HSM_MODULE": softhsm_module(),
-            "JSD_HSM_TOKEN_LABEL": TOKEN_LABEL,
-            "JSD_HSM_PIN_FILE": str(hsm_state / "hsm-pin"),
-            "JSD_HSM_SOFTHSM_CONF": os.environ["SOFTHSM2_CONF"],
-            "JSD_LOG_LEVEL": "warning",
-        }
-    )
-    return Cli(jsd_server.url.rstrip("/"), env)
+def cli(jsd_server: Any, local_env: dict[str, str]) -> Cli:
+    return Cli(jsd_server.url.rstrip("/"), local_env)
 
 
 def ok(result: Result) -> str:
