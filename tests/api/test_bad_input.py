@@ -83,6 +83,8 @@ CASES: list[tuple[str, str, str, Any, str | None]] = [
     ("subscriber", "PUT", "/devices/{dev}/astk", {"name": "as1"}, "name"),
     ("subscriber", "POST", "/devices/{dev}/release", {"force": True}, "force"),
     ("subscriber", "POST", "/devices/{dev}/reset-nonces", b"[", None),
+    ("manufacturer", "POST", "/devices/{dev}/owner-token", {"force": True}, "force"),
+    ("manufacturer", "POST", "/devices/00112233/owner-token", None, "dev_eui"),
     ("subscriber", "POST", "/astks", {"name": "bad name"}, "name"),
     ("subscriber", "POST", "/astks", {"name": "as2", "key": "0011"}, "key"),
     ("subscriber", "POST", "/astks", {"key": "00" * 16}, "name"),

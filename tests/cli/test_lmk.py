@@ -51,3 +51,21 @@ async def test_import_lmk_then_secure_element_devices_derive_their_keys(
     mac = CMAC(algorithms.AES(app_key))
     mac.update(message)
     await jsd_server.hsm.check_mic("default", stored.app_key_blob, message, mac.finalize()[:4])
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(
+    ("key", "ids", "message"),
+    [
+        ("zz" * 16, ("1", "2", "3"), "not hex"),
+        ("00" * 15, ("1", "2", "3"), "must be 16 bytes"),
+        ("00" * 16, ("16", "2", "3"), "not in the range"),
+    ],
+)
+async def test_import_lmk_refuses_bad_input(local_env: dict[str, str], key: str, ids: tuple[str, ...], message: str) -> None:
+    command = [sys.executable, "-m", "jsd", "hsm", "import-lmk", "--se-manuf-id", ids[0], "--se-prod-id", ids[1],
+               "--lmk-id", ids[2], "--key-file", "-"]  # fmt: skip
+    run = subprocess.run
+    done = await asyncio.to_thread(run, command, input=key, env=local_env, capture_output=True, text=True)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert key not in done.stderr
