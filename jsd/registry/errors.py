@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-__all__ = ["DeviceExists", "NetworkServerExists", "NonceConflict", "NotFound", "RegistryError"]
+import socket
+
+from sqlalchemy import exc as sa_exc
+
+__all__ = [
+    "DeviceExists",
+    "NetworkServerExists",
+    "NonceConflict",
+    "NotFound",
+    "RegistryError",
+    "Unavailable",
+    "is_unavailable",
+]
 
 
 class RegistryError(Exception):
@@ -23,3 +35,39 @@ class NotFound(RegistryError):
 
 class NonceConflict(RegistryError):
     """Another request changed the device's nonce state since it was read; re-read and retry."""
+
+
+class Unavailable(RegistryError):
+    """The database cannot be reached now, or the connection broke during the call: try again later."""
+
+
+def is_unavailable(exc: BaseException | None) -> bool:
+    """Whether `exc`, or an exception that caused it, says the database is out of reach rather than a bug.
+
+    True for connection errors of the network and of the drivers (asyncpg's connection and operator
+    intervention errors, such as a terminated backend or a server shutting down), SQLAlchemy's disconnect
+    and operational errors, and a pool timeout.
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, Unavailable | ConnectionError | TimeoutError | socket.gaierror | sa_exc.TimeoutError):
+            return True
+        if type(exc) is OSError:  # asyncio's "Multiple exceptions: [Errno 111] ..." when every address refused
+            return True
+        if isinstance(exc, sa_exc.DBAPIError) and (
+            exc.connection_invalidated or isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError)
+        ):
+            return True
+        if _asyncpg_unavailable(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _asyncpg_unavailable(exc: BaseException) -> bool:
+    try:
+        from asyncpg import exceptions as pg  # type: ignore[import-untyped]
+    except ImportError:  # pragma: no cover - asyncpg is a dependency
+        return False
+    return isinstance(exc, pg.PostgresConnectionError | pg.OperatorInterventionError | pg.InterfaceError)
