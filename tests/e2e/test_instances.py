@@ -217,6 +217,9 @@ def test_workers_die_with_the_supervisor_under_load(daemons: list[Serve], tmp_pa
         stop.set()
         for client in clients:
             client.join(15)
+        for pid in workers:  # orphans of a failed run must not outlive the test
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
     serve.process = None
 
     # The state dir and the port are free again: a new daemon starts and serves the device.
@@ -233,7 +236,7 @@ def test_a_second_daemon_on_a_port_in_use_refuses_to_start(daemons: list[Serve],
     second = Serve(tmp_path / "second", port=first.port, workers=workers)
     daemons.append(second)
     process = second.launch()
-    assert process.wait(60) != 0
+    assert process.wait(30) != 0
     second.process = None
     message = second.log.read_text()
     assert f"port 127.0.0.1:{first.port} is already in use" in message, message
@@ -250,7 +253,7 @@ def test_a_port_held_by_another_program_is_refused(daemons: list[Serve], tmp_pat
         serve = Serve(tmp_path / "state", port=other.getsockname()[1])
         daemons.append(serve)
         process = serve.launch()
-        assert process.wait(60) != 0
+        assert process.wait(30) != 0
         serve.process = None
     assert f"port 127.0.0.1:{serve.port} is already in use" in serve.log.read_text()
 
@@ -262,7 +265,7 @@ def test_a_second_daemon_on_a_state_dir_in_use_refuses_to_start(daemons: list[Se
     second = Serve(tmp_path / "state")
     daemons.append(second)
     process = second.launch()
-    assert process.wait(60) != 0
+    assert process.wait(30) != 0
     second.process = None
     message = second.log.read_text()
     assert f"state dir {tmp_path / 'state'} is in use by another jsd serve" in message, message
