@@ -93,6 +93,8 @@ async def lead(lease: Lease, work: Callable[[], Coroutine[Any, Any, None]], inte
                     break
         finally:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            (ended,) = await asyncio.gather(task, return_exceptions=True)
             await lease.release()
+        if isinstance(ended, Exception):
+            log.error("events: the publisher stopped: %s", type(ended).__name__)
+        await asyncio.sleep(interval)  # never a busy loop; meanwhile another instance may take over

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import sqlite3
 
 from sqlalchemy import exc as sa_exc
 
@@ -45,8 +46,9 @@ def is_unavailable(exc: BaseException | None) -> bool:
     """Whether `exc`, or an exception that caused it, says the database is out of reach rather than a bug.
 
     True for connection errors of the network and of the drivers (asyncpg's connection and operator
-    intervention errors, such as a terminated backend or a server shutting down), SQLAlchemy's disconnect
-    and operational errors, and a pool timeout.
+    intervention errors, such as a terminated backend or a server shutting down), what SQLAlchemy saw as a
+    disconnect, a pool timeout, and SQLite still busy after its busy timeout. Not for an SQL error such as a
+    missing table: that is a bug, not a reason to try again.
     """
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
@@ -55,14 +57,17 @@ def is_unavailable(exc: BaseException | None) -> bool:
             return True
         if type(exc) is OSError:  # asyncio's "Multiple exceptions: [Errno 111] ..." when every address refused
             return True
-        if isinstance(exc, sa_exc.DBAPIError) and (
-            exc.connection_invalidated or isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError)
-        ):
+        if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+            return True
+        if isinstance(exc, sqlite3.OperationalError) and exc.sqlite_errorcode & 0xFF in _SQLITE_BUSY:
             return True
         if _asyncpg_unavailable(exc):
             return True
         exc = exc.__cause__ or exc.__context__
     return False
+
+
+_SQLITE_BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def _asyncpg_unavailable(exc: BaseException) -> bool:
