@@ -162,6 +162,8 @@ def _new_event_loop() -> asyncio.AbstractEventLoop:
 def serve(settings: Settings) -> None:
     """Prepare, then supervise the workers until SIGINT/SIGTERM; a worker that dies is restarted.
 
+    Exits with a message, before anything else, when the state dir or the port is in use (module docstring).
+
     With several workers the supervisor stays small: preparation and the workers are separate Python
     processes (``python -m jsd.serve``), so the supervisor never loads SoftHSM2, SQLAlchemy or aiohttp.
     """

@@ -238,7 +238,13 @@ async def _fill_answer(
         code = results.result_code(exc, header.protocol_version)
         body["Result"] = _result(code, exc.description)
         if header.message_type in ("JoinReq", "RejoinReq") and "dev_eui" in ctx:
-            await service.record_rejection(bytes.fromhex(ctx["dev_eui"]), sender, code, exc.description)
+            try:
+                await service.record_rejection(bytes.fromhex(ctx["dev_eui"]), sender, code, exc.description)
+            except Exception as failure:  # noqa: BLE001 - the refusal stands; only its record was lost
+                log.warning(
+                    "lbi %s: the refusal could not be recorded (%s)", header.message_type, type(failure).__name__,
+                    extra={"request_id": ctx["request_id"], "dev_eui": ctx["dev_eui"]},
+                )
 
 
 async def lbi_endpoint(request: web.Request) -> web.Response:
