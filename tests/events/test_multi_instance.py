@@ -103,6 +103,9 @@ class Instance:
         lines = [line for line in self.log.read_text().splitlines() if any(mark in line for mark in marks)]
         return bool(lines) and marks[0] in lines[-1]
 
+    def connected(self) -> bool:
+        return "connected to MQTT broker" in self.log.read_text()
+
     def request(self, method: str, path: str, key: str, body: Any = None) -> Any:
         headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
         data = None if body is None else json.dumps(body).encode()
@@ -177,8 +180,7 @@ async def test_two_instances_share_joins_publish_once_and_fail_over(
         a, b = instances
         a.start()
         b.start()
-        await _until(lambda: a.publishes() or b.publishes(), 20, "one instance to take the events lease")
-        assert [a.publishes(), b.publishes()].count(True) == 1
+        await _until(lambda: a.connected() or b.connected(), 20, "an instance connected to the broker")
 
         # 1. Concurrent JoinReqs of one device (LoRaWAN 1.0.3: any unused DevNonce), split over both instances.
         dev_nonces = secrets.SystemRandom().sample(range(65536), 40)
@@ -234,6 +236,8 @@ async def test_two_instances_share_joins_publish_once_and_fail_over(
         await asyncio.sleep(1.5)  # a second publisher would have sent its copies by now
         twice = {event_id: n for event_id, n in seen().items() if n > 1}
         assert not twice, f"{len(twice)} events published more than once"
+        assert [a.publishes(), b.publishes()].count(True) == 1, "one instance holds the events lease"
+        assert [a.connected(), b.connected()].count(True) == 1, "the standby does not even connect to the broker"
 
         # 3. SIGKILL of the publishing instance: the other takes over; nothing committed is lost.
         publisher, standby = (a, b) if a.publishes() else (b, a)
