@@ -8,11 +8,11 @@ PKCS#11 state.
 One daemon per port and per state dir. SO_REUSEPORT lets any process of the same user bind a port that is
 already in use, so a second daemon would silently share the port and split the NS's traffic between two
 registries. The workers keep per-worker SO_REUSEPORT sockets (the kernel spreads connections over them by
-hash; one shared socket would let whichever worker wakes first take a whole burst of new connections), and
-the supervisor refuses to start when the port is taken: it first binds the address *without* SO_REUSEPORT,
-which fails while anything listens there, then holds an abstract Unix socket named after the address for
-its lifetime, which closes the window where its own workers are down (a restart) or two daemons start at
-once. The state dir is held with an exclusive ``flock`` on ``serve.lock``; the workers inherit that lock, so
+hash; with one shared socket, whichever worker wakes first could take a whole burst of new connections, as
+asyncio accepts up to a backlog's worth per wake-up), and the supervisor refuses to start when the port is
+taken: it first binds the address *without* SO_REUSEPORT, which fails while anything listens there, then
+holds an abstract Unix socket named after the address for its lifetime, which closes the window where its
+own workers are down (a restart) or two daemons start at once. The state dir is held with an exclusive ``flock`` on ``serve.lock``; the workers inherit that lock, so
 it is free only when the supervisor and every worker are gone.
 
 Workers die with their supervisor: ``PR_SET_PDEATHSIG`` asks Linux to SIGKILL a worker the moment its

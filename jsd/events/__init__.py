@@ -69,15 +69,17 @@ async def running(
 
 async def lead(lease: Lease, work: Callable[[], Coroutine[Any, Any, None]], interval: float) -> None:
     """Run `work` while holding `lease`; without it, try again every `interval` seconds. Until cancelled."""
-    standing_by = False
+    standing_by = failing = False
     while True:
         try:
             got = await lease.acquire()
+            failing = False
         except Exception as exc:  # noqa: BLE001 - the database may be away for a while; keep trying
-            log.warning("events: cannot take the publisher lease: %s", type(exc).__name__)
-            got = False
+            if not failing:  # once per outage, not every interval
+                log.warning("events: cannot take the publisher lease: %s; retrying", type(exc).__name__)
+            got, failing = False, True
         if not got:
-            if not standing_by:
+            if not standing_by and not failing:
                 log.info("events: another instance publishes; standing by")
                 standing_by = True
             await asyncio.sleep(interval)
