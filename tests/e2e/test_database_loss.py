@@ -281,3 +281,29 @@ async def test_the_url_names_the_daemon_sessions() -> None:
                 assert (await conn.exec_driver_sql("SHOW application_name")).scalar() == expected
         finally:
             await engine.dispose()
+
+
+async def test_the_events_lease_is_dropped_with_the_database_and_taken_again(
+    daemon: Daemon, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The outbox worker of this instance stops when its lease session is cut, and resumes when it is back."""
+
+    def said(text: str) -> int:
+        return sum(text in r.getMessage() for r in caplog.records if r.name == "jsd.events")
+
+    async def until(condition: Any, what: str) -> None:
+        deadline = time.monotonic() + 15
+        while not condition():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            await asyncio.sleep(0.05)
+
+    with caplog.at_level(logging.INFO, logger="jsd.events"):
+        await asyncio.sleep(0.5)  # the lease was taken at start-up (before this test could capture the log)
+        await daemon.proxy.cut()
+        await until(lambda: said("the publisher lease was lost") == 1, "the lease to be dropped")
+        await until(lambda: said("cannot take the publisher lease") == 1, "a failed attempt to take it again")
+        await asyncio.sleep(2.5)
+        assert said("cannot take the publisher lease") == 1, "one warning per outage"
+        assert said("standing by") == 0, "nobody else holds it: the database is away"
+        await daemon.proxy.start()
+        await until(lambda: said("this instance publishes") == 1, "the lease to be taken again")
