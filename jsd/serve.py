@@ -220,7 +220,12 @@ def hold_state_dir(state: Path) -> int:
     Returns the descriptor holding the lock; it stays open (and locked) for the life of the process and of
     the workers that inherit it.
     """
-    state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = state / STATE_LOCK
+    try:
+        state.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise SystemExit(f"jsd serve: cannot lock the state dir {state}: {exc.strerror or exc}") from None
     mode = stat.S_IMODE(state.stat().st_mode)
     if mode & 0o077:
         try:
@@ -228,8 +233,6 @@ def hold_state_dir(state: Path) -> int:
             log.warning("state dir %s was readable by others (mode %o); now 0700", state, mode)
         except OSError as exc:
             log.warning("state dir %s is readable by others (mode %o) and cannot be changed: %s", state, mode, exc)
-    path = state / STATE_LOCK
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
