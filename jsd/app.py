@@ -15,13 +15,14 @@ from aiohttp import web
 
 import jsd.events
 from jsd import api
+from jsd.api.problems import UNAVAILABLE as API_UNAVAILABLE
 from jsd.config import Settings, database_url
 from jsd.hsm import Hsm, HsmSettings, Pin, find_softhsm_module, load_pin
 from jsd.hsm.softhsm import SOFTHSM_MODULES
 from jsd.join import JoinPolicy, JoinService
 from jsd.lbi import handlers
 from jsd.ownership import OwnershipPolicy, OwnershipService
-from jsd.registry import Registry, create_engine
+from jsd.registry import Registry, create_engine, is_unavailable
 from jsd.registry.ownership import OwnershipStore
 
 REGISTRY = web.AppKey("registry", Registry)
@@ -80,6 +81,7 @@ def build_app(settings: Settings, *, events: bool = True) -> web.Application:
     app = web.Application(client_max_size=settings.get("server", "max_body_bytes"))
     app[SETTINGS] = settings
     app[handlers.MAX_BODY] = settings.get("server", "max_body_bytes")
+    app[handlers.UNAVAILABLE] = app[API_UNAVAILABLE] = is_unavailable
 
     async def registry_ctx(app: web.Application) -> AsyncIterator[None]:
         engine = create_engine(database_url(settings))

@@ -80,12 +80,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("mqtt", "tls_ca", "", "PEM CA bundle to verify the broker; empty with TLS = the system's CAs."),
     Setting("mqtt", "tls_cert", "", "PEM client certificate for the broker; empty = none."),
     Setting("mqtt", "tls_key", "", "PEM private key of tls_cert."),
-    Setting("mqtt", "client_id", "", "MQTT client id; empty = 'jsd-' and this machine's host name."),
+    Setting("mqtt", "client_id", "",
+            "MQTT client id; empty = 'jsd-', this machine's host name and a random suffix (unique per process)."),
     Setting("mqtt", "topic_prefix", "jsd/v1", "First levels of every topic the daemon uses."),
     Setting("mqtt", "keepalive", 30, "MQTT keepalive, seconds."),
     Setting("mqtt", "retry_min", 0.5, "First wait before reconnecting to a broker that is away, seconds."),
     Setting("mqtt", "retry_max", 30.0, "Longest wait between reconnection attempts (doubling from retry_min)."),
     Setting("mqtt", "poll_interval", 0.2, "Seconds between two looks at the outbox when it was empty."),
+    Setting("mqtt", "failover_interval", 2.0,
+            "Several instances on one database: seconds between a standby's attempts to take over publishing "
+            "(and the publisher's checks that it still holds the lease)."),
     Setting("log", "format", "plain", "Log format: 'plain' or 'json' (one JSON object per line)."),
     Setting("log", "level", "info", "Log level: debug, info, warning, error."),
 )
@@ -191,6 +195,8 @@ def _check_mqtt(settings: Settings) -> None:
         raise ConfigError("mqtt.retry_min must be positive and at most mqtt.retry_max")
     if settings.get("mqtt", "poll_interval") <= 0 or settings.get("ownership", "event_prune_interval") <= 0:
         raise ConfigError("mqtt.poll_interval and ownership.event_prune_interval must be positive")
+    if settings.get("mqtt", "failover_interval") <= 0:
+        raise ConfigError("mqtt.failover_interval must be positive")
     if not 0 < settings.get("mqtt", "port") < 65536:
         raise ConfigError("mqtt.port must be a TCP port")
 

@@ -4,19 +4,41 @@ SoftHSM2 must not be called from two threads of one process (python-pkcs11 switc
 each worker process has exactly one PKCS#11 thread, and the cores are used by running several workers that
 listen on the same port with SO_REUSEPORT. Workers are started with ``spawn``: none inherits the parent's
 PKCS#11 state.
+
+One daemon per port and per state dir. SO_REUSEPORT lets any process of the same user bind a port that is
+already in use, so a second daemon would silently share the port and split the NS's traffic between two
+registries. The workers keep per-worker SO_REUSEPORT sockets (the kernel spreads connections over them by
+hash; with one shared socket, whichever worker wakes first could take a whole burst of new connections, as
+asyncio accepts up to a backlog's worth per wake-up), and the supervisor refuses to start when the port is
+taken: it first binds the address *without* SO_REUSEPORT, which fails while anything listens there, then
+holds an abstract Unix socket named after the address for its lifetime, which closes the window where its
+own workers are down (a restart) or two daemons start at once. The state dir is held with an exclusive ``flock`` on ``serve.lock``; the workers inherit that lock, so
+it is free only when the supervisor and every worker are gone.
+
+Workers die with their supervisor: ``PR_SET_PDEATHSIG`` asks Linux to SIGKILL a worker the moment its
+supervisor dies (a supervisor that dies was killed hard itself; a graceful stop of the worker could hang in
+its cleanup, and nothing a worker holds needs one: a commit is atomic and a JoinNonce survives crashes). A
+watchdog thread that notices a changed parent pid is the fallback where that signal is unavailable.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
+import errno
+import fcntl
 import json
 import logging
 import os
 import secrets
 import signal
+import socket
 import ssl
+import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -140,16 +162,22 @@ def _new_event_loop() -> asyncio.AbstractEventLoop:
 def serve(settings: Settings) -> None:
     """Prepare, then supervise the workers until SIGINT/SIGTERM; a worker that dies is restarted.
 
+    Exits with a message, before anything else, when the state dir or the port is in use (module docstring).
+
     With several workers the supervisor stays small: preparation and the workers are separate Python
     processes (``python -m jsd.serve``), so the supervisor never loads SoftHSM2, SQLAlchemy or aiohttp.
     """
     setup_logging(settings.get("log", "format"), settings.get("log", "level"))
+    os.umask(0o077)  # database, WAL, lock and token files: for this user only
+    state_lock = hold_state_dir(settings.state_dir)
+    port_lock = claim_port(settings.get("server", "host"), settings.get("server", "port"))
     count = settings.get("server", "workers")
     if count == 1:
         asyncio.run(prepare(settings))
         run_worker(settings, 0)
         return
-    preparer = _spawn(settings, "prepare", 0)
+    lock_fds = (state_lock, port_lock.fileno())
+    preparer = _spawn(settings, "prepare", 0, lock_fds)
     if preparer.wait() != 0:
         raise SystemExit(f"start-up preparation failed (exit code {preparer.returncode})")
     workers: dict[int, subprocess.Popen[bytes]] = {}
@@ -165,14 +193,14 @@ def serve(settings: Settings) -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     for index in range(count):
-        workers[index] = _spawn(settings, "worker", index)
+        workers[index] = _spawn(settings, "worker", index, lock_fds)
     while not stopping:
         time.sleep(0.5)
         for index, process in list(workers.items()):
             if process.poll() is not None and not stopping:
                 log.error("worker %d exited with %s; restarting", index, process.returncode)
                 time.sleep(1.0)
-                workers[index] = _spawn(settings, "worker", index)
+                workers[index] = _spawn(settings, "worker", index, lock_fds)
     for process in workers.values():
         try:
             process.wait(timeout=10)
@@ -182,16 +210,119 @@ def serve(settings: Settings) -> None:
 
 
 SETTINGS_ENV = "JSD_INTERNAL_SETTINGS"
+SUPERVISOR_ENV = "JSD_INTERNAL_SUPERVISOR"
+STATE_LOCK = "serve.lock"
 
 
-def _spawn(settings: Settings, role: str, index: int) -> subprocess.Popen[bytes]:
-    """A fresh interpreter for one role; settings travel as JSON in the environment (no secrets in them)."""
+def hold_state_dir(state: Path) -> int:
+    """Create or tighten the state dir (0700) and lock it for this daemon; exit with a message if in use.
+
+    Returns the descriptor holding the lock; it stays open (and locked) for the life of the process and of
+    the workers that inherit it.
+    """
+    path = state / STATE_LOCK
+    try:
+        state.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise SystemExit(f"jsd serve: cannot lock the state dir {state}: {exc.strerror or exc}") from None
+    mode = stat.S_IMODE(state.stat().st_mode)
+    if mode & 0o077:
+        try:
+            state.chmod(0o700)
+            log.warning("state dir %s was readable by others (mode %o); now 0700", state, mode)
+        except OSError as exc:
+            log.warning("state dir %s is readable by others (mode %o) and cannot be changed: %s", state, mode, exc)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = path.read_text().strip() or "unknown"
+        os.close(fd)
+        raise SystemExit(
+            f"jsd serve: state dir {state} is in use by another jsd serve (pid {holder}); "
+            "each daemon needs its own general.state_dir"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def claim_port(host: str, port: int) -> socket.socket:
+    """Refuse a port something already listens on, then hold it against other jsd daemons.
+
+    The probe binds without SO_REUSEPORT (which our workers' sockets cannot share) but with SO_REUSEADDR
+    (so connections of an earlier run in TIME_WAIT do not count). The returned abstract Unix socket, named
+    after the address, is held until the process exits; a second daemon cannot bind that name.
+    """
+    where = f"{host}:{port}"
+    try:
+        addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise SystemExit(f"jsd serve: server.host {host!r}: {exc}") from None
+    for family, kind, proto, _name, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                raise SystemExit(_port_message(where, exc)) from None
+    holder = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        holder.bind(f"\0jsd-serve-{where}")
+    except OSError as exc:
+        holder.close()
+        raise SystemExit(_port_message(where, exc)) from None
+    return holder
+
+
+def _port_message(where: str, exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"jsd serve: port {where} is already in use (another jsd serve or another program listens there); "
+            "stop it or choose another server.port"
+        )
+    return f"jsd serve: cannot listen on {where}: {exc.strerror or exc}"
+
+
+def _spawn(settings: Settings, role: str, index: int, lock_fds: tuple[int, ...]) -> subprocess.Popen[bytes]:
+    """A fresh interpreter for one role; settings travel as JSON in the environment (no secrets in them).
+
+    The child inherits the supervisor's locks (`lock_fds`), so they stay held until the last process is gone.
+    """
     payload = json.dumps([[section, name, value] for (section, name), value in settings.values.items()])
-    env = dict(os.environ, **{SETTINGS_ENV: payload})
-    return subprocess.Popen([sys.executable, "-m", "jsd.serve", role, str(index)], env=env)
+    env = dict(os.environ, **{SETTINGS_ENV: payload, SUPERVISOR_ENV: str(os.getpid())})
+    return subprocess.Popen([sys.executable, "-m", "jsd.serve", role, str(index)], env=env, pass_fds=lock_fds)
+
+
+PR_SET_PDEATHSIG = 1
+WATCHDOG_PERIOD = 0.25
+WATCHDOG_GRACE = 1.0
+
+
+def die_with_supervisor(supervisor: int) -> None:
+    """SIGKILL when the supervisor dies (Linux), and a watchdog that stops the worker soon after elsewhere."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != supervisor:  # it died before the request above took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == supervisor:
+            time.sleep(WATCHDOG_PERIOD)
+        log.error("supervisor %d is gone; stopping", supervisor)
+        with contextlib.suppress(OSError):
+            os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(WATCHDOG_GRACE)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="jsd-supervisor-watchdog", daemon=True).start()
 
 
 def _child_main(role: str, index: int) -> None:
+    die_with_supervisor(int(os.environ[SUPERVISOR_ENV]))
     settings = Settings({(section, name): value for section, name, value in json.loads(os.environ[SETTINGS_ENV])})
     if role == "prepare":
         setup_logging(settings.get("log", "format"), settings.get("log", "level"))

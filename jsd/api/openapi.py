@@ -105,6 +105,7 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "payload-too-large": (413, "body over the limit"),
     "method-not-allowed": (405, "the path does not serve this method; `Allow` header"),
     "hsm-unavailable": (503, "the HSM cannot be used now"),
+    "database-unavailable": (503, "the database cannot be reached now; `Retry-After` header"),
     "internal": (500, "a bug; the detail carries only a request id"),
 }
 
@@ -347,7 +348,7 @@ PROBLEM_RESPONSES: dict[str, tuple[str, ...]] = {
     "ImportFailed": ("import-failed",),
     "RateLimited": ("rate-limited",),
     "Internal": ("internal",),
-    "HsmUnavailable": ("hsm-unavailable",),
+    "HsmUnavailable": ("hsm-unavailable", "database-unavailable"),
 }
 
 

@@ -114,6 +114,14 @@ def request_id() -> str:
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+UNAVAILABLE: web.AppKey[Callable[[BaseException], bool]] = web.AppKey("database_unavailable")
+"""Tells an exception that means "the database is out of reach" (503) from a bug (500); set by the
+composition root on the main application."""
+RETRY_AFTER_UNAVAILABLE = 5
+
+
+def _never(_exc: BaseException) -> bool:
+    return False
 
 
 @web.middleware
@@ -139,6 +147,16 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         status = response.status
         return response
     except Exception as exc:  # noqa: BLE001 - a bug: answer with the request id only
+        if request.config_dict.get(UNAVAILABLE, _never)(exc):
+            status = 503
+            log.warning("api: database unavailable (%s)", type(exc).__name__, extra={"request_id": rid, "status": 503})
+            return problem(
+                503,
+                "database-unavailable",
+                "Database unavailable",
+                "the Join Server's database cannot be reached now; try again",
+                headers={"Retry-After": str(RETRY_AFTER_UNAVAILABLE)},
+            )
         log.error(
             "api internal error: %s at %s", type(exc).__name__, _where(exc), extra={"request_id": rid, "status": 500}
         )

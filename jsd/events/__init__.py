@@ -4,13 +4,21 @@
 publisher (outbox → broker, command topics → ownership service → replies); without one, the keeper that
 clears the outbox and prunes published events down to ``ownership.event_retention``, so the events stay
 queryable over ``GET /api/v1/events`` with bounded storage.
+
+Several instances on one database: only the holder of the "events" lease (`jsd.registry.lease`) works; the
+others try to take it every ``mqtt.failover_interval`` seconds and take over when the holder dies. The holder
+checks the lease as often and stops at once when it lost it (its database session ended), so two instances
+publish side by side at most for that interval. What a dying holder had sent but not yet acknowledged is sent
+again by the next one: delivery stays at least once, in order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
 
 from jsd.config import Settings
 from jsd.events.commands import CommandHandler
@@ -18,9 +26,14 @@ from jsd.events.outbox import Outbox
 from jsd.events.publisher import MqttConfig, Publisher, keep_without_broker
 from jsd.events.topics import Topics
 from jsd.ownership import OwnershipService
+from jsd.registry.lease import Lease
 from jsd.registry.ownership import OwnershipStore
 
 __all__ = ["Publisher", "Topics", "running"]
+
+log = logging.getLogger("jsd.events")
+
+LEASE = "events"
 
 
 @contextlib.asynccontextmanager
@@ -34,14 +47,56 @@ async def running(
     )
     config = MqttConfig.from_settings(settings)
     publisher = None
+    work: Callable[[], Coroutine[Any, Any, None]]
     if config is None:
-        task = asyncio.create_task(keep_without_broker(outbox, settings.get("mqtt", "poll_interval")))
+        poll = settings.get("mqtt", "poll_interval")
+
+        def work() -> Coroutine[Any, Any, None]:
+            return keep_without_broker(outbox, poll)
     else:
         publisher = Publisher(config, topics, outbox, CommandHandler(service, topics))
-        task = asyncio.create_task(publisher.run(), name="jsd-events")
+        work = publisher.run
+    task = asyncio.create_task(
+        lead(store.lease(LEASE), work, settings.get("mqtt", "failover_interval")), name="jsd-events"
+    )
     try:
         yield publisher
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def lead(lease: Lease, work: Callable[[], Coroutine[Any, Any, None]], interval: float) -> None:
+    """Run `work` while holding `lease`; without it, try again every `interval` seconds. Until cancelled."""
+    standing_by = failing = False
+    while True:
+        try:
+            got = await lease.acquire()
+            failing = False
+        except Exception as exc:  # noqa: BLE001 - the database may be away for a while; keep trying
+            if not failing:  # once per outage, not every interval
+                log.warning("events: cannot take the publisher lease: %s; retrying", type(exc).__name__)
+            got, failing = False, True
+        if not got:
+            if not standing_by and not failing:
+                log.info("events: another instance publishes; standing by")
+                standing_by = True
+            await asyncio.sleep(interval)
+            continue
+        standing_by = False
+        log.info("events: this instance publishes")
+        task = asyncio.create_task(work())
+        try:
+            while not task.done():
+                await asyncio.wait({task}, timeout=interval)
+                if not task.done() and not await lease.held():
+                    log.warning("events: the publisher lease was lost; stopping")
+                    break
+        finally:
+            task.cancel()
+            (ended,) = await asyncio.gather(task, return_exceptions=True)
+            await lease.release()
+        if isinstance(ended, Exception):
+            log.error("events: the publisher stopped: %s", type(ended).__name__)
+        await asyncio.sleep(interval)  # never a busy loop; meanwhile another instance may take over

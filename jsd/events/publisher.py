@@ -7,7 +7,8 @@ see an event twice (de-duplicate by `event_id`), never out of order for a device
 never miss one. While the broker is away the connection is retried with doubling waits; the events wait in
 the outbox. On MQTT 5 a PUBACK whose reason code refuses the message (an ACL) counts as not delivered.
 
-Exactly one process runs this (see ``jsd.serve``): two publishers would interleave the same rows.
+Exactly one process runs this (see ``jsd.serve``), and of several instances on one database only the one that
+holds the events lease (see ``jsd.events.running``): two publishers would send the same rows twice.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import secrets
 import socket
 import ssl
 import time
@@ -88,7 +90,7 @@ class MqttConfig:
             tls_ca=get("tls_ca") or None,
             tls_cert=get("tls_cert") or None,
             tls_key=get("tls_key") or None,
-            client_id=get("client_id") or f"jsd-{socket.gethostname()}",
+            client_id=get("client_id") or default_client_id(),
             keepalive=get("keepalive"),
             retry_min=get("retry_min"),
             retry_max=get("retry_max"),
@@ -102,6 +104,12 @@ class MqttConfig:
         if self.tls_cert:
             context.load_cert_chain(self.tls_cert, self.tls_key)
         return context
+
+
+def default_client_id() -> str:
+    """`jsd-<host>-<random>`: the host name says whose it is; the suffix keeps two instances on one host (or
+    two containers with one host name) from taking each other's session at the broker."""
+    return f"jsd-{socket.gethostname()}-{secrets.token_hex(4)}"
 
 
 class PublishRefused(Exception):

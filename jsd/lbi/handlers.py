@@ -3,6 +3,9 @@
 Answers go back with HTTP 200 whatever the Result (peers treat non-2xx as a transport error); 4xx only when no
 answer message can be formed (not JSON, no or unknown MessageType, body too large), still with a JSON Result.
 An NS registered for asynchronous answers gets an empty 202 at once and the answer POSTed to its own URL.
+When the database is out of reach, or anything unexpected fails, the answer is still an LBI message, with the
+Result `Other` (TS002-1.0.0 Table 24) and a description; nothing was persisted for it, or (a connection lost
+during a commit) at most a JoinNonce was burnt. The access log line records the status actually sent.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import logging
 import os
 import ssl
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -52,6 +56,8 @@ class AnswerTasks:
 
 ANSWER_TASKS = web.AppKey("answer_tasks", AnswerTasks)
 MAX_BODY = web.AppKey("max_body", int)
+UNAVAILABLE: web.AppKey[Callable[[BaseException], bool]] = web.AppKey("unavailable")
+"""Tells an exception that means "the database is out of reach" from a bug (set by the composition root)."""
 
 
 class UnknownSender(Exception):
@@ -175,12 +181,46 @@ async def _answer(
     request: web.Request, header: Header, message: dict[str, Any], ctx: dict[str, Any]
 ) -> tuple[dict[str, Any], Sender | None]:
     """The answer body for a decoded header, and the authenticated sender if any."""
+    body = _answer_header(header, REQUEST_TYPES[header.message_type])
+    sender: list[Sender] = []
+    try:
+        await _fill_answer(request, header, message, ctx, body, sender)
+    except Exception as exc:  # noqa: BLE001 - the NS gets an LBI answer whatever failed, never an HTTP 500
+        body["Result"] = _failure_result(request, header, exc, ctx)
+    return body, (sender[0] if sender else None)
+
+
+def _failure_result(request: web.Request, header: Header, exc: Exception, ctx: dict[str, Any]) -> dict[str, str]:
+    """`Other`, saying whether to try again (database out of reach) or that it is a bug (logged by type and
+    place only: an exception's message may quote request data)."""
+    extra = {"request_id": ctx["request_id"], "message_type": header.message_type, "dev_eui": ctx.get("dev_eui")}
+    if request.app.get(UNAVAILABLE, _never)(exc):
+        log.warning("lbi %s: database unavailable (%s)", header.message_type, type(exc).__name__, extra=extra)
+        return _result(results.OTHER, "the Join Server's database is unavailable; try again")
+    frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    where = f"{frame.filename}:{frame.lineno}" if frame else "?"
+    log.error("lbi %s: internal error %s at %s", header.message_type, type(exc).__name__, where, extra=extra)
+    return _result(results.OTHER, f"internal error (request id {ctx['request_id']})")
+
+
+def _never(_exc: BaseException) -> bool:
+    return False
+
+
+async def _fill_answer(
+    request: web.Request,
+    header: Header,
+    message: dict[str, Any],
+    ctx: dict[str, Any],
+    body: dict[str, Any],
+    senders: list[Sender],
+) -> None:
+    """Put the Result (and the answer's fields) into `body`; the authenticated sender goes into `senders`."""
     service = request.app[JOIN_SERVICE]
-    answer_type = REQUEST_TYPES[header.message_type]
-    body = _answer_header(header, answer_type)
     sender: Sender | None = None
     try:
         sender = await _authenticate(request, service)
+        senders.append(sender)
         if header.message_type in SENDER_ID_IS_NET_ID:
             _check_sender_id(header, sender)
         ctx["net_id"] = sender.net_id.hex()
@@ -188,7 +228,7 @@ async def _answer(
             body["Result"] = _result(
                 results.INVALID_PROTOCOL_VERSION, f"ProtocolVersion {header.protocol_version[:8]!r} is not served"
             )
-            return body, sender
+            return
         body.update(await HANDLERS[header.message_type](service, header, message, sender, ctx))
     except UnknownSender as exc:
         body["Result"] = _result(results.UNKNOWN_SENDER, str(exc))
@@ -198,15 +238,22 @@ async def _answer(
         code = results.result_code(exc, header.protocol_version)
         body["Result"] = _result(code, exc.description)
         if header.message_type in ("JoinReq", "RejoinReq") and "dev_eui" in ctx:
-            await service.record_rejection(bytes.fromhex(ctx["dev_eui"]), sender, code, exc.description)
-    return body, sender
+            try:
+                await service.record_rejection(bytes.fromhex(ctx["dev_eui"]), sender, code, exc.description)
+            except Exception as failure:  # noqa: BLE001 - the refusal stands; only its record was lost
+                log.warning(
+                    "lbi %s: the refusal could not be recorded (%s)", header.message_type, type(failure).__name__,
+                    extra={"request_id": ctx["request_id"], "dev_eui": ctx["dev_eui"]},
+                )
 
 
 async def lbi_endpoint(request: web.Request) -> web.Response:
     """POST handler for every LBI message type."""
     started = time.perf_counter()
     ctx: dict[str, Any] = {"request_id": f"{_REQUEST_PREFIX}-{next(_request_numbers):x}"}
-    status, body, message_type = 200, None, None
+    status: int | None = 200
+    body: dict[str, Any] | None = None
+    message_type: str | None = None
     try:
         try:
             raw = await request.read()
@@ -235,6 +282,12 @@ async def lbi_endpoint(request: web.Request) -> web.Response:
             status = 202
             return web.Response(status=202)
         return _json(200, body)
+    except asyncio.CancelledError:
+        status = None  # the client went away: nothing was sent
+        raise
+    except Exception:
+        status = 500  # what aiohttp sends for an exception that reaches it
+        raise
     finally:
         result = (body or {}).get("Result", {}).get("ResultCode", "-")
         log.info(

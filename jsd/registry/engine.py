@@ -20,26 +20,44 @@ Each statement costs several thread hops with aiosqlite, so two views of the eng
   before that first INSERT/UPDATE/DELETE, inside the same call. (It never does so for a SELECT, so
   a transaction that reads first must not use this view.)
 
+The database file holds key blobs and token hashes, so it is for its owner only: a file (or its `-wal`,
+`-shm`, `-writer.lock`) found readable by others is set to 0600 when the engine first connects, and SQLite
+creates the WAL and shared-memory files with the database file's mode.
+
 On PostgreSQL a `search_path` query parameter in the URL selects the schema
-(`postgresql+asyncpg://user@host/db?search_path=jsd`), so one URL string is the whole configuration.
+(`postgresql+asyncpg://user@host/db?search_path=jsd`), so one URL string is the whole configuration; an
+`application_name` parameter names the daemon's sessions in `pg_stat_activity` (default `jsd`). A pooled
+connection that the server or the network closed while it sat in the pool is replaced at checkout (asyncpg
+notices the close as it happens, so the check costs no round trip), and connecting gives up after
+`PG_CONNECT_TIMEOUT` seconds, well within an NS's patience (ChirpStack waits 5 s for an answer).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import stat
 import time
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
 __all__ = ["SQLITE_BUSY_TIMEOUT_MS", "create_engine", "enable_wal", "read_only", "writes_first"]
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+PG_CONNECT_TIMEOUT = 3.0
+PG_SERVER_SETTINGS = ("search_path", "application_name")
+SQLITE_COMPANIONS = ("", "-wal", "-shm", "-writer.lock")
+"""The database file and the files SQLite and the hot path keep beside it; all of them owner-only."""
+
+log = logging.getLogger("jsd.registry")
 
 _SQLITE_EXPLICIT_BEGIN = "jsd_sqlite_explicit_begin"
 
@@ -50,12 +68,44 @@ def create_engine(url: str, **options: Any) -> AsyncEngine:
     `options` go to SQLAlchemy's `create_async_engine` (for example `connect_args`, `pool_size`).
     """
     parsed = make_url(url)
-    if parsed.get_backend_name() == "postgresql" and "search_path" in parsed.query:
-        parsed = _search_path_to_server_settings(parsed, options)
+    if parsed.get_backend_name() == "postgresql":
+        parsed = _query_to_server_settings(parsed, options)
+        connect_args = dict(options.get("connect_args") or {})
+        connect_args.setdefault("timeout", PG_CONNECT_TIMEOUT)
+        options["connect_args"] = connect_args
     engine = create_async_engine(parsed, **options)
     if engine.dialect.name == "sqlite":
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, parsed.database)
+    else:
+        event.listen(engine.sync_engine, "checkout", _refuse_closed)
     return engine
+
+
+def _refuse_closed(_dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry, _proxy: object) -> None:
+    """A pooled connection closed meanwhile (backend terminated, server restarted): the pool takes a new one."""
+    is_closed = getattr(record.driver_connection, "is_closed", None)
+    if callable(is_closed) and is_closed():
+        raise DisconnectionError("the pooled connection was closed by the server or the network")
+
+
+def restrict_sqlite_files(database: str, *, warn: bool = True) -> None:
+    """Make the database file and its companions owner-only (0600) where they are readable by others.
+
+    `warn`: say so in the log (a file that existed before; a file just created under a lax umask is quietly
+    fixed).
+    """
+    for suffix in SQLITE_COMPANIONS:
+        path = Path(database + suffix)
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+            if mode & 0o077:
+                os.chmod(path, 0o600)
+                if warn:
+                    log.warning("%s was readable by others (mode %o); now 0600", path, mode)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            log.warning("%s is readable by others and cannot be changed: %s", path, exc)
 
 
 def read_only(engine: AsyncEngine) -> AsyncEngine:
@@ -104,21 +154,32 @@ async def enable_wal(engine: AsyncEngine) -> None:
         await asyncio.sleep(0.02)
 
 
-def _search_path_to_server_settings(url: URL, options: dict[str, Any]) -> URL:
-    """asyncpg takes no `search_path` argument; it goes to the server as a session setting instead."""
-    value = url.query["search_path"]
-    search_path = value if isinstance(value, str) else ",".join(value)
+def _query_to_server_settings(url: URL, options: dict[str, Any]) -> URL:
+    """asyncpg takes no `search_path` or `application_name` argument; they go to the server as session
+    settings instead."""
     connect_args = dict(options.get("connect_args") or {})
     server_settings = dict(connect_args.get("server_settings") or {})
-    server_settings.setdefault("search_path", search_path)
+    for name in PG_SERVER_SETTINGS:
+        value = url.query.get(name)
+        if value is not None:
+            server_settings.setdefault(name, value if isinstance(value, str) else ",".join(value))
+    server_settings.setdefault("application_name", "jsd")
     connect_args["server_settings"] = server_settings
     options["connect_args"] = connect_args
-    return url.difference_update_query(["search_path"])
+    return url.difference_update_query(list(PG_SERVER_SETTINGS))
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
+def _configure_sqlite(engine: AsyncEngine, database: str | None) -> None:
+    on_disk = bool(database) and database != ":memory:" and not str(database).startswith("file:")
+    existed = on_disk and Path(str(database)).exists()
+    restricted = False
+
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+        nonlocal restricted
+        if on_disk and not restricted:
+            restrict_sqlite_files(str(database), warn=existed)
+            restricted = True
         dbapi_connection.isolation_level = "IMMEDIATE"
         cursor = dbapi_connection.cursor()
         try:

@@ -40,6 +40,13 @@ wait itself is not bounded, but it is held only across one transaction and a cra
 
 The connections are checked out on first use and kept (one for reads, one for writes); `engine.dispose()`
 closes them, and a batch that fails for a reason other than its own calls replaces its connection.
+
+Lost connections (PostgreSQL restarted, a backend terminated, a network cut). A kept connection found closed
+before use is replaced first, so an idle worker never fails on a connection that died meanwhile. A read that
+fails because its connection broke is run once more on a fresh one: reads change nothing. A write is never
+run again: if the connection broke during its statement, the COMMIT may or may not have happened, so its
+callers get `Unavailable` (the JoinNonce stays safe either way: it only ever grows, and a retried join reads
+the state again). While the database cannot be reached, every call fails with `Unavailable` at once.
 """
 
 from __future__ import annotations
@@ -61,7 +68,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from jsd.registry.engine import SQLITE_BUSY_TIMEOUT_MS
-from jsd.registry.errors import NonceConflict, NotFound, RegistryError
+from jsd.registry.errors import NonceConflict, NotFound, RegistryError, Unavailable, is_unavailable
 
 __all__ = ["MAX_BATCH", "HotPath", "HotStatements", "JoinWrite", "WriteStats", "hot_path_for"]
 
@@ -190,7 +197,12 @@ class _HeldConnection:
         return self._slot.driver
 
     async def open(self) -> Any:
-        """The driver's connection object, checked out now if none is held (once for concurrent callers)."""
+        """The driver's connection object, checked out now if none is held (once for concurrent callers).
+
+        A held connection that the server or the network closed meanwhile is replaced first.
+        """
+        if self._slot.driver is not None and _closed(self._slot.driver):
+            await self.discard()
         while self._slot.driver is None:
             if self._opening is not None:
                 await asyncio.shield(self._opening)
@@ -224,6 +236,12 @@ class _HeldConnection:
             await conn.close()
 
 
+def _closed(driver: Any) -> bool:
+    """Whether a driver connection is known to be closed (asyncpg tells; aiosqlite files do not go away)."""
+    is_closed = getattr(driver, "is_closed", None)
+    return bool(is_closed()) if callable(is_closed) else False
+
+
 class _Slot:
     """The held connection, apart from its holder so that closing it needs no reference to the holder."""
 
@@ -249,9 +267,13 @@ class _Batcher(Generic[Item, Result]):
         run: Callable[[Any, list[Item]], Awaitable[list[Outcome]]],
         key: Callable[[Item], str] | None,
         prepare: Callable[[Any], Awaitable[None]] | None = None,
+        *,
+        rerun: bool = False,
     ) -> None:
+        """`rerun`: `run` changes nothing, so a batch whose connection broke is run once more on a fresh one."""
         self._held = _HeldConnection(engine, prepare)
         self._run = run
+        self._rerun = rerun
         self._key = key
         self._busy = False
         self._queue: deque[tuple[Item, asyncio.Future[Result]]] = deque()
@@ -276,14 +298,22 @@ class _Batcher(Generic[Item, Result]):
 
     async def _run_alone(self, item: Item) -> Outcome:
         try:
-            driver = await self._held.open()
-            try:
-                return (await self._run(driver, [item]))[0]
-            except Exception:
-                await self._held.discard()
-                raise
+            return (await self._run_once_more_if_safe([item]))[0]
         except Exception as exc:
             raise _failure(exc) from exc
+
+    async def _run_once_more_if_safe(self, items: list[Item]) -> list[Outcome]:
+        """Run a batch on the held connection; replace the connection after a failure, and when the batch
+        only reads and the connection broke, run it again on the fresh one."""
+        driver = await self._held.open()
+        try:
+            return await self._run(driver, items)
+        except Exception as exc:
+            broke = _closed(driver) or is_unavailable(exc)
+            await self._held.discard()
+            if not (self._rerun and broke):
+                raise
+        return await self._run(await self._held.open(), items)
 
     def _take(self) -> list[tuple[Item, asyncio.Future[Result]]]:
         """The next batch: queued calls in order, skipping abandoned ones, at most one per key."""
@@ -308,9 +338,8 @@ class _Batcher(Generic[Item, Result]):
         batch: list[tuple[Item, asyncio.Future[Result]]] = []
         try:
             while batch := self._take():
-                driver = await self._held.open()
                 try:
-                    outcomes = await self._run(driver, [item for item, _ in batch])
+                    outcomes = await self._run_once_more_if_safe([item for item, _ in batch])
                 except Exception as exc:
                     _fail(batch, exc)
                     batch = []
@@ -337,8 +366,13 @@ class _Batcher(Generic[Item, Result]):
 
 
 def _failure(exc: Exception) -> RegistryError:
-    """What each caller of a batch that failed as a whole gets: its own exception, caused by the failure."""
-    error = RegistryError(f"the registry call failed: {exc!r}")
+    """What each caller of a batch that failed as a whole gets: its own exception, caused by the failure.
+
+    `Unavailable` when the database could not be reached or the connection broke (the outcome of a write
+    is then unknown), so the transport answers "try again" rather than reporting a bug.
+    """
+    kind = Unavailable if is_unavailable(exc) else RegistryError
+    error = kind(f"the registry call failed: {type(exc).__name__}: {exc}")
     error.__cause__ = exc
     return error
 
@@ -485,7 +519,7 @@ class _WriterLock:
     def __init__(self, path: str | None) -> None:
         self._fd: int | None = None
         if path is not None:
-            self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             weakref.finalize(self, os.close, self._fd)
 
     def __enter__(self) -> None:
@@ -611,7 +645,7 @@ class _PostgresHotPath(HotPath):
     def __init__(self, engine: AsyncEngine, statements: HotStatements) -> None:
         super().__init__(engine, _PostgresWrites())
         self._reads: _Batcher[str, Sequence[Any] | None] = _Batcher(
-            engine, _PostgresReads(_compiled(engine, statements.get_devices_any)[0]), None
+            engine, _PostgresReads(_compiled(engine, statements.get_devices_any)[0]), None, rerun=True
         )
 
     async def read_device(self, eui: str) -> Sequence[Any] | None:

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from jsd.registry.engine import read_only, writes_first
 from jsd.registry.errors import DeviceExists, RegistryError
+from jsd.registry.lease import Lease, lease_for
 from jsd.registry.tables import (
     accounts,
     api_keys,
@@ -226,8 +227,13 @@ class OwnershipStore:
     """SQL for the ownership workflow on the registry's engine (SQLite or PostgreSQL)."""
 
     def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
         self._writer = writes_first(engine)
         self._reader = read_only(engine)
+
+    def lease(self, name: str) -> Lease:
+        """The lease `name` among all instances on this database (see `jsd.registry.lease`)."""
+        return lease_for(self._engine, name)
 
     # -- records written with every change ------------------------------------------------------------
 

@@ -1,0 +1,309 @@
+"""PostgreSQL connections lost under the daemon: never an HTTP 500, always an LBI answer, an honest access log.
+
+The daemon runs on a schema of its own and reaches PostgreSQL through a TCP proxy of the test, so the test
+terminates exactly the backends serving the proxy's connections (never another user's of the shared server).
+"Really down" is the same proxy cut: every connection through it is closed and new ones are refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg  # type: ignore[import-untyped]
+import pytest
+from aiohttp import web
+
+from jsd.app import HSM, OWNERSHIP, REGISTRY, build_app, softhsm_module
+from jsd.config import load_settings
+from jsd.hsm import Hsm
+from jsd.ownership import SCOPES, AccountKind, Principal
+from jsd.registry import NetworkServer, NewDevice, create_engine, migrate
+from jsd_sim import SimDevice
+
+PG = ("127.0.0.1", 5432)
+ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+HOME = "000013"
+JOIN_EUI = "70b3d57ed0000001"
+TOKEN_LABEL = "jsd-test"  # the session token of tests/conftest.py
+LOCAL = Principal("_local", AccountKind.OPERATOR, frozenset(SCOPES), None, "test")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Proxy:
+    """A TCP relay to PostgreSQL that the test can cut (close everything, refuse new connections) and restore."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self._server: asyncio.Server | None = None
+        self._transports: set[asyncio.BaseTransport] = set()
+        self.upstream_ports: set[int] = set()  # our side of each connection to PostgreSQL
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+
+    async def cut(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for transport in list(self._transports):
+            transport.abort()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*PG)
+        except OSError:
+            writer.transport.abort()
+            return
+        pair = {writer.transport, up_writer.transport}
+        self._transports |= pair
+        port = up_writer.get_extra_info("sockname")[1]
+        self.upstream_ports.add(port)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.transport.abort()
+
+        try:
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        finally:
+            self._transports -= pair
+            self.upstream_ports.discard(port)
+
+
+async def _admin(statement: str, *args: Any) -> list[Any]:
+    conn = await asyncpg.connect(ADMIN_DSN)
+    try:
+        return list(await conn.fetch(statement, *args))
+    finally:
+        await conn.close()
+
+
+@dataclass
+class Daemon:
+    """The real application on a private schema (reached through `proxy`), one NS and its devices."""
+
+    url: str
+    app: web.Application
+    proxy: Proxy
+    token: str = ""
+    api_key: str = ""
+
+    async def terminate_backends(self) -> int:
+        """End every PostgreSQL backend serving this daemon (the ones behind the proxy's connections)."""
+        rows = await _admin(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE client_addr = '127.0.0.1' AND client_port = ANY($1::int[])",
+            sorted(self.proxy.upstream_ports),
+        )
+        return len(rows)
+
+    async def device(self) -> SimDevice:
+        hsm: Hsm = self.app[HSM]
+        dev_eui, app_key = secrets.token_bytes(8), secrets.token_bytes(16)
+        await self.app[REGISTRY].add_device(
+            NewDevice(
+                dev_eui=dev_eui, join_eui=bytes.fromhex(JOIN_EUI), mac_version="1.0.4", hsm_group="default",
+                app_key_blob=await hsm.import_root_key("default", app_key), nwk_key_blob=None,
+                home_net_id=bytes.fromhex(HOME), astk_label=None, owner_account=None, name=None,
+            )
+        )  # fmt: skip
+        return SimDevice(dev_eui, bytes.fromhex(JOIN_EUI), "1.0.4", app_key)
+
+    async def join(self, session: aiohttp.ClientSession, device: SimDevice) -> tuple[int, dict[str, Any]]:
+        body = {
+            "ProtocolVersion": "1.0", "SenderID": HOME, "ReceiverID": JOIN_EUI,
+            "TransactionID": secrets.randbelow(2**32), "MessageType": "JoinReq", "MACVersion": "1.0.4",
+            "PHYPayload": device.join_request().hex(), "DevEUI": device.dev_eui.hex(), "DevAddr": "26011bda",
+            "DLSettings": "00", "RxDelay": 1,
+        }  # fmt: skip
+        async with session.post(
+            self.url + "/", json=body, headers={"Authorization": f"Bearer {self.token}"}
+        ) as response:
+            answer = await response.json(content_type=None) if response.status != 500 else {}
+            if response.status == 200 and answer.get("Result", {}).get("ResultCode") == "Success":
+                device.accept(bytes.fromhex(answer["PHYPayload"]))
+            return response.status, answer
+
+
+@pytest.fixture
+async def daemon(hsm_state: Path, tmp_path: Path) -> AsyncIterator[Daemon]:
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    await _admin(f"CREATE SCHEMA {schema}")
+    proxy = Proxy()
+    await proxy.start()
+    url = f"postgresql+asyncpg://postgres@127.0.0.1:{proxy.port}/test?search_path={schema}"
+    engine = create_engine(url)
+    await migrate(engine)
+    await engine.dispose()
+    port = _free_port()
+    settings = load_settings(None, environ={
+        "JSD_GENERAL_STATE_DIR": str(tmp_path / "state"), "JSD_DATABASE_URL": url,
+        "JSD_HSM_MODULE": softhsm_module(), "JSD_HSM_TOKEN_LABEL": TOKEN_LABEL,
+        "JSD_HSM_PIN_FILE": str(hsm_state / "hsm-pin"), "JSD_HSM_SOFTHSM_CONF": os.environ["SOFTHSM2_CONF"],
+        "JSD_SERVER_PORT": str(port),
+    })  # fmt: skip
+    app = build_app(settings)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await app[HSM].ensure_storage_kek("default")
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    d = Daemon(f"http://127.0.0.1:{port}", app, proxy)
+    d.token = secrets.token_urlsafe(16)
+    label = f"ns-{uuid.uuid4().hex[:8]}"
+    await app[HSM].import_kek(label, secrets.token_bytes(16))
+    import hashlib
+
+    await app[REGISTRY].add_network_server(
+        NetworkServer(
+            net_id=bytes.fromhex(HOME), name="home", kek_label=label,
+            token_hash=hashlib.sha256(d.token.encode()).hexdigest(), cert_fingerprint=None,
+            answer_url=None, async_mode=False,
+        )
+    )  # fmt: skip
+    _, key = await app[OWNERSHIP].create_account(LOCAL, "admin", "operator", None)
+    d.api_key = key.key
+    try:
+        yield d
+    finally:
+        await runner.cleanup()
+        await proxy.cut()
+        await _admin(f"DROP SCHEMA {schema} CASCADE")
+
+
+async def test_terminated_backends_idle_then_under_load_never_give_500(daemon: Daemon) -> None:
+    devices = [await daemon.device() for _ in range(12)]
+    async with aiohttp.ClientSession() as session:
+        for device in devices:
+            assert (await daemon.join(session, device))[1]["Result"]["ResultCode"] == "Success"
+
+        # Idle: the kept hot-path connections and the pooled ones all died while nobody used them.
+        assert await daemon.terminate_backends() > 0
+        await asyncio.sleep(0.2)
+        for device in devices:
+            status, answer = await daemon.join(session, device)
+            assert (status, answer.get("Result", {}).get("ResultCode")) == (200, "Success"), answer
+        reply = await session.get(daemon.url + "/api/v1/devices", headers={"Authorization": f"Bearer {daemon.api_key}"})
+        assert reply.status == 200
+
+        # Under a closed-loop load: backends terminated again and again while joins are in flight.
+        outcomes: Counter[tuple[int, str]] = Counter()
+        stop = time.monotonic() + 3.0
+
+        async def client(device: SimDevice) -> None:
+            while time.monotonic() < stop:
+                status, answer = await daemon.join(session, device)
+                outcomes[status, answer.get("Result", {}).get("ResultCode", "-")] += 1
+
+        async def killer() -> int:
+            killed = 0
+            while time.monotonic() < stop - 0.3:
+                await asyncio.sleep(0.25)
+                killed += await daemon.terminate_backends()
+            return killed
+
+        *_, killed = await asyncio.gather(*(client(d) for d in devices), killer())
+        print(f"terminated {killed} backends under load: {dict(outcomes)}")
+        assert killed >= 5
+        assert {status for status, _ in outcomes} == {200}, outcomes
+        assert set(outcomes) <= {(200, "Success"), (200, "Other")}, outcomes
+        # `Other` only for joins whose write was in flight on a terminated connection (outcome unknown).
+        assert outcomes[200, "Success"] > 2 * outcomes[200, "Other"], outcomes
+
+        # Afterwards every device joins again, each with a JoinNonce above any it was given before.
+        for device in devices:
+            before = device.last_join_nonce
+            status, answer = await daemon.join(session, device)
+            assert (status, answer.get("Result", {}).get("ResultCode")) == (200, "Success"), answer
+            assert device.last_join_nonce is not None and before is not None and device.last_join_nonce > before
+
+
+async def test_database_down_gives_lbi_answers_and_503_and_logs_what_was_sent(
+    daemon: Daemon, caplog: pytest.LogCaptureFixture
+) -> None:
+    device = await daemon.device()
+    async with aiohttp.ClientSession() as session:
+        assert (await daemon.join(session, device))[1]["Result"]["ResultCode"] == "Success"
+        await daemon.proxy.cut()
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            for _ in range(3):
+                started = time.monotonic()
+                status, answer = await daemon.join(session, device)
+                assert time.monotonic() - started < 4.0  # an NS gives up after 5 s
+                assert status == 200, answer
+                assert answer["MessageType"] == "JoinAns" and answer["ReceiverID"] == HOME
+                assert answer["Result"]["ResultCode"] == "Other"
+                assert "unavailable" in answer["Result"]["Description"]
+                assert "PHYPayload" not in answer
+            api = await session.get(
+                daemon.url + "/api/v1/devices", headers={"Authorization": f"Bearer {daemon.api_key}"}
+            )
+            problem = await api.json(content_type=None)
+            assert api.status == 503 and api.content_type == "application/problem+json"
+            assert problem["type"] == "urn:jsd:problem:database-unavailable" and api.headers["Retry-After"]
+        access = [r for r in caplog.records if r.name == "jsd.lbi" and r.getMessage() == "lbi JoinReq"]
+        assert [(r.status, r.result) for r in access] == [(200, "Other")] * 3  # type: ignore[attr-defined]
+
+        await daemon.proxy.start()
+        status, answer = await daemon.join(session, device)
+        assert (status, answer["Result"]["ResultCode"]) == (200, "Success"), answer
+
+
+async def test_the_url_names_the_daemon_sessions() -> None:
+    """`application_name` in the URL goes to the server (asyncpg takes no such argument); default `jsd`."""
+    named = f"jsd-test-{uuid.uuid4().hex[:8]}"
+    for url, expected in ((f"{PG_URL}?application_name={named}", named), (PG_URL, "jsd")):
+        engine = create_engine(url)
+        try:
+            async with engine.connect() as conn:
+                assert (await conn.exec_driver_sql("SHOW application_name")).scalar() == expected
+        finally:
+            await engine.dispose()
+
+
+async def test_the_events_lease_is_dropped_with_the_database_and_taken_again(
+    daemon: Daemon, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The outbox worker of this instance stops when its lease session is cut, and resumes when it is back."""
+
+    def said(text: str) -> int:
+        return sum(text in r.getMessage() for r in caplog.records if r.name == "jsd.events")
+
+    async def until(condition: Any, what: str) -> None:
+        deadline = time.monotonic() + 15
+        while not condition():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            await asyncio.sleep(0.05)
+
+    with caplog.at_level(logging.INFO, logger="jsd.events"):
+        await asyncio.sleep(0.5)  # the lease was taken at start-up (before this test could capture the log)
+        await daemon.proxy.cut()
+        await until(lambda: said("the publisher lease was lost") == 1, "the lease to be dropped")
+        await until(lambda: said("cannot take the publisher lease") == 1, "a failed attempt to take it again")
+        await asyncio.sleep(2.5)
+        assert said("cannot take the publisher lease") == 1, "one warning per outage"
+        assert said("standing by") == 0, "nobody else holds it: the database is away"
+        await daemon.proxy.start()
+        await until(lambda: said("this instance publishes") == 1, "the lease to be taken again")
