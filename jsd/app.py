@@ -15,6 +15,7 @@ from aiohttp import web
 
 import jsd.events
 from jsd import api
+from jsd.bodies import BODY_TIMEOUT
 from jsd.config import Settings, database_url
 from jsd.hsm import Hsm, HsmSettings, Pin, find_softhsm_module, load_pin
 from jsd.hsm.softhsm import SOFTHSM_MODULES
@@ -80,6 +81,7 @@ def build_app(settings: Settings, *, events: bool = True) -> web.Application:
     app = web.Application(client_max_size=settings.get("server", "max_body_bytes"))
     app[SETTINGS] = settings
     app[handlers.MAX_BODY] = settings.get("server", "max_body_bytes")
+    app[BODY_TIMEOUT] = settings.get("server", "body_timeout")
 
     async def registry_ctx(app: web.Application) -> AsyncIterator[None]:
         engine = create_engine(database_url(settings))
@@ -100,7 +102,11 @@ def build_app(settings: Settings, *, events: bool = True) -> web.Application:
         yield
 
     async def answers_ctx(app: web.Application) -> AsyncIterator[None]:
-        async for _ in handlers.answer_client_ctx(app, settings.get("lbi", "answer_timeout")):
+        delivery = handlers.AnswerDelivery(
+            budget=settings.get("lbi", "answer_timeout"),
+            attempt_timeout=settings.get("lbi", "answer_attempt_timeout"),
+        )
+        async for _ in handlers.answer_client_ctx(app, delivery):
             yield
 
     # -- MQTT events and commands (jsd.events): after the services it calls, stopped before them --

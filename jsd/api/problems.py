@@ -37,6 +37,7 @@ HTTP_PROBLEMS: dict[int, tuple[str, str]] = {
     403: ("forbidden", "Not allowed"),
     404: ("not-found", "Not found"),
     405: ("method-not-allowed", "Method not allowed"),
+    408: ("request-timeout", "Request timeout"),
     413: ("payload-too-large", "Payload too large"),
     500: ("internal", "Internal error"),
     503: ("hsm-unavailable", "HSM unavailable"),
@@ -97,7 +98,10 @@ def from_http_exception(exc: web.HTTPException, request: web.Request) -> web.Res
     elif isinstance(exc, web.HTTPRequestEntityTooLarge):
         detail = f"body larger than {request.client_max_size} bytes"
     errors: list[FieldError] | None = [] if slug == "invalid-request" else None
-    return problem(exc.status, slug, title, detail, errors=errors, headers=headers or None)
+    response = problem(exc.status, slug, title, detail, errors=errors, headers=headers or None)
+    if isinstance(exc, web.HTTPRequestTimeout):
+        response.force_close()  # the rest of the body may still be on its way: this connection is done
+    return response
 
 
 def _where(exc: BaseException) -> str:
