@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -29,6 +29,7 @@ _BOM = b"\xef\xbb\xbf"
 _LONE_SURROGATE_HINT = re.compile(rb"\\u[dD][89abcdefABCDEF]")
 
 
+ResponseT = TypeVar("ResponseT", bound=web.StreamResponse)
 BODY_TIMEOUT = web.AppKey("body_timeout", float)
 """Seconds a client has to send a whole request body (``server.body_timeout``), set on the root app."""
 
@@ -44,6 +45,19 @@ async def read_body(request: web.Request) -> bytes:
             return await request.read()
     except TimeoutError:
         raise BodyTimeout from None
+
+
+async def answer_and_close(request: web.Request, response: ResponseT) -> ResponseT:
+    """Send `response`, then close the connection at once.
+
+    After a body timeout the rest of the body may never come; aiohttp would otherwise keep reading it for its
+    lingering time (10 s) before closing, holding the connection and a stop of the worker that long.
+    """
+    response.force_close()
+    await response.prepare(request)
+    await response.write_eof()
+    request.protocol.force_close()
+    return response
 
 
 class JsonRefused(ValueError):

@@ -37,7 +37,7 @@ async def json_object(request: web.Request, allowed: Collection[str]) -> dict[st
     try:
         body = loads(raw)
     except JsonRefused as exc:
-        raise invalid(None, f"body is not valid JSON: {exc}") from None
+        raise invalid(None, str(exc)) from None
     if not isinstance(body, dict):
         raise invalid(None, "body must be a JSON object")
     unknown = sorted(set(body) - set(allowed))

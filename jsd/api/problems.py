@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from jsd.bodies import answer_and_close
 from jsd.ownership.model import PROBLEM_TYPE_PREFIX, FieldError, OwnershipError
 
 log = logging.getLogger("jsd.api")
@@ -98,10 +99,7 @@ def from_http_exception(exc: web.HTTPException, request: web.Request) -> web.Res
     elif isinstance(exc, web.HTTPRequestEntityTooLarge):
         detail = f"body larger than {request.client_max_size} bytes"
     errors: list[FieldError] | None = [] if slug == "invalid-request" else None
-    response = problem(exc.status, slug, title, detail, errors=errors, headers=headers or None)
-    if isinstance(exc, web.HTTPRequestTimeout):
-        response.force_close()  # the rest of the body may still be on its way: this connection is done
-    return response
+    return problem(exc.status, slug, title, detail, errors=errors, headers=headers or None)
 
 
 def _where(exc: BaseException) -> str:
@@ -141,6 +139,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             raise
         response = from_http_exception(exc, request)
         status = response.status
+        if isinstance(exc, web.HTTPRequestTimeout) and not response.prepared:
+            return await answer_and_close(request, response)  # the rest of the body may never come
         return response
     except Exception as exc:  # noqa: BLE001 - a bug: answer with the request id only
         log.error(

@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import ClientSession, ClientTimeout, web
 
-from jsd.bodies import BodyTimeout, JsonRefused, loads, read_body
+from jsd.bodies import BodyTimeout, JsonRefused, answer_and_close, loads, read_body
 from jsd.join import JoinAccepted, JoinRejected, JoinService, KeyEnvelope, Sender
 from jsd.lbi import results
 from jsd.lbi.codec import (
@@ -271,9 +271,7 @@ async def lbi_endpoint(request: web.Request) -> web.Response:
         except BodyTimeout:
             status = 408
             body = _error_body(results.MALFORMED_REQUEST, "the body did not arrive in time")
-            response = _json(status, body)
-            response.force_close()
-            return response
+            return await answer_and_close(request, _json(status, body))
         try:
             message = loads(raw)
         except JsonRefused as exc:
