@@ -102,11 +102,15 @@ class Daemon:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def stop(self) -> float:
-        """SIGTERM; the seconds until the process group has exited (killed after 60 s)."""
+    def stop(self, group: bool = True) -> float:
+        """SIGTERM to the process group (or, as ``docker stop`` does, to the supervisor alone); the seconds until
+        the supervisor has exited (killed after 60 s)."""
         assert self.process is not None
         started = time.monotonic()
-        os.killpg(self.process.pid, signal.SIGTERM)
+        if group:
+            os.killpg(self.process.pid, signal.SIGTERM)
+        else:
+            self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(60)
         except subprocess.TimeoutExpired:
@@ -574,3 +578,37 @@ def test_the_daemon_still_answers_correctly_afterwards(world: World) -> None:
 def _nonce_columns(daemon: Daemon) -> list[str]:
     with sqlite3.connect(f"file:{daemon.state / 'jsd.sqlite3'}?mode=ro", uri=True) as db:
         return [row[1] for row in db.execute("PRAGMA table_info(device_nonces)")]
+
+
+@pytest.mark.parametrize(("body_timeout", "shutdown_timeout"), [(2.0, 30.0), (30.0, 2.0)])
+def test_sigterm_is_not_held_up_by_a_client_that_never_finishes_its_body(
+    tmp_path: Path, body_timeout: float, shutdown_timeout: float
+) -> None:
+    """Two workers, six clients each holding an incomplete body, then SIGTERM to the supervisor (which passes it
+    on to the workers): the daemon exits by itself within the smaller of body_timeout and shutdown_timeout, plus
+    the fixed cost of stopping a process."""
+    daemon = Daemon(tmp_path / "state", server_workers="2", server_body_timeout=str(body_timeout),
+                    server_shutdown_timeout=str(shutdown_timeout))
+    daemon.start()
+    deadline = time.monotonic() + 60
+    while "worker 1 listening" not in daemon.log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(2.0)  # worker 1 has bound and installed its signal handlers
+    clients = []
+    try:
+        for _ in range(6):  # SO_REUSEPORT spreads them: each worker holds some
+            sock = socket.create_connection(("127.0.0.1", daemon.port), timeout=60)
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n"
+                         b"\r\n" + VALID[:100])
+            clients.append(sock)
+        time.sleep(0.5)  # the handlers are waiting for the rest of the bodies
+        assert daemon.process is not None
+        process = daemon.process
+        took = daemon.stop(group=False)
+    finally:
+        for sock in clients:
+            sock.close()
+        if daemon.alive():
+            daemon.stop()
+    assert process.returncode == 0, daemon.log.read_text()[-3000:]
+    assert took < min(body_timeout, shutdown_timeout) + 6.0, f"stop took {took:.1f} s"
