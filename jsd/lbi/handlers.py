@@ -1,8 +1,10 @@
 """The LBI 1.0 HTTP endpoint: header first, then the sender, then the typed message, then the use case.
 
 Answers go back with HTTP 200 whatever the Result (peers treat non-2xx as a transport error); 4xx only when no
-answer message can be formed (not JSON, no or unknown MessageType, body too large), still with a JSON Result.
-An NS registered for asynchronous answers gets an empty 202 at once and the answer POSTed to its own URL.
+answer message can be formed (not JSON, no usable header, unknown MessageType: 400; body too slow: 408; too
+large: 413; not ``application/json``: 415), still with a JSON Result echoing what the header allowed.
+An NS registered for asynchronous answers gets an empty 202 at once and the answer POSTed to its own URL,
+retried within ``lbi.answer_timeout`` (`AnswerDelivery`).
 """
 
 from __future__ import annotations
