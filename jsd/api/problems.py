@@ -139,7 +139,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             raise
         response = from_http_exception(exc, request)
         status = response.status
-        if isinstance(exc, web.HTTPRequestTimeout) and not response.prepared:
+        if isinstance(exc, web.HTTPRequestTimeout):
             return await answer_and_close(request, response)  # the rest of the body may never come
         return response
     except Exception as exc:  # noqa: BLE001 - a bug: answer with the request id only
