@@ -540,6 +540,48 @@ def test_a_dripping_client_is_cut_off_too(world: World) -> None:
     assert waited < BODY_TIMEOUT + 5
 
 
+def _stalled(port: int, head: bytes, partial: bytes) -> tuple[bytes, float]:
+    """Send request headers and part of a body, then nothing; what comes back until the server closes, and when."""
+    with socket.create_connection(("127.0.0.1", port), timeout=BODY_TIMEOUT + 15) as sock:
+        sock.sendall(head + partial)
+        started = time.monotonic()
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+        return received, time.monotonic() - started
+
+
+def test_an_api_body_that_stops_gets_a_408_problem(world: World) -> None:
+    body = b'{"id":"slow","kind":"subscriber"}'
+    head = (b"POST /api/v1/accounts HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAuthorization: Bearer "
+            + world.api_key.encode() + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+    before = world.daemon.snapshot()
+    received, waited = _stalled(world.daemon.port, head, body[:10])
+    assert received.startswith(b"HTTP/1.1 408"), received[:300]
+    assert b"urn:jsd:problem:request-timeout" in received and b"Connection: close" in received
+    assert BODY_TIMEOUT * 0.9 <= waited < BODY_TIMEOUT + 5
+    assert world.daemon.snapshot() == before
+
+
+def test_an_import_that_stops_between_chunks_gets_a_408_problem(world: World) -> None:
+    """The import body may be long; the deadline is on silence between chunks. Nothing is imported."""
+    maker = json.loads(world.daemon.send(
+        "POST", "/api/v1/accounts", b'{"id":"maker","kind":"manufacturer"}',
+        {**JSON, "Authorization": f"Bearer {world.api_key}"},
+    )[2])["api_key"]["key"]
+    rows = "dev_eui,join_eui,mac_version,generate_keys\n" + "".join(
+        f"{secrets.token_hex(8)},{JOIN_EUI},1.0.3,true\n" for _ in range(3)
+    )
+    head = (b"POST /api/v1/devices/import HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\nAuthorization: Bearer "
+            + maker.encode() + b"\r\nContent-Length: 100000\r\n\r\n")
+    before = world.daemon.snapshot()
+    received, waited = _stalled(world.daemon.port, head, rows.encode())
+    assert received.startswith(b"HTTP/1.1 408"), received[:300]
+    assert b"urn:jsd:problem:request-timeout" in received
+    assert BODY_TIMEOUT * 0.9 <= waited < BODY_TIMEOUT + 5
+    assert world.daemon.snapshot() == before
+
+
 def test_log_lines_stay_lines_and_stay_short(world: World) -> None:
     """A MessageType with a newline or 30 KB cannot forge or bloat log lines (plain format)."""
     forged = "JoinReq\n2030-01-01 00:00:00,000 INFO    jsd.lbi: lbi JoinReq result=Success"
