@@ -16,6 +16,7 @@ from aiohttp import web
 import jsd.events
 from jsd import api
 from jsd.api.problems import UNAVAILABLE as API_UNAVAILABLE
+from jsd.bodies import BODY_TIMEOUT
 from jsd.config import Settings, database_url
 from jsd.hsm import Hsm, HsmSettings, Pin, find_softhsm_module, load_pin
 from jsd.hsm.softhsm import SOFTHSM_MODULES
@@ -82,6 +83,7 @@ def build_app(settings: Settings, *, events: bool = True) -> web.Application:
     app[SETTINGS] = settings
     app[handlers.MAX_BODY] = settings.get("server", "max_body_bytes")
     app[handlers.UNAVAILABLE] = app[API_UNAVAILABLE] = is_unavailable
+    app[BODY_TIMEOUT] = settings.get("server", "body_timeout")
 
     async def registry_ctx(app: web.Application) -> AsyncIterator[None]:
         engine = create_engine(database_url(settings))
@@ -102,7 +104,11 @@ def build_app(settings: Settings, *, events: bool = True) -> web.Application:
         yield
 
     async def answers_ctx(app: web.Application) -> AsyncIterator[None]:
-        async for _ in handlers.answer_client_ctx(app, settings.get("lbi", "answer_timeout")):
+        delivery = handlers.AnswerDelivery(
+            budget=settings.get("lbi", "answer_timeout"),
+            attempt_timeout=settings.get("lbi", "answer_attempt_timeout"),
+        )
+        async for _ in handlers.answer_client_ctx(app, delivery):
             yield
 
     # -- MQTT events and commands (jsd.events): after the services it calls, stopped before them --

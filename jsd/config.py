@@ -40,6 +40,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("server", "workers", 2,
             "Worker processes sharing the port (SO_REUSEPORT); each has its own PKCS#11 thread."),
     Setting("server", "max_body_bytes", 32768, "Largest accepted request body; larger gets HTTP 413."),
+    Setting("server", "body_timeout", 5.0,
+            "Seconds a client has to send a whole request body (an import: between two chunks); "
+            "slower gets HTTP 408 and the connection is closed."),
+    Setting("server", "shutdown_timeout", 5.0,
+            "Seconds a worker waits for requests in progress after SIGTERM before cutting them off."),
     Setting("server", "tls_cert", "", "PEM certificate for HTTPS; empty = plain HTTP (use a TLS proxy)."),
     Setting("server", "tls_key", "", "PEM private key for tls_cert."),
     Setting("server", "tls_client_ca", "",
@@ -59,7 +64,10 @@ SETTINGS: tuple[Setting, ...] = (
             "LoRaWAN 1.0.0-1.0.3: how many used DevNonces are remembered per device to refuse replays."),
     Setting("join", "lifetime", 0, "Session Lifetime sent in JoinAns, seconds; 0 = no limit."),
     Setting("join", "nonce_retries", 8, "Retries when concurrent joins of one device race for the JoinNonce."),
-    Setting("lbi", "answer_timeout", 5.0, "Seconds to deliver an asynchronous answer to the NS."),
+    Setting("lbi", "answer_timeout", 5.0,
+            "Seconds to deliver an asynchronous answer to the NS, retries included (the NS waits no longer)."),
+    Setting("lbi", "answer_attempt_timeout", 2.0,
+            "Seconds one delivery attempt of an asynchronous answer may take before it is retried."),
     Setting("lbi", "home_ns_requires_agreement", True,
             "HomeNSReq only from the device's home NS or an NS with a roaming agreement with it "
             "(false = any registered NS may ask)."),
@@ -180,6 +188,10 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
         raise ConfigError("log.format must be 'plain' or 'json'")
     if settings.get("server", "workers") < 1:
         raise ConfigError("server.workers must be at least 1")
+    for section, name in (("server", "body_timeout"), ("server", "shutdown_timeout"), ("lbi", "answer_timeout"),
+                          ("lbi", "answer_attempt_timeout")):
+        if not settings.get(section, name) > 0:
+            raise ConfigError(f"{section}.{name} must be a positive number of seconds")
     _check_mqtt(settings)
     return settings
 

@@ -2,6 +2,11 @@
 
 Callers pass context with ``extra={...}``; only the names in ``CONTEXT_FIELDS`` are emitted, so nothing
 unexpected (a key, a body) can slip into a log line through ``extra``.
+
+Log lines quote what peers send (a MessageType, a URL, an HSM label), so both formats pass every message
+argument and context field through `clean`: strings are cut to ``MAX_VALUE`` characters with a marker and
+control characters are escaped, so a value can neither forge a line (``\n``) nor turn one request into
+kilobytes of log. The whole message is then cut to ``MAX_MESSAGE``.
 """
 
 from __future__ import annotations
@@ -12,8 +17,47 @@ import sys
 import time
 
 CONTEXT_FIELDS = (
-    "request_id", "message_type", "dev_eui", "net_id", "result", "status", "latency_ms", "worker",
+    "request_id", "transaction_id", "message_type", "dev_eui", "net_id", "result", "status", "latency_ms",
+    "worker",
 )
+MAX_VALUE = 128
+"""Longest string argument or context field written as is; longer ones are cut with a marker."""
+MAX_MESSAGE = 1024
+"""Longest message written; a longer one is cut with a marker."""
+
+
+def clean(value: object, limit: int = MAX_VALUE) -> object:
+    """A string cut to `limit` characters (``...[+N chars]``) with control characters escaped; other values as is."""
+    if not isinstance(value, str):
+        return value
+    if len(value) > limit:
+        value = f"{value[:limit]}...[+{len(value) - limit} chars]"
+    if not value.isprintable():
+        value = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in value)
+    return value
+
+
+def message(record: logging.LogRecord) -> str:
+    """The record's message with each string argument cleaned, and the result cleaned and cut."""
+    args = record.args
+    if isinstance(args, tuple) and args:
+        try:
+            text = str(record.msg) % tuple(clean(a) for a in args)
+        except (TypeError, ValueError):
+            text = record.getMessage()
+    else:
+        text = record.getMessage()
+    return str(clean(text, MAX_MESSAGE))
+
+
+def context(record: logging.LogRecord) -> dict[str, object]:
+    """The record's context fields that are set, cleaned."""
+    fields: dict[str, object] = {}
+    for name in CONTEXT_FIELDS:
+        value = getattr(record, name, None)
+        if value is not None:
+            fields[name] = clean(value)
+    return fields
 
 
 class JsonFormatter(logging.Formatter):
@@ -23,21 +67,25 @@ class JsonFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": message(record),
         }
-        for name in CONTEXT_FIELDS:
-            value = getattr(record, name, None)
-            if value is not None:
-                entry[name] = value
+        entry.update(context(record))
         if record.exc_info and record.exc_info[0] is not None:
             entry["error"] = record.exc_info[0].__name__
         return json.dumps(entry, separators=(",", ":"))
 
 
+def _plain_value(value: object) -> object:
+    """A context value for ``name=value``: quoted when a space, quote or ``=`` could forge another field."""
+    if isinstance(value, str) and (not value or any(c in value for c in ' ="')):
+        return json.dumps(value)
+    return value
+
+
 class PlainFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        base = f"{self.formatTime(record)} {record.levelname:<7} {record.name}: {record.getMessage()}"
-        fields = [f"{name}={getattr(record, name)}" for name in CONTEXT_FIELDS if getattr(record, name, None) is not None]
+        base = f"{self.formatTime(record)} {record.levelname:<7} {record.name}: {message(record)}"
+        fields = [f"{name}={_plain_value(value)}" for name, value in context(record).items()]
         if record.exc_info and record.exc_info[0] is not None:
             fields.append(f"error={record.exc_info[0].__name__}")
         return base + (" " + " ".join(fields) if fields else "")

@@ -146,6 +146,7 @@ def run_worker(settings: Settings, index: int) -> None:
         ssl_context=_ssl_context(settings),
         print=None,
         access_log=None,
+        shutdown_timeout=settings.get("server", "shutdown_timeout"),
         loop=loop,
     )
 
@@ -201,9 +202,12 @@ def serve(settings: Settings) -> None:
                 log.error("worker %d exited with %s; restarting", index, process.returncode)
                 time.sleep(1.0)
                 workers[index] = _spawn(settings, "worker", index, lock_fds)
+    # A worker's stop is bounded by shutdown_timeout (requests in progress; a slow body ends at body_timeout)
+    # and answer_timeout (asynchronous answers still being delivered); past that it is killed.
+    grace = settings.get("server", "shutdown_timeout") + settings.get("lbi", "answer_timeout") + 5.0
     for process in workers.values():
         try:
-            process.wait(timeout=10)
+            process.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             process.kill()
     log.info("stopped")

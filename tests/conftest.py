@@ -201,9 +201,17 @@ def daemon_settings(hsm_state: Path, database: Database, state_dir: Path, **chan
 
 
 @pytest.fixture
-async def jsd_server(hsm_state: Path, database: Database, tmp_path: Path) -> AsyncIterator[JsdServer]:
+def jsd_settings() -> dict[str, Any]:
+    """Settings changes for `jsd_server` (``section__name=value``); a test module overrides this fixture."""
+    return {}
+
+
+@pytest.fixture
+async def jsd_server(
+    hsm_state: Path, database: Database, tmp_path: Path, jsd_settings: dict[str, Any]
+) -> AsyncIterator[JsdServer]:
     """The real LBI application listening on 127.0.0.1, on SQLite or PostgreSQL."""
-    settings = daemon_settings(hsm_state, database, tmp_path / "state")
+    settings = daemon_settings(hsm_state, database, tmp_path / "state", **jsd_settings)
     app = build_app(settings)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

@@ -7,6 +7,7 @@ handler name); the OpenAPI test compares it with the document.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -19,6 +20,7 @@ from jsd.api import inputs, render
 from jsd.api.inputs import invalid
 from jsd.api.openapi import document
 from jsd.api.problems import NO_STORE
+from jsd.bodies import BODY_TIMEOUT
 from jsd.ownership import OwnershipService
 from jsd.ownership.imports import MAX_LINE_BYTES, RawRow, csv_rows, jsonl_rows
 from jsd.ownership.model import Principal, Unauthenticated
@@ -74,8 +76,10 @@ def _page_next(items: list[Any], limit: int, key: Callable[[Any], Any]) -> Any:
     return key(items[-1]) if items and len(items) >= limit else None
 
 
-async def _lines(content: StreamReader) -> AsyncIterator[bytes]:
+async def _lines(content: StreamReader, idle_timeout: float) -> AsyncIterator[bytes]:
     """The body's lines as they arrive, each kept to at most MAX_LINE_BYTES + 1 bytes.
+
+    A client that sends nothing for `idle_timeout` seconds (``server.body_timeout``) gets HTTP 408.
 
     A longer line is cut there rather than buffered, so memory stays bounded and the row reader still
     reports it, with its line number, as too long; the lines after it are read as usual.
@@ -83,7 +87,14 @@ async def _lines(content: StreamReader) -> AsyncIterator[bytes]:
     keep = MAX_LINE_BYTES + 1
     pending = bytearray()
     try:
-        async for chunk in content.iter_chunked(READ_CHUNK):
+        while True:
+            try:
+                async with asyncio.timeout(idle_timeout):
+                    chunk = await content.read(READ_CHUNK)
+            except TimeoutError:
+                raise web.HTTPRequestTimeout(reason="the body stopped arriving") from None
+            if not chunk:
+                break
             start = 0
             while (end := chunk.find(b"\n", start)) >= 0:
                 pending += chunk[start : min(end + 1, start + keep - len(pending))]
@@ -177,10 +188,11 @@ class Api:
         """Streamed both ways: rows are parsed as they arrive; the answer is written in batches."""
         service, p = await self.principal(request)
         rows: AsyncIterator[RawRow]
+        idle = request.config_dict[BODY_TIMEOUT]
         if request.content_type in CSV_TYPES:
-            rows = csv_rows(_lines(request.content))
+            rows = csv_rows(_lines(request.content, idle))
         elif request.content_type in JSONL_TYPES:
-            rows = jsonl_rows(_lines(request.content))
+            rows = jsonl_rows(_lines(request.content, idle))
         else:
             raise invalid("Content-Type", "must be text/csv or application/x-ndjson")
         imported = await service.import_devices(p, rows)

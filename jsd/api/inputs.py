@@ -1,17 +1,18 @@
 """Strict reading of request bodies, path and query parameters; every refusal names its field.
 
-Bodies are JSON objects with known members only (a typo is an error, not a silently ignored field). Hex
+Bodies are strict JSON objects (UTF-8, no duplicate members, bounded nesting: `jsd.bodies`) with known
+members only (a typo is an error, not a silently ignored field), read within ``server.body_timeout``. Hex
 follows the service's rules (any case, optional 0x, exact length) by calling its parsers.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from aiohttp import web
 
+from jsd.bodies import BodyTimeout, JsonRefused, loads, read_body
 from jsd.ownership.model import FieldError, InvalidRequest
 from jsd.ownership.parse import parse_eui, parse_net_id
 
@@ -27,13 +28,16 @@ def invalid(field: str | None, reason: str) -> InvalidRequest:
 
 async def json_object(request: web.Request, allowed: Collection[str]) -> dict[str, Any]:
     """The body as a JSON object with no member outside `allowed` (an empty body counts as ``{}``)."""
-    raw = await request.read()
+    try:
+        raw = await read_body(request)
+    except BodyTimeout:
+        raise web.HTTPRequestTimeout(reason="the body did not arrive in time") from None
     if not raw.strip():
         return {}
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise invalid(None, "body is not valid JSON") from None
+        body = loads(raw)
+    except JsonRefused as exc:
+        raise invalid(None, str(exc)) from None
     if not isinstance(body, dict):
         raise invalid(None, "body must be a JSON object")
     unknown = sorted(set(body) - set(allowed))

@@ -103,6 +103,7 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "rate-limited": (429, "too many failed claims for this account or device; `Retry-After` header"),
     "already-exported": (409, "a one-time export was already done, or the key was imported"),
     "payload-too-large": (413, "body over the limit"),
+    "request-timeout": (408, "the body did not arrive within `server.body_timeout`; the connection is closed"),
     "method-not-allowed": (405, "the path does not serve this method; `Allow` header"),
     "hsm-unavailable": (503, "the HSM cannot be used now"),
     "database-unavailable": (503, "the database cannot be reached now; `Retry-After` header"),

@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from jsd.bodies import answer_and_close
 from jsd.ownership.model import PROBLEM_TYPE_PREFIX, FieldError, OwnershipError
 
 log = logging.getLogger("jsd.api")
@@ -37,6 +38,7 @@ HTTP_PROBLEMS: dict[int, tuple[str, str]] = {
     403: ("forbidden", "Not allowed"),
     404: ("not-found", "Not found"),
     405: ("method-not-allowed", "Method not allowed"),
+    408: ("request-timeout", "Request timeout"),
     413: ("payload-too-large", "Payload too large"),
     500: ("internal", "Internal error"),
     503: ("hsm-unavailable", "HSM unavailable"),
@@ -145,6 +147,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             raise
         response = from_http_exception(exc, request)
         status = response.status
+        if isinstance(exc, web.HTTPRequestTimeout):
+            return await answer_and_close(request, response)  # the rest of the body may never come
         return response
     except Exception as exc:  # noqa: BLE001 - a bug: answer with the request id only
         if request.config_dict.get(UNAVAILABLE, _never)(exc):

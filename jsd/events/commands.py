@@ -123,7 +123,7 @@ class CommandHandler:
             return self._error(target, None, _TooLarge(f"a command is at most {MAX_PAYLOAD} bytes"), command)
         try:
             body = json.loads(command.payload.decode())
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
             body = None
         if not isinstance(body, dict):
             return self._error(target, None, _invalid(None, "a command is a JSON object (UTF-8)"), command)

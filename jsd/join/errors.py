@@ -11,18 +11,20 @@
     ├── NoApplicationKey        AppSKeyReq for a device without an ASTK
     └── JoinFailed              the HSM or a KEK is unavailable, or the nonce race was lost too often
 
-Every description is safe to send to the NS and to log: it never contains key material.
+Every description is safe to send to the NS and to log: it never contains key material, and it never
+names HSM internals (labels, groups, PKCS#11 codes): those go into ``detail``, which is only logged.
 """
 
 from __future__ import annotations
 
 
 class JoinRejected(Exception):
-    """Base class; ``description`` is what the NS reads in ``Result.Description``."""
+    """Base class; ``description`` is what the NS reads in ``Result.Description``, ``detail`` is for the log."""
 
-    def __init__(self, description: str) -> None:
+    def __init__(self, description: str, detail: str | None = None) -> None:
         super().__init__(description)
         self.description = description
+        self.detail = detail
 
 
 class MalformedFrame(JoinRejected):

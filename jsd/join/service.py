@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from jsd import lorawan
-from jsd.hsm import Derive, Hsm, HsmError, JoinOutput, JoinRecipe, MicMismatch
+from jsd.hsm import Derive, Hsm, HsmError, HsmUnavailable, JoinOutput, JoinRecipe, MicMismatch
 from jsd.join import nonces
 from jsd.join.errors import (
     JoinFailed,
@@ -40,6 +40,15 @@ log = logging.getLogger("jsd.join")
 
 NETWORK_KEYS_10 = ("NwkSKey",)
 NETWORK_KEYS_11 = ("FNwkSIntKey", "SNwkSIntKey", "NwkSEncKey")
+
+
+def hsm_failure(exc: HsmError) -> JoinFailed:
+    """The refusal for an HSM error: a generic description for the NS, the HSM's own words for the log."""
+    if isinstance(exc, HsmUnavailable):
+        description = "key service temporarily unavailable; try again"
+    else:
+        description = "key service could not process this device"
+    return JoinFailed(description, detail=f"HSM {type(exc).__name__}: {exc}")
 
 
 @dataclass(frozen=True)
@@ -280,7 +289,7 @@ class JoinService:
         except MicMismatch:
             raise MICMismatch("JoinRequest MIC is wrong") from None
         except HsmError as exc:
-            raise JoinFailed(f"HSM: {exc}") from None
+            raise hsm_failure(exc) from None
 
     def _accept_body(self, params: JoinParams, sender: Sender, join_nonce: int, opt_neg: bool) -> bytes:
         try:
@@ -363,7 +372,7 @@ class JoinService:
         except MicMismatch:
             raise MICMismatch("request MIC is wrong") from None
         except HsmError as exc:
-            raise JoinFailed(f"HSM: {exc}") from None
+            raise hsm_failure(exc) from None
 
     def _accepted(self, device: Device, output: JoinOutput, join_nonce: int, opt_neg: bool) -> JoinAccepted:
         network = NETWORK_KEYS_11 if opt_neg else NETWORK_KEYS_10
@@ -509,7 +518,7 @@ class JoinService:
         try:
             wrapped = await self._hsm.rewrap(record.hsm_group, record.app_s_key_blob, device.astk_label)
         except HsmError as exc:
-            raise JoinFailed(f"HSM: {exc}") from None
+            raise hsm_failure(exc) from None
         await self._record(
             new_event(
                 "appskey.answered",

@@ -1,4 +1,11 @@
-"""Strict decoding of LBI 1.0 JSON: wire names declared once, hex tolerant of case and ``0x``, strict on length."""
+"""Strict decoding of LBI 1.0 JSON: wire names declared once, hex tolerant of case and ``0x``, strict otherwise.
+
+Hex fields (TS002-1.0.0 writes binary fields as hexadecimal strings) are digits only, of the exact length: no spaces, tabs or
+newlines, which Python's ``bytes.fromhex`` would skip. Either case is accepted, since The Things Stack writes
+upper case (lorawan-stack ``pkg/interop`` ``Buffer.MarshalText``) and ChirpStack lower case, and so is a
+``0x`` prefix, which The Things Stack strips on its own input. An empty ``CFList`` is the absent CFList: The
+Things Stack always sends the member, as ``""`` when there is none.
+"""
 
 from __future__ import annotations
 
@@ -31,22 +38,30 @@ class Header:
     sender_token: str | None
 
 
+def hex_bytes(value: str, field: str) -> bytes:
+    """Hex digits (either case, optional ``0x``) as bytes; anything else, whitespace included, is refused."""
+    text = value[2:] if value[:2] in ("0x", "0X") else value
+    try:
+        data = bytes.fromhex(text)
+    except ValueError:
+        raise DecodeError(f"{field} is not valid hex") from None
+    if 2 * len(data) != len(text):
+        raise DecodeError(f"{field} is not valid hex (digits only, no spaces)")
+    return data
+
+
 def decode_hex(message: dict[str, Any], field: str, length: int | None = None, *, required: bool = True) -> bytes | None:
-    """A hex field as bytes; ``None`` when optional and absent. Accepts upper case and a ``0x`` prefix."""
+    """A hex field as bytes; ``None`` when optional and absent (an optional ``""`` counts as absent)."""
     value = message.get(field)
-    if value is None:
+    if value is None or (value == "" and not required):
         if required:
             raise DecodeError(f"{field} is missing")
         return None
     if not isinstance(value, str):
         raise DecodeError(f"{field} must be a hex string")
-    text = value[2:] if value[:2].lower() == "0x" else value
-    try:
-        data = bytes.fromhex(text)
-    except ValueError:
-        raise DecodeError(f"{field} is not valid hex") from None
-    if " " in text or (length is not None and len(data) != length):
-        raise DecodeError(f"{field} must be {length} bytes ({2 * (length or 0)} hex digits)")
+    data = hex_bytes(value, field)
+    if length is not None and len(data) != length:
+        raise DecodeError(f"{field} must be {length} bytes ({2 * length} hex digits)")
     return data
 
 
@@ -77,7 +92,7 @@ def decode_header(message: Any) -> Header:
     protocol_version = message.get("ProtocolVersion")
     sender_id = message.get("SenderID")
     receiver_id = message.get("ReceiverID")
-    transaction_id = message.get("TransactionID", 0)
+    transaction_id = message.get("TransactionID")
     sender_token = message.get("SenderToken")
     if not isinstance(protocol_version, str):
         raise DecodeError("ProtocolVersion is missing")
@@ -85,6 +100,8 @@ def decode_header(message: Any) -> Header:
         raise DecodeError("SenderID is missing")
     if not isinstance(receiver_id, str):
         raise DecodeError("ReceiverID is missing")
+    if transaction_id is None:
+        raise DecodeError("TransactionID is missing")
     if isinstance(transaction_id, bool) or not isinstance(transaction_id, int) or not 0 <= transaction_id < 2**32:
         raise DecodeError("TransactionID must be an unsigned 32-bit integer")
     if sender_token is not None and not isinstance(sender_token, str):
@@ -123,11 +140,7 @@ def decode_session_key_id(message: dict[str, Any]) -> str:
     value = message.get("SessionKeyID")
     if not isinstance(value, str) or not value:
         raise DecodeError("SessionKeyID is missing")
-    text = value[2:] if value[:2].lower() == "0x" else value
-    try:
-        bytes.fromhex(text)
-    except ValueError:
-        raise DecodeError("SessionKeyID is not valid hex") from None
-    if len(text) > 128:
+    data = hex_bytes(value, "SessionKeyID")
+    if len(data) > 64:
         raise DecodeError("SessionKeyID is too long")
-    return text.lower()
+    return data.hex()

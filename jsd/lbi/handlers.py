@@ -1,8 +1,10 @@
 """The LBI 1.0 HTTP endpoint: header first, then the sender, then the typed message, then the use case.
 
 Answers go back with HTTP 200 whatever the Result (peers treat non-2xx as a transport error); 4xx only when no
-answer message can be formed (not JSON, no or unknown MessageType, body too large), still with a JSON Result.
-An NS registered for asynchronous answers gets an empty 202 at once and the answer POSTed to its own URL.
+answer message can be formed (not JSON, no usable header, unknown MessageType: 400; body too slow: 408; too
+large: 413; not ``application/json``: 415), still with a JSON Result echoing what the header allowed.
+An NS registered for asynchronous answers gets an empty 202 at once and the answer POSTed to its own URL,
+retried within ``lbi.answer_timeout`` (`AnswerDelivery`).
 When the database is out of reach, or anything unexpected fails, the answer is still an LBI message, with the
 Result `Other` (TS002-1.0.0 Table 24) and a description; nothing was persisted for it, or (a connection lost
 during a commit) at most a JoinNonce was burnt. The access log line records the status actually sent.
@@ -20,10 +22,12 @@ import ssl
 import time
 import traceback
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import ClientSession, ClientTimeout, web
 
+from jsd.bodies import BodyTimeout, JsonRefused, answer_and_close, loads, read_body
 from jsd.join import JoinAccepted, JoinRejected, JoinService, KeyEnvelope, Sender
 from jsd.lbi import results
 from jsd.lbi.codec import (
@@ -32,6 +36,7 @@ from jsd.lbi.codec import (
     DecodeError,
     Header,
     decode_header,
+    decode_hex,
     decode_join_params,
     decode_session_key_id,
     required_hex,
@@ -115,10 +120,8 @@ async def _authenticate(request: web.Request, service: JoinService) -> Sender:
 
 
 def _check_sender_id(header: Header, sender: Sender) -> None:
-    try:
-        claimed = bytes.fromhex(header.sender_id.removeprefix("0x").removeprefix("0X"))
-    except ValueError:
-        claimed = b""
+    """An NS's SenderID is its NetID (3 bytes of hex), and the one its credential was registered with."""
+    claimed = decode_hex({"SenderID": header.sender_id}, "SenderID", 3)
     if claimed != sender.net_id:
         raise UnknownSender(f"SenderID {header.sender_id[:16]} is not the NetID of this credential")
 
@@ -237,6 +240,19 @@ async def _fill_answer(
     except JoinRejected as exc:
         code = results.result_code(exc, header.protocol_version)
         body["Result"] = _result(code, exc.description)
+        if exc.detail:
+            log.warning(
+                "%s refused: %s",
+                header.message_type,
+                exc.detail,
+                extra={
+                    "request_id": ctx["request_id"],
+                    "transaction_id": header.transaction_id,
+                    "dev_eui": ctx.get("dev_eui"),
+                    "net_id": ctx.get("net_id"),
+                    "result": code,
+                },
+            )
         if header.message_type in ("JoinReq", "RejoinReq") and "dev_eui" in ctx:
             try:
                 await service.record_rejection(bytes.fromhex(ctx["dev_eui"]), sender, code, exc.description)
@@ -247,6 +263,42 @@ async def _fill_answer(
                 )
 
 
+def _content_type_refusal(request: web.Request) -> str | None:
+    """Why the request's Content-Type is refused, or ``None``: LBI messages are JSON (TS002-1.0.0), in UTF-8.
+
+    ChirpStack v4 (``backend`` crate) and The Things Stack (``pkg/interop``) both send exactly
+    ``Content-Type: application/json``.
+    """
+    if request.content_type != "application/json":
+        return f"Content-Type must be application/json, not {request.content_type[:48]!r}"
+    charset = request.charset
+    if charset is not None and charset.lower() not in ("utf-8", "utf8"):
+        return f"charset must be utf-8, not {charset[:24]!r}"
+    return None
+
+
+def _partial_header(message: Any) -> dict[str, Any]:
+    """What an unusable header still lets us echo: the ids and the answer type, each only if well-formed."""
+    if not isinstance(message, dict):
+        return {}
+    echo: dict[str, Any] = {}
+    protocol_version = message.get("ProtocolVersion")
+    if protocol_version in PROTOCOL_VERSIONS:
+        echo["ProtocolVersion"] = protocol_version
+    receiver, sender = message.get("ReceiverID"), message.get("SenderID")
+    if isinstance(receiver, str) and 0 < len(receiver) <= 64 and receiver.isprintable():
+        echo["SenderID"] = receiver
+    if isinstance(sender, str) and 0 < len(sender) <= 64 and sender.isprintable():
+        echo["ReceiverID"] = sender
+    transaction_id = message.get("TransactionID")
+    if isinstance(transaction_id, int) and not isinstance(transaction_id, bool) and 0 <= transaction_id < 2**32:
+        echo["TransactionID"] = transaction_id
+    message_type = message.get("MessageType")
+    if isinstance(message_type, str) and message_type in REQUEST_TYPES:
+        echo["MessageType"] = REQUEST_TYPES[message_type]
+    return echo
+
+
 async def lbi_endpoint(request: web.Request) -> web.Response:
     """POST handler for every LBI message type."""
     started = time.perf_counter()
@@ -255,30 +307,42 @@ async def lbi_endpoint(request: web.Request) -> web.Response:
     body: dict[str, Any] | None = None
     message_type: str | None = None
     try:
+        refusal = _content_type_refusal(request)
+        if refusal is not None:
+            status, body = 415, _error_body(results.MALFORMED_REQUEST, refusal)
+            return _json(status, body)
         try:
-            raw = await request.read()
+            raw = await read_body(request)
         except web.HTTPRequestEntityTooLarge:
             status = 413
             body = _error_body(results.MALFORMED_REQUEST, f"body larger than {request.app[MAX_BODY]} bytes")
             return _json(status, body)
+        except BodyTimeout:
+            status = 408
+            body = _error_body(results.MALFORMED_REQUEST, "the body did not arrive in time")
+            return await answer_and_close(request, _json(status, body))
         try:
-            message = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            status, body = 400, _error_body(results.MALFORMED_REQUEST, "body is not JSON")
+            message = loads(raw)
+        except JsonRefused as exc:
+            status, body = 400, _error_body(results.MALFORMED_REQUEST, str(exc))
             return _json(status, body)
         try:
             header = decode_header(message)
         except DecodeError as exc:
-            status, body = 400, _error_body(results.MALFORMED_REQUEST, str(exc))
+            status, body = 400, {**_partial_header(message), **_error_body(results.MALFORMED_REQUEST, str(exc))}
             return _json(status, body)
         message_type = header.message_type
+        ctx["transaction_id"] = header.transaction_id
         if header.message_type not in REQUEST_TYPES:
             status = 400
-            body = _error_body(results.MALFORMED_REQUEST, f"MessageType {header.message_type[:24]!r} is not served")
+            body = {
+                **_partial_header(message),
+                **_error_body(results.MALFORMED_REQUEST, f"MessageType {header.message_type[:24]!r} is not served"),
+            }
             return _json(status, body)
         body, sender = await _answer(request, header, message, ctx)
         if sender is not None and sender.async_mode and sender.answer_url:
-            _send_later(request.app, sender.answer_url, body)
+            _send_later(request.app, sender.answer_url, body, ctx)
             status = 202
             return web.Response(status=202)
         return _json(200, body)
@@ -295,6 +359,7 @@ async def lbi_endpoint(request: web.Request) -> web.Response:
             message_type or "-",
             extra={
                 "request_id": ctx["request_id"],
+                "transaction_id": ctx.get("transaction_id"),
                 "message_type": message_type,
                 "dev_eui": ctx.get("dev_eui"),
                 "net_id": ctx.get("net_id"),
@@ -305,21 +370,75 @@ async def lbi_endpoint(request: web.Request) -> web.Response:
         )
 
 
-def _send_later(app: web.Application, url: str, body: dict[str, Any]) -> None:
+@dataclass(frozen=True)
+class AnswerDelivery:
+    """How hard an asynchronous answer is pushed: attempts with doubling pauses, all inside `budget` seconds.
+
+    The NS waits for the answer only a few seconds (ChirpStack's ``async_timeout``; the join-accept must
+    reach RX1/RX2 5-6 s after the uplink), so delivery stops at the budget rather than retrying later.
+    """
+
+    budget: float
+    attempt_timeout: float
+    first_pause: float = 0.1
+
+
+ANSWER_DELIVERY = web.AppKey("answer_delivery", AnswerDelivery)
+# The NS refused the answer itself: sending it again cannot help (408 and 429 are worth another try).
+_FINAL_STATUSES = frozenset(range(400, 500)) - {408, 425, 429}
+
+
+def _send_later(app: web.Application, url: str, body: dict[str, Any], ctx: dict[str, Any]) -> None:
     pending = app[ANSWER_TASKS].pending
-    task = asyncio.get_running_loop().create_task(_post_answer(app[ANSWER_CLIENT], url, body))
+    ids = {
+        "request_id": ctx["request_id"],
+        "transaction_id": body.get("TransactionID"),
+        "dev_eui": ctx.get("dev_eui"),
+        "message_type": body.get("MessageType"),
+        "net_id": ctx.get("net_id"),
+    }
+    task = asyncio.get_running_loop().create_task(
+        _post_answer(app[ANSWER_CLIENT], app[ANSWER_DELIVERY], url, body, ids)
+    )
     pending.add(task)
     task.add_done_callback(pending.discard)
 
 
-async def _post_answer(client: ClientSession, url: str, body: dict[str, Any]) -> None:
-    """Deliver an asynchronous answer; a failure is logged (the NS times out and may retry the join)."""
-    try:
-        async with client.post(url, json=body) as response:
-            if response.status >= 300:
-                log.warning("async answer to %s refused with HTTP %s", url, response.status)
-    except Exception as exc:  # noqa: BLE001 - any delivery failure is only logged
-        log.warning("async answer to %s failed: %s", url, type(exc).__name__)
+async def _post_answer(
+    client: ClientSession, delivery: AnswerDelivery, url: str, body: dict[str, Any], ids: dict[str, Any]
+) -> None:
+    """Deliver an asynchronous answer, retrying failures with doubling pauses until the budget is spent.
+
+    Every failed attempt and the final outcome are logged with the TransactionID and DevEUI, so an operator
+    can match them with the NS's own log.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + delivery.budget
+    pause = delivery.first_pause
+    attempt = 0
+    while True:
+        attempt += 1
+        final = False
+        try:
+            async with asyncio.timeout(max(0.0, min(delivery.attempt_timeout, deadline - loop.time()))):
+                async with client.post(url, json=body) as response:
+                    if response.status < 300:
+                        if attempt > 1:
+                            log.info("async answer delivered to %s at attempt %d", url, attempt, extra=ids)
+                        return
+                    why = f"HTTP {response.status}"
+                    final = response.status in _FINAL_STATUSES
+        except Exception as exc:  # noqa: BLE001 - any delivery failure is retried or logged
+            why = type(exc).__name__
+        left = deadline - loop.time()
+        if final or left <= pause:
+            log.error(
+                "async answer to %s given up after %d attempt(s): %s", url, attempt, why, extra=ids
+            )
+            return
+        log.warning("async answer to %s failed at attempt %d: %s; retrying", url, attempt, why, extra=ids)
+        await asyncio.sleep(pause)
+        pause *= 2
 
 
 def add_routes(app: web.Application, paths: tuple[str, ...] = ("/", "/api/lbi")) -> None:
@@ -327,12 +446,16 @@ def add_routes(app: web.Application, paths: tuple[str, ...] = ("/", "/api/lbi"))
         app.router.add_post(path, lbi_endpoint)
 
 
-async def answer_client_ctx(app: web.Application, answer_timeout: float) -> Any:
-    """Cleanup context: the HTTP client and the task set for asynchronous answers."""
+async def answer_client_ctx(app: web.Application, delivery: AnswerDelivery) -> Any:
+    """Cleanup context: the HTTP client and the task set for asynchronous answers.
+
+    At shutdown, answers still being delivered get what is left of their budget, never more.
+    """
     app[ANSWER_TASKS] = AnswerTasks()
-    async with ClientSession(timeout=ClientTimeout(total=answer_timeout)) as client:
+    app[ANSWER_DELIVERY] = delivery
+    async with ClientSession(timeout=ClientTimeout(total=delivery.budget)) as client:
         app[ANSWER_CLIENT] = client
         yield
         pending = list(app[ANSWER_TASKS].pending)
         if pending:
-            await asyncio.wait(pending, timeout=answer_timeout)
+            await asyncio.wait(pending, timeout=delivery.budget)

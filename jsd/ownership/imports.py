@@ -51,6 +51,9 @@ async def jsonl_rows(chunks: AsyncIterable[bytes]) -> AsyncIterator[RawRow]:
         except json.JSONDecodeError as exc:
             yield RawRow(number, None, f"not JSON: {exc.msg}")
             continue
+        except RecursionError:
+            yield RawRow(number, None, "not JSON: nested too deeply")
+            continue
         if not isinstance(value, dict):
             yield RawRow(number, None, "a line must be a JSON object")
             continue

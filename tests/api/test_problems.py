@@ -59,7 +59,7 @@ async def test_openapi_is_served_without_a_key(api: Any) -> None:
 
 async def test_lbi_routes_keep_their_own_errors(api: Any) -> None:
     async with aiohttp.ClientSession() as client:
-        async with client.post(api.server.url, data=b"not json") as response:
+        async with client.post(api.server.url, data=b"not json", headers={"Content-Type": "application/json"}) as response:
             assert (response.status, response.content_type) == (400, "application/json")
             assert (await response.json())["Result"]["ResultCode"] == "MalformedRequest"
         async with client.get(api.server.url + "api/elsewhere") as response:

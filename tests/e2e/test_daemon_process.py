@@ -214,7 +214,7 @@ def test_readme_serve_command_starts_the_embedded_default(tmp_path: Path) -> Non
                     f"http://127.0.0.1:{port}/", method="POST", data=json.dumps({
                         "ProtocolVersion": "1.0", "SenderID": HOME, "ReceiverID": JOIN_EUI, "TransactionID": 1,
                         "MessageType": "HomeNSReq", "DevEUI": "0102030405060708"}).encode(),
-                    headers={"Authorization": "Bearer nobody"})
+                    headers={"Authorization": "Bearer nobody", "Content-Type": "application/json"})
                 with urllib.request.urlopen(request, timeout=5) as response:
                     answer = json.loads(response.read())
             except OSError:

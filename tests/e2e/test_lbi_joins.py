@@ -77,7 +77,7 @@ def join_req(dev: Dev, net: Net, phy: bytes, mac_version: str | None = None, **e
 
 
 async def post(url: str, body: Any, token: str | None, raw: bytes | None = None) -> tuple[int, dict[str, Any]]:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
     async with aiohttp.ClientSession() as client:
         data = raw if raw is not None else None
         kwargs: dict[str, Any] = {"data": data} if data is not None else {"json": body}

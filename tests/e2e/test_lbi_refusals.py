@@ -59,7 +59,7 @@ class World:
     async def post(self, body: Any = None, token: str | None = "default", raw: bytes | None = None,
                    path: str = "") -> tuple[int, dict[str, Any]]:
         token = self.token if token == "default" else token
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
         data = raw if raw is not None else json.dumps(body).encode()
         async with aiohttp.ClientSession() as client:
             async with client.post(self.server.url + path, data=data, headers=headers) as response:

@@ -90,3 +90,73 @@ def test_bad_headers(change: dict[str, Any], message: str) -> None:
 def test_non_object_body() -> None:
     with pytest.raises(DecodeError, match="JSON object"):
         decode_header([JOIN_REQ])
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("DevEUI", "01 02 03 04 05 06 07 08"),
+        ("DevEUI", "01020304\t05060708"),
+        ("DevEUI", "0102030405060708\n"),
+        ("DevEUI", " 0102030405060708"),
+        ("DevAddr", "2601 1bda"),
+        ("DLSettings", "0 0"),
+        ("PHYPayload", "00 01"),
+        ("CFList", "00" * 15 + " 00"),
+        ("DevEUI", "0x 0102030405060708"),
+        ("DevEUI", "\u0660102030405060708"),
+    ],
+)
+def test_whitespace_or_other_characters_inside_hex_are_refused(field: str, value: str) -> None:
+    body = {**JOIN_REQ, field: value}
+    with pytest.raises(DecodeError, match=f"{field} is not valid hex"):
+        decode_join_params(body, decode_header(body))
+
+
+@pytest.mark.parametrize("receiver", ["0000000000000001\n", "00000000 00000001"])
+def test_whitespace_in_receiver_id_is_refused(receiver: str) -> None:
+    body = {**JOIN_REQ, "ReceiverID": receiver}
+    with pytest.raises(DecodeError, match="ReceiverID"):
+        decode_join_params(body, decode_header(body))
+
+
+def test_transaction_id_is_required() -> None:
+    body = {k: v for k, v in JOIN_REQ.items() if k != "TransactionID"}
+    with pytest.raises(DecodeError, match="TransactionID is missing"):
+        decode_header(body)
+
+
+def test_transaction_id_zero_is_a_value() -> None:
+    assert decode_header({**JOIN_REQ, "TransactionID": 0}).transaction_id == 0
+
+
+def test_the_things_stack_join_req_decodes() -> None:
+    """The Things Stack (lorawan-stack pkg/interop): upper-case hex, SenderNSID, MACVersion "1.1", CFList ""."""
+    body = {
+        "ProtocolVersion": "1.1", "TransactionID": 0, "MessageType": "JoinReq", "SenderID": "000013",
+        "ReceiverID": "70B3D57ED0000001", "SenderNSID": "000013", "MACVersion": "1.1",
+        "PHYPayload": "00010000000000000008070605040302010100C2B4322F", "DevEUI": "0102030405060708",
+        "DevAddr": "26011BDA", "DLSettings": "80", "RxDelay": 5, "CFList": "",
+    }
+    header = decode_header(body)
+    params = decode_join_params(body, header)
+    assert (header.protocol_version, header.transaction_id) == ("1.1", 0)
+    assert params.receiver_id == bytes.fromhex("70b3d57ed0000001")
+    assert params.dev_addr == bytes.fromhex("26011bda") and params.dl_settings == 0x80
+    assert params.cf_list is None and params.mac_version.value == "1.1"
+
+
+def test_chirpstack_1_1_join_req_decodes() -> None:
+    """ChirpStack v4 (backend crate): lower-case hex, MACVersion "1.1.0", no CFList member."""
+    body = {**JOIN_REQ, "MACVersion": "1.1.0", "DLSettings": "80"}
+    params = decode_join_params(body, decode_header(body))
+    assert params.mac_version.value == "1.1" and params.cf_list is None
+
+
+def test_session_key_id_is_strict_hex_of_either_case() -> None:
+    from jsd.lbi.codec import decode_session_key_id
+
+    assert decode_session_key_id({"SessionKeyID": "AB" * 16}) == "ab" * 16
+    for bad in ("ab ab", "abab\n", "ab" * 65):
+        with pytest.raises(DecodeError, match="SessionKeyID"):
+            decode_session_key_id({"SessionKeyID": bad})

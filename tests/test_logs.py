@@ -1,0 +1,55 @@
+"""Log lines quote peers' strings: in both formats they can neither forge a line nor grow without bound."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from jsd.logs import MAX_MESSAGE, MAX_VALUE, JsonFormatter, PlainFormatter
+
+FORGED = "JoinReq\n2026-01-01 00:00:00,000 INFO    jsd.lbi: lbi JoinReq result=Success\r\x1b[2J"
+
+
+def record(msg: str, *args: object, **extra: object) -> logging.LogRecord:
+    made = logging.LogRecord("jsd.lbi", logging.INFO, __file__, 1, msg, args, None)
+    for name, value in extra.items():
+        setattr(made, name, value)
+    return made
+
+
+@pytest.mark.parametrize("formatter", [PlainFormatter(), JsonFormatter()], ids=["plain", "json"])
+def test_control_characters_cannot_forge_lines(formatter: logging.Formatter) -> None:
+    line = formatter.format(record("lbi %s", FORGED, message_type=FORGED, result="MalformedRequest"))
+    assert "\n" not in line and "\r" not in line and "\x1b" not in line
+    if isinstance(formatter, JsonFormatter):
+        entry = json.loads(line)
+        assert "\n" not in entry["msg"] and "\n" not in entry["message_type"]
+        assert entry["msg"].startswith("lbi JoinReq\\n2026")
+    else:
+        assert line.count(" result=") == 1 + line.count("result=Success")
+        assert "lbi JoinReq\\n2026" in line
+
+
+@pytest.mark.parametrize("formatter", [PlainFormatter(), JsonFormatter()], ids=["plain", "json"])
+def test_long_strings_are_cut_with_a_marker(formatter: logging.Formatter) -> None:
+    huge = "A" * 32768
+    line = formatter.format(record("lbi %s", huge, message_type=huge, dev_eui=huge))
+    assert len(line) < 3 * MAX_VALUE + 500
+    assert f"...[+{32768 - MAX_VALUE} chars]" in line
+    whole = formatter.format(record("x" * 50000))
+    assert len(whole) < MAX_MESSAGE + 200 and "...[+" in whole
+
+
+def test_plain_fields_cannot_be_forged_with_spaces() -> None:
+    line = PlainFormatter().format(record("lbi %s", "x", message_type="JoinReq result=Success", result="MICFailed"))
+    assert 'message_type="JoinReq result=Success"' in line
+    assert line.endswith("result=MICFailed")
+
+
+def test_ordinary_lines_are_unchanged() -> None:
+    line = PlainFormatter().format(record("worker %d listening on %s:%s", 0, "127.0.0.1", 8090, request_id="ab-1"))
+    assert line.endswith("jsd.lbi: worker 0 listening on 127.0.0.1:8090 request_id=ab-1")
+    entry = json.loads(JsonFormatter().format(record("lbi %s", "JoinReq", transaction_id=7, dev_eui="0102")))
+    assert (entry["msg"], entry["transaction_id"], entry["dev_eui"]) == ("lbi JoinReq", 7, "0102")
