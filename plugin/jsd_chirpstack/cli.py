@@ -24,7 +24,11 @@ def _read_input(path: str, what: str) -> str:
 
 @click.group()
 def chirpstack() -> None:
-    """ChirpStack v4 (>= 4.6) bridge: registry sync, configuration, application-side decryption."""
+    """ChirpStack v4.12 or later: registry sync (bridge), configuration, application-side decryption.
+
+    v4.12.0 is the first release with everything used here: the Join Server's authorization_header, and the
+    device list's order_by and tags (docs/chirpstack.md has the table).
+    """
 
 
 @chirpstack.command("config")
@@ -88,7 +92,7 @@ def config_command(
 
 @chirpstack.command("run")
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, exists=True),
-              help="Bridge configuration (see conf/chirpstack/bridge.example.toml).")
+              help="Bridge configuration (see conf/chirpstack/bridge.toml).")
 @click.option("--once", is_flag=True, help="One reconciliation pass of every link, then exit.")
 def run_command(config_path: str, once: bool) -> None:
     """Keep ChirpStack's devices in step with the Join Server's claims (MQTT events + periodic passes)."""
@@ -121,7 +125,7 @@ def run_command(config_path: str, once: bool) -> None:
 
 @chirpstack.command("appserver")
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, exists=True),
-              help="Application-side configuration (see conf/chirpstack/appserver.example.toml).")
+              help="Application-side configuration (see conf/chirpstack/appserver.toml).")
 def appserver_command(config_path: str) -> None:
     """Decrypt end-to-end uplinks from ChirpStack's MQTT integration and republish them in clear."""
     import asyncio
