@@ -43,7 +43,8 @@ def astk() -> None:
 @astk.command("create")
 @click.argument("name")
 @click.option("--key-file", help="Import this key (32 hex; '-' = stdin) instead of generating one in the HSM.")
-@click.option("--out", help="Write the generated key to this new 0600 file instead of printing it.")
+@click.option("--out", help="Write the generated key to this new 0600 file instead of printing it ('-' = stdout, "
+              "the key alone; the messages go to stderr).")
 @click.option("--no-export", is_flag=True, help="Generate only; export later with `jsd astk export`.")
 @json_option
 @pass_context
@@ -51,6 +52,8 @@ def astk_create(obj: Context, name: str, key_file: str | None, out: str | None, 
     """Create the ASTK NAME: imported from --key-file, or generated (and exported once)."""
     if key_file is not None and (out is not None or no_export):
         raise click.UsageError("--out and --no-export are for generated keys, not with --key-file")
+    if as_json and out == "-":
+        raise click.UsageError("--json prints to stdout: give --out FILE")
     key = read_secret(key_file, "ASTK") if key_file is not None else None
     check_new_file(out)
 
@@ -69,11 +72,14 @@ def astk_create(obj: Context, name: str, key_file: str | None, out: str | None, 
         output.print_json(created | ({"key": generated} if generated else {}))
         return
     label = str(created["kek_label"])
-    click.echo(f"ASTK {created['name']} {'imported' if key else 'generated in the HSM'}; KEK label {label}")
+    to_stderr = out == "-"
+    headline = f"ASTK {created['name']} {'imported' if key else 'generated in the HSM'}; KEK label {label}"
+    click.echo(headline, err=to_stderr)
     if generated is not None:
         emit_secret(out, generated, f"ASTK {name}")
     key_file = out if out not in (None, "-") else (key_file if key_file not in (None, "-") else "FILE-WITH-THE-KEY")
-    click.echo(f"application server (appserver.toml [astks]): {appserver_line(label, str(key_file))}")
+    line = appserver_line(label, str(key_file))
+    click.echo(f"application server (appserver.toml [astks]): {line}", err=to_stderr)
 
 
 @astk.command("export")

@@ -92,8 +92,11 @@ async def test_the_application_server_is_set_up_from_what_the_cli_printed(
     admin = json.loads(await jsd.ok("account", "create", "admin", "--kind", "operator", "--json", local=True))
     admin_key = admin["api_key"]["key"]
     maker = json.loads(await jsd.ok("account", "create", "maker", "--kind", "manufacturer", "--json", key=admin_key))
-    farm = json.loads(await jsd.ok("account", "create", "farm", "--kind", "subscriber", "--json", key=admin_key))
-    maker_key, farm_key = maker["api_key"]["key"], farm["api_key"]["key"]
+    # As out of the compose stack's container (docs/docker.md): the key alone on stdout, redirected into a file.
+    farm = await jsd("account", "create", "farm", "--kind", "subscriber", "--out", "-", local=True)
+    assert farm.code == 0 and "account farm (subscriber) created" in farm.err, farm.err
+    assert re.fullmatch(r"jsd_\S+\n", farm.out), farm.out
+    maker_key, farm_key = maker["api_key"]["key"], farm.out.strip()
 
     kek, ns_token = secrets.token_bytes(16), secrets.token_urlsafe(24)
     (tmp_path / "ns.kek").write_text(kek.hex())
@@ -117,8 +120,13 @@ async def test_the_application_server_is_set_up_from_what_the_cli_printed(
     astks_line = match.group(1)
     label = astks_line.split(" = ")[0]
     assert re.fullmatch(r"astk-[0-9a-f]{16}", label) and f"KEK label {label}" in printed
+    # As into a secret file of the compose stack: the key alone on stdout, the label and the line on stderr.
+    piped = await jsd("astk", "create", "as-spare", "--out", "-", key=farm_key)
+    assert piped.code == 0 and re.fullmatch(r"[0-9a-f]{32}\n", piped.out), piped
+    spare = re.search(r"application server \(appserver\.toml \[astks\]\): (astk-[0-9a-f]{16}) = ", piped.err)
+    assert spare and spare.group(1) != label, piped.err
     listed = json.loads(await jsd.ok("astk", "list", "--json", key=farm_key))["astks"]
-    assert [(a["name"], a["kek_label"]) for a in listed] == [(astk_name, label)]
+    assert sorted((a["name"], a["kek_label"]) for a in listed) == [(astk_name, label), ("as-spare", spare.group(1))]
     assert label in await jsd.ok("astk", "list", key=farm_key)
     for answer in answers:
         (tmp_path / "owner.token").write_text(answer["owner_token"])
