@@ -72,10 +72,8 @@ def secret_files(config: Mapping[str, Any], where: str = "") -> Iterator[tuple[s
 def _empty(path: Path) -> bool:
     try:
         return not path.read_text().strip()
-    except FileNotFoundError:
-        return False  # a missing file is a mistake in the configuration: loading it says so at once
     except OSError:
-        return False
+        return False  # a missing or unreadable file is a configuration mistake: loading it says so at once
 
 
 def wait_for_secret_files(
