@@ -90,11 +90,13 @@ def account() -> None:
 @click.argument("account_id")
 @click.option("--kind", type=click.Choice(KINDS), required=True)
 @click.option("--name", help="Display name.")
-@click.option("--out", help="Write the new API key to this new 0600 file instead of printing it.")
+@click.option("--out", help="Write the new API key to this new 0600 file instead of printing it ('-' = stdout, the key alone).")
 @json_option
 @pass_context
 def account_create(obj: Context, account_id: str, kind: str, name: str | None, out: str | None, as_json: bool) -> None:
     """Create an account and its first API key (shown once)."""
+    if as_json and out == "-":
+        raise click.UsageError("--json prints to stdout: give --out FILE")
     check_new_file(out)
     if obj.remote:
         payload = {"id": account_id, "kind": kind} | ({"name": name} if name is not None else {})
@@ -111,9 +113,14 @@ def account_create(obj: Context, account_id: str, kind: str, name: str | None, o
 
 
 def _show_new_key(key: dict[str, Any], out: str | None, as_json: bool, answer: dict[str, Any], headline: str) -> None:
-    """The key goes to --out when given (the JSON then says null), else into the output once."""
+    """The key goes to --out when given (the JSON then says null), else into the output once.
+
+    With ``--out -`` standard output carries the key alone (the rest goes to stderr), so it can be redirected
+    into a file, e.g. out of a container: ``docker compose exec -T … --out - > secrets/bridge_api_key``.
+    """
+    to_stderr = out == "-"
     if not as_json:
-        click.echo(headline)
+        click.echo(headline, err=to_stderr)
     if out is not None:
         emit_secret(out, key["key"], f"API key {key['key_id']}", note_to_stderr=as_json)
         key["key"] = None
@@ -122,7 +129,7 @@ def _show_new_key(key: dict[str, Any], out: str | None, as_json: bool, answer: d
         return
     if out is None:
         emit_secret(None, key["key"], f"API key {key['key_id']}")
-    click.echo(f"scopes: {' '.join(key['scopes'])}")
+    click.echo(f"scopes: {' '.join(key['scopes'])}", err=to_stderr)
 
 
 @account.command("list")
@@ -169,11 +176,13 @@ def account_keys(obj: Context, account_id: str, as_json: bool) -> None:
 @account.command("create-key")
 @click.argument("account_id")
 @click.option("--scope", "scopes", multiple=True, help="Limit the key to these scopes (repeat); default: the kind's.")
-@click.option("--out", help="Write the new API key to this new 0600 file instead of printing it.")
+@click.option("--out", help="Write the new API key to this new 0600 file instead of printing it ('-' = stdout, the key alone).")
 @json_option
 @pass_context
 def account_create_key(obj: Context, account_id: str, scopes: tuple[str, ...], out: str | None, as_json: bool) -> None:
     """Another API key for an account (e.g. one per integration, with fewer scopes)."""
+    if as_json and out == "-":
+        raise click.UsageError("--json prints to stdout: give --out FILE")
     check_new_file(out)
     wanted = list(scopes) or None
     if obj.remote:

@@ -60,8 +60,9 @@ def network_options(func: F) -> F:
                      help="Label of the NS KEK the Join Server wraps network keys with [JSD_SIM_KEK_LABEL]."),
         click.option("--kek-file", type=click.Path(dir_okay=False, exists=True),
                      help="File with the NS KEK as 32 hex (else JSD_SIM_KEK)."),
-        click.option("--astk", "astks", multiple=True, metavar="LABEL=FILE",
-                     help="An ASTK the simulated AS holds (hex in FILE), to check AppSKeys; repeatable."),
+        click.option("--astk", "astks", multiple=True, metavar="KEK_LABEL=FILE",
+                     help="An ASTK the simulated AS holds (hex in FILE) under its KEK label (`jsd astk list` shows "
+                          "it), to check AppSKeys; repeatable."),
         click.option("--answer-port", type=click.IntRange(0, 65535),
                      help="Asynchronous mode: listen for answers on http://127.0.0.1:PORT/ (register that as the "
                           "NS's answer URL; 0 picks a free port, printed on stderr)."),
@@ -183,7 +184,8 @@ async def join(mac_version: str | None, as_json: bool, **o: Any) -> None:
                     s = out.device_session
                     row.update(dev_addr=s.dev_addr.hex(), join_nonce=s.join_nonce, opt_neg=s.opt_neg,
                                keys="agree", app_s_key="checked" if out.app_s_key_checked else (
-                                   f"wrapped under {out.app_s_key_envelope.kek_label!r}, not checked"
+                                   f"wrapped under {out.app_s_key_envelope.kek_label!r}, not checked (give "
+                                   f"--astk {out.app_s_key_envelope.kek_label}=FILE)"
                                    if out.app_s_key_envelope else "absent"),
                                session_key_id=out.session_key_id)
                 failed += not out.ok

@@ -2,7 +2,7 @@
 
 Values in memory follow the project convention (EUIs, NetID, DevAddr big-endian as displayed; nonces and
 counters as ``int``); this module alone turns them into little-endian air order. The formulas are those of
-LoRaWAN 1.0.2 §6.2, 1.0.4 §6.2 and 1.1 §6.1–6.2 as quoted in ``shared/vectors/join-vectors.json``.
+LoRaWAN 1.0.2 §6.2, 1.0.4 §6.2 and 1.1 §6.1–6.2 (the published vectors of tests/vectors/ pin them).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A simulated home network server that speaks LoRaWAN Backend Interfaces 1.0 to a Join Server.
 
-It talks the way ChirpStack v4 does (``shared/lbi.md``): one JSON message per POST, ``ProtocolVersion``
+It talks the way ChirpStack v4 does (docs/backend-interfaces.md): one JSON message per POST, ``ProtocolVersion``
 "1.0", ``SenderID`` = NetID, ``ReceiverID`` = JoinEUI, a random uint32 ``TransactionID``, the bearer token in
 ``Authorization``, optional fields left out. It then checks, as the device and the network would, that the
 answer is usable: the device opens the join-accept, and every session key the network unwraps with its KEK
@@ -55,7 +55,7 @@ _RESULT_ALIASES = {"UnknownReceiver": "UnkownReceiver", "MalformedMessage": "Mal
 
 
 def same_result(a: str, b: str) -> bool:
-    """Compare Result codes, treating the spellings lbi.md lists as equivalent ("UnknownReceiver")."""
+    """Compare Result codes, treating the spellings of TS002-1.0.0 Table 24 and of peers as equivalent."""
     return _RESULT_ALIASES.get(a, a) == _RESULT_ALIASES.get(b, b)
 
 

@@ -259,6 +259,12 @@ SCHEMAS: dict[str, Schema] = {
     "Astk": obj(
         {
             "name": {"type": "string"},
+            "kek_label": {
+                "type": "string",
+                "pattern": "^astk-",
+                "description": "the KEKLabel of the AppSKey envelopes wrapped under this ASTK (LBI KeyEnvelope, "
+                "ChirpStack joinServerContext.appSKey.kekLabel): the application server looks its ASTK up by it",
+            },
             "origin": {"type": "string", "enum": ["generated", "imported"]},
             "exported": {"type": "boolean"},
             "created_at": TIME,

@@ -87,7 +87,13 @@ def imported_device(item: ImportedDevice) -> dict[str, Any]:
 
 
 def astk(view: AstkView) -> dict[str, Any]:
-    return {"name": view.name, "origin": view.origin, "exported": view.exported, "created_at": wire_time(view.created_at)}
+    return {
+        "name": view.name,
+        "kek_label": view.kek_label,
+        "origin": view.origin,
+        "exported": view.exported,
+        "created_at": wire_time(view.created_at),
+    }
 
 
 def network_server(view: NetworkServerView) -> dict[str, Any]:

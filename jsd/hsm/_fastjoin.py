@@ -2,7 +2,7 @@
 
 python-pkcs11 spends most of a join in Python, not in the token: every key object it returns gets a class
 built for it and two ``C_GetAttributeValue`` calls, and ``C_Sign``/``C_Decrypt``/``C_WrapKey`` are each called
-twice to learn the output size (hsm.md §2, §5.8). The same PKCS#11 calls made directly, with templates and
+twice to learn the output size (docs/pkcs11.md §1). The same PKCS#11 calls made directly, with templates and
 mechanisms built once at import, halve the CPU of a join. Management (KEK lookups, imports, logins) stays
 on python-pkcs11; both share the module's function list and session handles, and this code runs only in
 the jsd-hsm thread like every other PKCS#11 call.

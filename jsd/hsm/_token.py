@@ -2,7 +2,7 @@
 
 Everything here runs in the jsd-hsm thread (`_thread.py`); `Hsm` is the only caller.
 
-Key objects (hsm.md §2, §5.10):
+Key objects (docs/design.md, docs/pkcs11.md §5.10):
 
 - storage KEKs, two per HSM group, AES-256 from the token's generator, created through ctypes because they
   carry ``CKA_UNWRAP_TEMPLATE``:
@@ -20,7 +20,7 @@ Key objects (hsm.md §2, §5.10):
   ``COPYABLE=False`` (an identical token copy would only add clutter).
 - transport KEKs (NS KEKs, ASTKs): imported AES-128 token objects, ``WRAP`` only, left ``MODIFIABLE`` and
   ``COPYABLE`` so that each process copies them once into a non-modifiable session object: every C call on a
-  token object costs SoftHSM2 ~17 syscalls (hsm.md §3.1). The copy lives as long as the login: a KEK deleted
+  token object costs SoftHSM2 ~17 syscalls (docs/pkcs11.md §2). The copy lives as long as the login: a KEK deleted
   from the token keeps working in a running daemon until it restarts.
 - root keys after unwrap and all derived keys: session objects, ``SENSITIVE``, with exactly the usages the
   recipe needs, destroyed before the executor call returns.
@@ -71,7 +71,7 @@ BLOB_LEN: Final = 24
 MIC_LEN: Final = 4
 
 _NO_USAGE: Final[Template] = dict(NO_USAGE)
-# Capabilities come from our templates; python-pkcs11's defaults would add ENCRYPT..UNWRAP (hsm.md §5.2).
+# Capabilities come from our templates; python-pkcs11's defaults would add ENCRYPT..UNWRAP (docs/pkcs11.md §5.2).
 _NO_CAPABILITIES: Final = MechanismFlag(0)
 # check_mic's root key: the storage KEK's unwrap template demands EXTRACTABLE and SENSITIVE explicitly.
 # run_join builds its own templates in _fastjoin; test_security reads both back from the token.
@@ -112,7 +112,7 @@ def _storage_kek_template(label: str, unwrap: Mapping[int, TemplateValue]) -> di
     }
 
 
-# Return codes after which the session or the whole module is gone (hsm.md §4.5).
+# Return codes after which the session or the whole module is gone (docs/pkcs11.md §4).
 _SESSION_LOST: Final = (
     p11err.GeneralError,
     p11err.SessionHandleInvalid,
@@ -213,7 +213,7 @@ class Login:
         _close_quietly(session)
 
     def recover(self, cause: Exception) -> None:
-        """hsm.md §4.5: finalise and re-initialise the module, then log in again."""
+        """docs/pkcs11.md §4: finalise and re-initialise the module, then log in again."""
         module = self.settings.module
         log.warning(
             "PKCS#11 session of token %r lost (%s): re-initialising %s",
@@ -375,7 +375,7 @@ def session_store_kek(login: Login, group: str) -> Object:
 
 
 def transport_kek(login: Login, label: str) -> Object:
-    """The session copy of a transport KEK, made on first use (token objects are slow, hsm.md §3.1)."""
+    """The session copy of a transport KEK, made on first use (token objects are slow, docs/pkcs11.md §2)."""
     copy = login.transport.get(label)
     if copy is None:
         original = _one_token_key(login.live, label)
@@ -414,7 +414,7 @@ def _unwrap(kek: Object, blob: bytes, template: Template, what: str) -> Object:
         try:
             return unwrap(ObjectClass.SECRET_KEY, KeyType.AES, blob, **arguments)
         except p11err.GeneralError:
-            # SoftHSM2 reports a failed RFC 3394 integrity check as CKR_GENERAL_ERROR (hsm.md §5.5), like a
+            # SoftHSM2 reports a failed RFC 3394 integrity check as CKR_GENERAL_ERROR (docs/pkcs11.md §5.5), like a
             # broken token. A bad blob fails again; then, if the KEK still answers, it is the blob.
             return unwrap(ObjectClass.SECRET_KEY, KeyType.AES, blob, **arguments)
     except (p11err.WrappedKeyInvalid, p11err.WrappedKeyLenRange, p11err.EncryptedDataInvalid):
@@ -429,7 +429,7 @@ def _cmac4(key: Object, message: bytes) -> bytes:
 
 
 def _check_mic(key: Object, message: bytes, mic: bytes) -> None:
-    # C_Verify with a 4-byte tag always fails on SoftHSM2 (hsm.md §5.6): compare the truncated CMAC ourselves.
+    # C_Verify with a 4-byte tag always fails on SoftHSM2 (docs/pkcs11.md §5.6): compare the truncated CMAC ourselves.
     if not hmac.compare_digest(_cmac4(key, message), mic):
         raise MicMismatch("MIC mismatch")
 

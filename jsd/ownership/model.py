@@ -265,7 +265,10 @@ class ImportedDevice:
 
 @dataclass(frozen=True)
 class AstkView:
+    """An ASTK as its owner sees it: `kek_label` is the KEKLabel of the AppSKey envelopes it wraps."""
+
     name: str
+    kek_label: str
     origin: str
     exported: bool
     created_at: datetime

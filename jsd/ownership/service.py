@@ -1131,7 +1131,7 @@ def _precommissioned_events(row: Mapping[str, Any]) -> list[EventRecord]:
 
 
 def _astk_view(a: AstkRecord) -> AstkView:
-    return AstkView(a.name, a.origin, a.exported, a.created_at)
+    return AstkView(a.name, a.label, a.origin, a.exported, a.created_at)
 
 
 def _ns_view(ns: NetworkServer) -> NetworkServerView:

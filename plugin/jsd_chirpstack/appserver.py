@@ -188,7 +188,9 @@ class AppServer:
         if key is None:
             astk = self._astks.get(label)
             if astk is None:
-                raise SessionUnknown(f"no ASTK labelled {label!r} here")
+                raise SessionUnknown(
+                    f"no ASTK labelled {label!r} here: [astks] is keyed by KEK label (`jsd astk list` shows it)"
+                )
             key = unwrap_app_s_key(astk, wrapped)
             if len(self._unwrapped) >= _CACHE_LIMIT:
                 self._unwrapped.clear()
@@ -342,6 +344,8 @@ class AppServer:
         async with mqtt.client() as client:
             for topic in EVENT_TOPICS:
                 await client.subscribe(event_prefix + topic, qos=1)
+            log.info("listening for ChirpStack events under %r; ASTKs by KEK label: %s", event_prefix or "application/",
+                     ", ".join(sorted(self._astks)))
             if ready is not None:
                 ready.set()
             async for message in client.messages:
@@ -379,7 +383,7 @@ async def _publish(client: Any, topic: str, body: Mapping[str, Any]) -> None:
 
 
 def load_appserver(path: str | Path) -> tuple[AppServer, dict[str, Any]]:
-    """An AppServer and its ``run`` options from TOML (``conf/chirpstack/appserver.example.toml``)."""
+    """An AppServer and its ``run`` options from TOML (``conf/chirpstack/appserver.toml``)."""
     from jsd_chirpstack.chirpstack import ChirpStackClient
 
     config = load_toml(path)

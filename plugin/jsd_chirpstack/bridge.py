@@ -79,7 +79,7 @@ class BridgeConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> BridgeConfig:
-        """Read ``conf/chirpstack/bridge.example.toml``-shaped TOML; secrets come from the files it names."""
+        """Read ``conf/chirpstack/bridge.toml``-shaped TOML; secrets come from the files it names."""
         return cls.from_mapping(load_toml(path))
 
     @classmethod

@@ -1,6 +1,6 @@
 """The ChirpStack v4 adapter: one application's devices over the gRPC API (``chirpstack-api``).
 
-ChirpStack facts this relies on (``shared/chirpstack.md``): a device without a DeviceKeys row makes ChirpStack ask
+ChirpStack facts this relies on (docs/chirpstack.md): a device without a DeviceKeys row makes ChirpStack ask
 the external Join Server (v4.6+); ``DeviceService.Update`` replaces the whole device, so every change is a read,
 a change and a write back; the API token goes as lowercase ``authorization: Bearer …`` metadata; a key that may
 not touch an application gets ``UNAUTHENTICATED``, like a bad key. ``List`` pages are paced (``max_list_rate``)
@@ -159,7 +159,7 @@ class ChirpStackAdapter:
 
     @classmethod
     def from_config(cls, options: Mapping[str, Any]) -> ChirpStackAdapter:
-        """Options of a link's ``[links.chirpstack]`` table (see ``conf/chirpstack/bridge.example.toml``)."""
+        """Options of a link's ``[links.chirpstack]`` table (see ``conf/chirpstack/bridge.toml``)."""
         known = {"server", "api_token_file", "application_id", "device_profile_id", "tls", "ca_cert", "timeout",
                  "page_size", "max_list_rate"}
         unknown = sorted(set(options) - known)

@@ -24,7 +24,11 @@ def _read_input(path: str, what: str) -> str:
 
 @click.group()
 def chirpstack() -> None:
-    """ChirpStack v4 (>= 4.6) bridge: registry sync, configuration, application-side decryption."""
+    """ChirpStack v4.12 or later: registry sync (bridge), configuration, application-side decryption.
+
+    v4.12.0 is the first release with everything used here: the Join Server's authorization_header, and the
+    device list's order_by and tags (docs/chirpstack.md has the table).
+    """
 
 
 @chirpstack.command("config")
@@ -88,18 +92,23 @@ def config_command(
 
 @chirpstack.command("run")
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, exists=True),
-              help="Bridge configuration (see conf/chirpstack/bridge.example.toml).")
+              help="Bridge configuration (see conf/chirpstack/bridge.toml).")
 @click.option("--once", is_flag=True, help="One reconciliation pass of every link, then exit.")
 def run_command(config_path: str, once: bool) -> None:
-    """Keep ChirpStack's devices in step with the Join Server's claims (MQTT events + periodic passes)."""
+    """Keep ChirpStack's devices in step with the Join Server's claims (MQTT events + periodic passes).
+
+    A secret file that exists but is empty (as docker/init-secrets.sh leaves them) is waited for, with a
+    message every 30 s naming it; a missing file is an error at once.
+    """
     import asyncio
     import logging
 
     from jsd_chirpstack.bridge import Bridge, BridgeConfig
-    from jsd_chirpstack.settings import ConfigError
+    from jsd_chirpstack.settings import ConfigError, load_toml, secret_files, wait_for_secret_files
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
+        wait_for_secret_files(list(secret_files(load_toml(config_path))))
         config = BridgeConfig.load(config_path)
     except (ConfigError, LookupError, ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
@@ -121,17 +130,22 @@ def run_command(config_path: str, once: bool) -> None:
 
 @chirpstack.command("appserver")
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, exists=True),
-              help="Application-side configuration (see conf/chirpstack/appserver.example.toml).")
+              help="Application-side configuration (see conf/chirpstack/appserver.toml).")
 def appserver_command(config_path: str) -> None:
-    """Decrypt end-to-end uplinks from ChirpStack's MQTT integration and republish them in clear."""
+    """Decrypt end-to-end uplinks from ChirpStack's MQTT integration and republish them in clear.
+
+    [astks] is keyed by KEK label (`jsd astk create` prints the line, `jsd astk list` shows the label). Empty
+    secret files are waited for, like `jsd chirpstack run` does.
+    """
     import asyncio
     import logging
 
     from jsd_chirpstack.appserver import load_appserver
-    from jsd_chirpstack.settings import ConfigError
+    from jsd_chirpstack.settings import ConfigError, load_toml, secret_files, wait_for_secret_files
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
+        wait_for_secret_files(list(secret_files(load_toml(config_path))))
         server, run_options = load_appserver(config_path)
     except (ConfigError, ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None

@@ -1,7 +1,7 @@
 """The ChirpStack configuration that routes joins to our Join Server, with ChirpStack's traps as comments.
 
 Rendered as text (not through a TOML writer) because the comments are the point: each one is a way a
-working-looking file silently fails (``shared/chirpstack.md`` §1.1, §1.4, §2.2).
+working-looking file silently fails (docs/chirpstack.md, "Configuring ChirpStack").
 """
 
 from __future__ import annotations
@@ -54,8 +54,9 @@ def render(entry: JoinServerEntry) -> str:
     """The TOML text for a file of its own in ChirpStack's configuration directory."""
     entry.check()
     lines = [
-        "# jsd Join Server for ChirpStack v4 (v4.6 or later: from 4.6 ChirpStack asks an external Join Server for",
-        "# every device that has no keys of its own, and keeps KEK-wrapped AppSKeys end-to-end for the application).",
+        "# jsd Join Server for ChirpStack v4.12 or later (authorization_header first appears in v4.12.0; see",
+        "# docs/chirpstack.md). ChirpStack asks an external Join Server for every device that has no keys of its",
+        "# own, and keeps KEK-wrapped AppSKeys end-to-end for the application.",
         "#",
         "# Save this as a file of its own in ChirpStack's configuration directory (chirpstack -c DIR), e.g.",
         "# DIR/join_server.toml. ChirpStack concatenates every *.toml of DIR as text: define [join_server] and",

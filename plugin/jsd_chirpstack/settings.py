@@ -6,12 +6,16 @@ them, so a configuration can be shown, copied into an issue or mounted world-rea
 
 from __future__ import annotations
 
+import logging
+import time
 import tomllib
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -46,6 +50,61 @@ def read_secret(path: str | Path, what: str) -> str:
     if not value:
         raise ConfigError(f"{what}: {path} is empty")
     return value
+
+
+def secret_files(config: Mapping[str, Any], where: str = "") -> Iterator[tuple[str, Path]]:
+    """Every file a configuration reads a secret from: keys ending in ``_file``, and the values of ``[astks]``."""
+    for key, value in config.items():
+        here = f"{where}.{key}" if where else str(key)
+        if isinstance(value, Mapping):
+            if key == "astks":
+                yield from ((f"{here}.{label}", Path(str(path))) for label, path in value.items())
+            else:
+                yield from secret_files(value, here)
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                if isinstance(item, Mapping):
+                    yield from secret_files(item, f"{here}[{index}]")
+        elif str(key).endswith("_file") and isinstance(value, str):
+            yield here, Path(value)
+
+
+def _empty(path: Path) -> bool:
+    try:
+        return not path.read_text().strip()
+    except OSError:
+        return False  # a missing or unreadable file is a configuration mistake: loading it says so at once
+
+
+def wait_for_secret_files(
+    files: Sequence[tuple[str, Path]],
+    *,
+    interval: float = 1.0,
+    remind_every: float = 30.0,
+) -> float:
+    """Block while any of these files exists but is empty, saying which ones every ``remind_every`` seconds.
+
+    The compose stack creates the secret files empty and the operator fills them after the first start (an API
+    key can only be made once the Join Server runs): a service that exited on an empty file would crash-loop
+    until then. Returns the seconds waited.
+    """
+    started = time.monotonic()
+    next_note = started
+    while True:
+        empty = [(where, path) for where, path in files if _empty(path)]
+        now = time.monotonic()
+        if not empty:
+            if now - started >= interval:
+                log.info("secret files filled after %.0f s; starting", now - started)
+            return now - started
+        if now >= next_note:
+            log.warning(
+                "waiting for secret file(s) to be filled (empty: %s); write the secret into the file on the host"
+                " (docker/secrets/…) and this service continues by itself",
+                ", ".join(f"{where} = {path}" for where, path in empty),
+            )
+            next_note = now + remind_every
+        time.sleep(interval)
 
 
 def read_key(path: str | Path, what: str) -> bytes:

@@ -1,4 +1,4 @@
-"""Every malformed or hostile LBI input gets the Result code of lbi.md and changes nothing.
+"""Every malformed or hostile LBI input gets the Result code of docs/backend-interfaces.md and changes nothing.
 
 Each case starts from a device that has joined once (so there is state to protect), sends one bad request
 and checks the HTTP status, the Result code and that the device's nonce state (including its version,

@@ -1,6 +1,6 @@
 """`Hsm.run_join` and friends against a real SoftHSM2 token, checked with `cryptography` on the device side.
 
-Known values come from ../shared/vectors/join-vectors.json (ids in comments); everything else is recomputed
+Known values come from tests/vectors/join-vectors.json (ids in comments); everything else is recomputed
 here in software, independently of the token.
 """
 

@@ -1,4 +1,4 @@
-"""What a PIN holder can and cannot do with the keys `jsd.hsm` leaves in the token (hsm.md §5.10)."""
+"""What a PIN holder can and cannot do with the keys `jsd.hsm` leaves in the token (docs/pkcs11.md §5.10)."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def _unwrap(kek: Any, blob: bytes, template: dict[Attribute, Any], key_type: Key
 
 
 async def test_pin_holder_cannot_recover_a_root_key(hsm: Hsm, in_token: InToken) -> None:
-    """The attack of hsm.md §5.10: unwrap the DB blob extractable, re-wrap it under one's own KEK."""
+    """The attack of docs/pkcs11.md §5.10: unwrap the DB blob extractable, re-wrap it under one's own KEK."""
     blob = await hsm.import_root_key("default", ROOT_KEY)
 
     def attack(session: Session) -> dict[str, str]:

@@ -1,8 +1,9 @@
 """TR005 QR strings: the spec example, derived checksum vectors, TTS's parser vectors and our stricter refusals.
 
-Sources (shared/anchors.md §8): the spec example is TR005 Appendix A (also in the TTS Console parser); the two
+Sources: the spec example is LoRa Alliance TR005 Appendix A (also in The Things Stack's Console QR parser); the two
 round-trip vectors were computed with the CRC-16/MODBUS rule that reproduces the example's ``CAF2C``; the
-valid/invalid strings are TTS's ``lora_alliance_tr005_test.go`` vectors.
+valid/invalid strings are the vectors of The Things Stack's
+``pkg/qrcodegenerator/qrcode/enddevices/lora_alliance_tr005_test.go`` (TheThingsNetwork/lorawan-stack@1d21821).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""jsd.lorawan against the shared join vectors (../shared/vectors/join-vectors.json, provenance in each vector).
+"""jsd.lorawan against the published join vectors of tests/vectors/ (provenance in each vector and its README).
 
 jsd.lorawan only builds bytes; these tests do the AES with `cryptography` to turn MIC inputs and derivation
 blocks into MICs and keys, and compare them with the published values.
@@ -7,7 +7,6 @@ blocks into MICs and keys, and compare them with the published values.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,14 +40,9 @@ from jsd.lorawan import (
 Vector = dict[str, Any]
 
 
-def _vectors_path() -> Path:
-    override = os.environ.get("JSD_VECTORS")
-    if override:
-        return Path(override)
-    return Path(__file__).resolve().parents[2].parent / "shared" / "vectors" / "join-vectors.json"
-
-
-VECTORS: dict[str, Any] = json.loads(_vectors_path().read_text())
+VECTORS: dict[str, Any] = json.loads(
+    (Path(__file__).resolve().parents[1] / "vectors" / "join-vectors.json").read_text()
+)
 
 # Categories this package is answerable for; key_wrap belongs to jsd.hsm.
 OUR_CATEGORIES = (

@@ -1,7 +1,7 @@
 """A fake ChirpStack v4 (the external system) speaking the real gRPC protos, kept in memory, on a free port.
 
 It implements the DeviceService and DeviceProfileService calls the bridge and the application side make, with
-ChirpStack's answers as ``shared/chirpstack.md`` records them: ``UNAUTHENTICATED`` for a missing or wrong token
+ChirpStack's answers as docs/chirpstack.md records them: ``UNAUTHENTICATED`` for a missing or wrong token
 and for an application the token may not touch, ``ALREADY_EXISTS`` / ``NOT_FOUND`` by DevEUI, ``Update`` as a
 full replace, ``List`` filtered by application (and tags, v4.12+), ``GetKeys`` ``NOT_FOUND`` without keys. It
 can be stopped and started again on the same port with its state, as a ChirpStack that goes down for a while.

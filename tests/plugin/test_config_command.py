@@ -41,7 +41,7 @@ def test_token_entry(kek_file: Path) -> None:
         }]},
         "keks": [{"label": "ns-000013", "kek": "00112233445566778899aabbccddeeff"}],
     }
-    for trap in ("async_interface", "restart", "Keys (OTAA)", "net_id must be \"000013\"", "v4.6", "dollar sign"):
+    for trap in ("async_interface", "restart", "Keys (OTAA)", "net_id must be \"000013\"", "v4.12 or later", "dollar sign"):
         assert trap in out, trap
     assert out.endswith("\n")
 

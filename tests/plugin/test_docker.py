@@ -213,3 +213,60 @@ def test_appserver_config_agrees_with_the_stack(compose: dict[str, Any], tmp_pat
     assert options["mqtt"].host == "mosquitto"
     assert server.join_server is not None and urlsplit(server.join_server.url).hostname == "join-server"
     assert server.chirpstack is not None and server.chirpstack.server == "chirpstack:8080"
+
+
+def dependencies(service: dict[str, Any]) -> dict[str, Any]:
+    depends = service.get("depends_on", {})
+    return {name: None for name in depends} if isinstance(depends, list) else dict(depends)
+
+
+def test_services_start_when_what_they_need_is_healthy(compose: dict[str, Any]) -> None:
+    """No service relies on restarts to outlast a dependency that is not ready yet."""
+    needed = set()
+    for name, service in services(compose).items():
+        for dependency, spec in dependencies(service).items():
+            assert isinstance(spec, dict) and spec.get("condition") == "service_healthy", (
+                f"{name} depends on {dependency} without condition: service_healthy"
+            )
+            needed.add(dependency)
+    assert {"postgres", "redis", "mosquitto", "join-server", "chirpstack"} <= needed
+    for dependency in needed:
+        check = services(compose)[dependency].get("healthcheck")
+        assert check and check["test"][0] in ("CMD", "CMD-SHELL"), f"{dependency} has no healthcheck"
+        for key in ("interval", "timeout"):
+            assert re.fullmatch(r"\d+s", check[key]), f"{dependency}: healthcheck {key} {check.get(key)!r}"
+        assert int(check["retries"]) >= 3
+
+
+def test_the_healthchecks_ask_the_right_thing(compose: dict[str, Any]) -> None:
+    every = services(compose)
+    daemon = load_settings(CONF / "jsd.toml", environ=environment(every["join-server"]))
+    js = every["join-server"]["healthcheck"]["test"]
+    assert js[1:3] == ["python", "-c"]  # the image has Python, not curl
+    probe = urlsplit(re.search(r"'(http://[^']+)'", js[3]).group(1))  # type: ignore[union-attr]
+    assert (probe.hostname, probe.port, probe.path) == ("127.0.0.1", daemon.get("server", "port"), "/readyz")
+    compile(js[3], "healthcheck", "exec")
+    pg = every["postgres"]["healthcheck"]["test"]
+    db = urlsplit(environment(every["join-server"])["JSD_DATABASE_URL"])
+    # TCP, not the socket: during initdb (which creates the jsd database) the server listens on its socket only.
+    assert pg[1] == "pg_isready" and pg[pg.index("-h") + 1] == "127.0.0.1"
+    assert (pg[pg.index("-U") + 1], pg[pg.index("-d") + 1]) == (db.username, db.path.lstrip("/"))
+    mqtt = every["mosquitto"]["healthcheck"]["test"]
+    assert f"listener {mqtt[mqtt.index('-p') + 1]}" in (CONF / "mosquitto" / "mosquitto.conf").read_text()
+    cs = every["chirpstack"]["healthcheck"]["test"]
+    bind = chirpstack_config(placeholder_env(every["chirpstack"]))["api"]["bind"]
+    assert urlsplit(cs[-1]).port == int(bind.rsplit(":", 1)[1])
+
+
+def test_services_with_secret_files_wait_for_them(compose: dict[str, Any]) -> None:
+    """init-secrets.sh leaves the API-key and token files empty: each file a service reads is one the bridge's
+    and the appserver's wait covers (a key ending in _file, or an [astks] value)."""
+    from jsd_chirpstack.settings import load_toml, secret_files
+
+    for name in ("chirpstack-bridge", "appserver"):
+        service = services(compose)[name]
+        host_file = container_path(service, service["command"][-1])
+        assert host_file is not None
+        waited = {str(path) for _, path in secret_files(load_toml(host_file))}
+        mounted = {f"/run/secrets/{secret}" for secret in service["secrets"]}
+        assert waited == mounted, f"{name}: waits for {sorted(waited)}, mounts {sorted(mounted)}"

@@ -1,6 +1,6 @@
 """Fixtures for the simulator's own tests, including a small in-process fake Join Server.
 
-The fake follows lbi.md from the Join Server's side (its own frame parsing, accept building and key
+The fake follows LoRaWAN Backend Interfaces 1.0 (docs/backend-interfaces.md) from the Join Server's side (its own frame parsing, accept building and key
 wrapping; only the AES/CMAC primitives come from jsd_sim.crypto, which the RFC vectors pin). It lets the
 simulator's network side, scenarios, async mode and load mode be tested without the daemon. It is not the
 daemon and proves nothing about it: tests/sim/test_scenarios_daemon.py does that.
@@ -57,7 +57,7 @@ class _Dev:
 
 
 class FakeJoinServer:
-    """Speaks LBI 1.0 like lbi.md asks of our Join Server; same provisioning interface as ``jsd_server``."""
+    """Speaks LBI 1.0 as docs/backend-interfaces.md describes it; same provisioning interface as ``jsd_server``."""
 
     def __init__(self) -> None:
         self.url = ""

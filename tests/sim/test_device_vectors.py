@@ -1,4 +1,4 @@
-"""The simulator's device-side crypto against the published vectors in shared/vectors/join-vectors.json.
+"""The simulator's device-side crypto against the published vectors in tests/vectors/join-vectors.json.
 
 Function-level vectors exercise the pure builders; vectors with a full frame go through SimDevice so the
 device's own decrypt / MIC / derivation path is the one checked.
@@ -7,7 +7,6 @@ device's own decrypt / MIC / derivation path is the one checked.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +26,9 @@ from jsd_sim.device import (
     parse_join_accept,
 )
 
-
-def _vectors_path() -> Path:
-    env = os.environ.get("JSD_VECTORS")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2].parent / "shared" / "vectors" / "join-vectors.json"
-
-
-VECTORS: dict[str, Any] = json.loads(_vectors_path().read_text())
+VECTORS: dict[str, Any] = json.loads(
+    (Path(__file__).resolve().parents[1] / "vectors" / "join-vectors.json").read_text()
+)
 
 
 def cases(category: str, pred: Any = None) -> list[Any]:
