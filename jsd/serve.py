@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import signal
 import ssl
 import subprocess
@@ -144,6 +145,7 @@ def serve(settings: Settings) -> None:
     processes (``python -m jsd.serve``), so the supervisor never loads SoftHSM2, SQLAlchemy or aiohttp.
     """
     setup_logging(settings.get("log", "format"), settings.get("log", "level"))
+    _metrics_dir(settings)
     count = settings.get("server", "workers")
     if count == 1:
         asyncio.run(prepare(settings))
@@ -171,6 +173,7 @@ def serve(settings: Settings) -> None:
         for index, process in list(workers.items()):
             if process.poll() is not None and not stopping:
                 log.error("worker %d exited with %s; restarting", index, process.returncode)
+                _worker_gone(process.pid)
                 time.sleep(1.0)
                 workers[index] = _spawn(settings, "worker", index)
     for process in workers.values():
@@ -179,6 +182,27 @@ def serve(settings: Settings) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
     log.info("stopped")
+
+
+def _metrics_dir(settings: Settings) -> None:
+    """Point every worker at one emptied directory for its metrics (jsd.metrics), before any is started.
+
+    Values of an earlier run must go, or its counters would be added to this run's. An operator's own
+    PROMETHEUS_MULTIPROC_DIR wins over ``<state_dir>/metrics`` and is emptied the same way. prometheus-client
+    reads the variable when it is imported, so this runs before anything imports it.
+    """
+    settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    directory = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or settings.state_dir / "metrics")
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True, mode=0o700)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+
+
+def _worker_gone(pid: int) -> None:
+    from jsd.metrics import mark_process_dead
+
+    mark_process_dead(pid)
 
 
 SETTINGS_ENV = "JSD_INTERNAL_SETTINGS"

@@ -20,6 +20,7 @@ from typing import Any
 
 from aiohttp import ClientSession, ClientTimeout, web
 
+from jsd import metrics
 from jsd.join import JoinAccepted, JoinRejected, JoinService, KeyEnvelope, Sender
 from jsd.lbi import results
 from jsd.lbi.codec import (
@@ -206,7 +207,7 @@ async def lbi_endpoint(request: web.Request) -> web.Response:
     """POST handler for every LBI message type."""
     started = time.perf_counter()
     ctx: dict[str, Any] = {"request_id": f"{_REQUEST_PREFIX}-{next(_request_numbers):x}"}
-    status, body, message_type = 200, None, None
+    status, body, message_type, mac_version = 200, None, None, None
     try:
         try:
             raw = await request.read()
@@ -225,6 +226,7 @@ async def lbi_endpoint(request: web.Request) -> web.Response:
             status, body = 400, _error_body(results.MALFORMED_REQUEST, str(exc))
             return _json(status, body)
         message_type = header.message_type
+        mac_version = message.get("MACVersion") if isinstance(message, dict) else None
         if header.message_type not in REQUEST_TYPES:
             status = 400
             body = _error_body(results.MALFORMED_REQUEST, f"MessageType {header.message_type[:24]!r} is not served")
@@ -237,6 +239,10 @@ async def lbi_endpoint(request: web.Request) -> web.Response:
         return _json(200, body)
     finally:
         result = (body or {}).get("Result", {}).get("ResultCode", "-")
+        latency = time.perf_counter() - started
+        kind = message_type if message_type in REQUEST_TYPES else "other"
+        metrics.LBI_REQUESTS.labels(kind, result, metrics.mac_version_label(mac_version)).inc()
+        metrics.LBI_SECONDS.labels(kind).observe(latency)
         log.info(
             "lbi %s",
             message_type or "-",
@@ -247,7 +253,7 @@ async def lbi_endpoint(request: web.Request) -> web.Response:
                 "net_id": ctx.get("net_id"),
                 "result": result,
                 "status": status,
-                "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                "latency_ms": round(latency * 1000, 3),
             },
         )
 
