@@ -40,6 +40,7 @@ COUNTER_MAC_VERSIONS = ("1.0.4", "1.1", "1.1.0")
 """Device versions whose DevNonce is a counter (LoRaWAN 1.0.4 §6.2.5, 1.1 §6.2.5)."""
 
 _VERSIONS = Path(__file__).with_name("migrations") / "versions"
+_REVISION_NAMES = ("revision", "down_revision")
 
 
 def schema_head() -> str:
@@ -50,7 +51,7 @@ def schema_head() -> str:
         for node in ast.parse(path.read_text()).body:
             if isinstance(node, ast.Assign | ast.AnnAssign):
                 target = node.targets[0] if isinstance(node, ast.Assign) else node.target
-                if not isinstance(target, ast.Name) or node.value is None:
+                if not isinstance(target, ast.Name) or target.id not in _REVISION_NAMES or node.value is None:
                     continue
                 value = ast.literal_eval(node.value)
                 if target.id == "revision" and isinstance(value, str):
