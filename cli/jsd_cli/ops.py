@@ -44,13 +44,30 @@ BACKUP_FORMAT = 1
 
 
 def _run(coro: Awaitable[T]) -> T:
+    """Run a command body; domain and database errors end it with a one-line message and exit code 1."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from jsd.hsm import HsmError
     from jsd.registry import RegistryError
 
     try:
         return asyncio.run(coro)  # type: ignore[arg-type]
-    except (HsmError, RegistryError) as exc:
+    except (HsmError, RegistryError, ValueError) as exc:
         raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+    except SQLAlchemyError as exc:
+        raise click.ClickException(f"database: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from None
+
+
+def _engine(settings: Settings) -> AsyncEngine:
+    """The daemon's engine; the embedded default's state dir is made (0700) if it is not there yet."""
+    from jsd.config import database_url
+    from jsd.registry import create_engine
+
+    url = database_url(settings)
+    path = _sqlite_path(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return create_engine(url)
 
 
 def _sqlite_path(url: str) -> Path | None:
@@ -103,12 +120,11 @@ def db() -> None:
 @click.pass_obj
 def db_upgrade(obj: local.Context) -> None:
     """Apply the schema migrations now (``jsd serve`` also does it at start); safe to run twice."""
-    from jsd.config import database_url
-    from jsd.registry import create_engine, migrate
+    from jsd.registry import migrate
     from jsd.registry.ops import schema_head, schema_revision
 
     async def body() -> tuple[str | None, str | None]:
-        engine = create_engine(database_url(obj.settings()))
+        engine = _engine(obj.settings())
         try:
             before = await schema_revision(engine)
             await migrate(engine)
@@ -135,11 +151,10 @@ def _margins(func: Any) -> Any:
 
 
 async def _after_restore(settings: Settings, join_margin: int, dev_margin: int) -> dict[str, Any]:
-    from jsd.config import database_url
-    from jsd.registry import create_engine, migrate
+    from jsd.registry import migrate
     from jsd.registry.ops import after_restore
 
-    engine = create_engine(database_url(settings))
+    engine = _engine(settings)
     try:
         await migrate(engine)
         return (await after_restore(engine, join_margin, dev_margin)).__dict__
