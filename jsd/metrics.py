@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client import multiprocess as _multiprocess
 from prometheus_client.core import REGISTRY
 from prometheus_client.registry import Collector
@@ -37,6 +37,8 @@ __all__ = [
     "mqtt_connected",
     "render",
 ]
+
+disable_created_metrics()  # type: ignore[no-untyped-call]  # multiprocess mode has no *_created series; one process alone should not differ
 
 MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
