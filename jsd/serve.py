@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import secrets
-import shutil
 import signal
 import ssl
 import subprocess
@@ -188,14 +187,15 @@ def _metrics_dir(settings: Settings) -> None:
     """Point every worker at one emptied directory for its metrics (jsd.metrics), before any is started.
 
     Values of an earlier run must go, or its counters would be added to this run's. An operator's own
-    PROMETHEUS_MULTIPROC_DIR wins over ``<state_dir>/metrics`` and is emptied the same way. prometheus-client
-    reads the variable when it is imported, so this runs before anything imports it.
+    PROMETHEUS_MULTIPROC_DIR wins over ``<state_dir>/metrics``; only the ``*.db`` files of prometheus-client
+    are removed from it. prometheus-client reads the variable when it is imported, so this runs before
+    anything imports it.
     """
     settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     directory = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or settings.state_dir / "metrics")
-    if directory.exists():
-        shutil.rmtree(directory)
-    directory.mkdir(parents=True, mode=0o700)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
 
 

@@ -37,7 +37,7 @@ __all__ = [
 MAX_JOIN_NONCE = 0xFFFFFF
 MAX_DEV_NONCE = 0xFFFF
 COUNTER_MAC_VERSIONS = ("1.0.4", "1.1", "1.1.0")
-"""Device versions whose DevNonce is a counter (LoRaWAN 1.0.4 §6.2.5, 1.1 §6.2.5)."""
+"""Device versions whose DevNonce is a counter that must grow (LoRaWAN 1.0.4 and 1.1)."""
 
 _VERSIONS = Path(__file__).with_name("migrations") / "versions"
 _REVISION_NAMES = ("revision", "down_revision")
