@@ -66,6 +66,11 @@ def test_metrics_count_joins_of_every_worker(daemon: Any, tmp_path: Path) -> Non
     counted_by = {path.name.split("_")[-1] for path in (daemon.state / "metrics").glob("counter_*.db")}
     assert len(counted_by) >= 2, f"joins counted by {counted_by}: expected both workers"
 
+    daemon.stop()  # a new start counts from zero: the values of the last run are removed first
+    daemon.start()
+    status, text_ = daemon.get("/metrics")
+    assert status == 200 and _lbi(daemon.scrape(text_), "Success", "1.0.4") == 0
+
 
 async def test_readyz_fails_when_the_schema_is_not_current(jsd_server: Any) -> None:
     url = jsd_server.url.rstrip("/")
