@@ -308,6 +308,13 @@ def restore(
         raise click.ClickException(f"{source} is not a jsd backup (no readable {MANIFEST})") from None
     if manifest.get("format") != BACKUP_FORMAT:
         raise click.ClickException(f"unknown backup format {manifest.get('format')!r}")
+    from jsd.registry.ops import known_revisions
+
+    if manifest.get("schema_revision") not in known_revisions():
+        raise click.ClickException(
+            f"the backup's schema {manifest.get('schema_revision')!r} is unknown to this version of jsd "
+            "(made by a newer one?): restore it with the version that made it"
+        )
     for name, digest in manifest.get("files", {}).items():
         if not (source / name).is_file() or _sha256(source / name) != digest:
             raise click.ClickException(f"{name} of the backup is missing or damaged (SHA-256 differs)")

@@ -26,6 +26,7 @@ __all__ = [
     "MAX_JOIN_NONCE",
     "AfterRestore",
     "after_restore",
+    "known_revisions",
     "nonce_summary",
     "outbox_stats",
     "schema_head",
@@ -45,6 +46,19 @@ _REVISION_NAMES = ("revision", "down_revision")
 
 def schema_head() -> str:
     """The newest migration shipped with this code, read from the files (alembic itself costs ~11 MB per worker)."""
+    revisions, parents = _revisions()
+    heads = sorted(revisions - parents)
+    if len(heads) != 1:
+        raise RuntimeError(f"the shipped migrations have {len(heads)} heads: {heads}")
+    return heads[0]
+
+
+def known_revisions() -> frozenset[str]:
+    """Every schema revision this code can migrate from."""
+    return frozenset(_revisions()[0])
+
+
+def _revisions() -> tuple[set[str], set[str]]:
     revisions: set[str] = set()
     parents: set[str] = set()
     for path in _VERSIONS.glob("*.py"):
@@ -58,10 +72,7 @@ def schema_head() -> str:
                     revisions.add(value)
                 elif target.id == "down_revision" and value:
                     parents.update([value] if isinstance(value, str) else value)
-    heads = sorted(revisions - parents)
-    if len(heads) != 1:
-        raise RuntimeError(f"the shipped migrations have {len(heads)} heads: {heads}")
-    return heads[0]
+    return revisions, parents
 
 
 async def schema_revision(engine: AsyncEngine) -> str | None:

@@ -49,6 +49,17 @@ def test_restore_of_an_older_backup_never_reissues_a_join_nonce(daemon: Any, tmp
     assert manifest["hsm"]["kind"] == "softhsm2-embedded" and "tokens" in {p.split("/")[0] for p in manifest["files"]}
     assert (tmp_path / "backup").stat().st_mode & 0o077 == 0
     assert daemon.cli("backup", "--out", str(tmp_path / "backup")).returncode != 0  # never overwrites
+    newer = tmp_path / "newer"
+    shutil.copytree(tmp_path / "backup", newer)
+    (newer / "manifest.json").write_text(json.dumps(manifest | {"schema_revision": "9999"}))
+    refused = daemon.cli("restore", str(newer))
+    assert refused.returncode == 1 and "unknown to this version" in refused.stderr
+    (newer / "manifest.json").write_text(json.dumps(manifest))
+    with (newer / "jsd.sqlite3").open("r+b") as damaged:
+        damaged.seek(200)
+        damaged.write(b"\xff")
+    refused = daemon.cli("restore", str(newer))
+    assert refused.returncode == 1 and "jsd.sqlite3 of the backup is missing or damaged" in refused.stderr
 
     captured = b""
     for _ in range(M):
