@@ -87,7 +87,7 @@ def _libpq(url: str) -> tuple[str, str | None]:
 
 def _daemon_answers(settings: Settings) -> bool:
     host = str(settings.get("server", "host"))
-    host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+    host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else f"[{host}]" if ":" in host else host
     tls = bool(settings.get("server", "tls_cert"))
     context = None
     if tls:  # only "is anything of ours there?": the certificate does not matter for that
