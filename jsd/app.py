@@ -14,7 +14,7 @@ from pathlib import Path
 from aiohttp import web
 
 import jsd.events
-from jsd import api
+from jsd import api, health
 from jsd.api.problems import UNAVAILABLE as API_UNAVAILABLE
 from jsd.bodies import BODY_TIMEOUT
 from jsd.config import Settings, database_url
@@ -27,7 +27,7 @@ from jsd.registry import Registry, create_engine, is_unavailable
 from jsd.registry.ownership import OwnershipStore
 
 REGISTRY = web.AppKey("registry", Registry)
-HSM = web.AppKey("hsm", Hsm)
+HSM = health.HSM
 SETTINGS = web.AppKey("settings", Settings)
 OWNERSHIP = web.AppKey("ownership", OwnershipService)
 STORE = web.AppKey("ownership_store", OwnershipStore)
@@ -87,6 +87,7 @@ def build_app(settings: Settings, *, events: bool = True) -> web.Application:
 
     async def registry_ctx(app: web.Application) -> AsyncIterator[None]:
         engine = create_engine(database_url(settings))
+        app[health.ENGINE] = engine
         app[REGISTRY] = Registry(engine)
         app[STORE] = OwnershipStore(engine)
         yield
@@ -120,5 +121,6 @@ def build_app(settings: Settings, *, events: bool = True) -> web.Application:
     if events:
         app.cleanup_ctx.append(events_ctx)
     handlers.add_routes(app)
+    health.add_routes(app, mqtt_configured=bool(settings.get("mqtt", "host")))
     api.add_routes(app, OWNERSHIP)
     return app

@@ -172,6 +172,7 @@ def serve(settings: Settings) -> None:
     os.umask(0o077)  # database, WAL, lock and token files: for this user only
     state_lock = hold_state_dir(settings.state_dir)
     port_lock = claim_port(settings.get("server", "host"), settings.get("server", "port"))
+    _metrics_dir(settings)
     count = settings.get("server", "workers")
     if count == 1:
         asyncio.run(prepare(settings))
@@ -200,6 +201,7 @@ def serve(settings: Settings) -> None:
         for index, process in list(workers.items()):
             if process.poll() is not None and not stopping:
                 log.error("worker %d exited with %s; restarting", index, process.returncode)
+                _worker_gone(process.pid)
                 time.sleep(1.0)
                 workers[index] = _spawn(settings, "worker", index, lock_fds)
     # A worker's stop is bounded by shutdown_timeout (requests in progress; a slow body ends at body_timeout)
@@ -211,6 +213,28 @@ def serve(settings: Settings) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
     log.info("stopped")
+
+
+def _metrics_dir(settings: Settings) -> None:
+    """Point every worker at one emptied directory for its metrics (jsd.metrics), before any is started.
+
+    Values of an earlier run must go, or its counters would be added to this run's. An operator's own
+    PROMETHEUS_MULTIPROC_DIR wins over ``<state_dir>/metrics``; only the ``*.db`` files of prometheus-client
+    are removed from it. prometheus-client reads the variable when it is imported, so this runs before
+    anything imports it.
+    """
+    settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    directory = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or settings.state_dir / "metrics")
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+
+
+def _worker_gone(pid: int) -> None:
+    from jsd.metrics import mark_process_dead
+
+    mark_process_dead(pid)
 
 
 SETTINGS_ENV = "JSD_INTERNAL_SETTINGS"

@@ -31,6 +31,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from jsd import metrics
 from jsd.config import ConfigError, Settings
 from jsd.events.commands import Command, CommandHandler, Reply
 from jsd.events.outbox import Outbox, Outgoing
@@ -172,7 +173,11 @@ class Publisher:
                 async with self._client() as client:
                     log.info("connected to MQTT broker %s:%d (MQTT %s)", c.host, c.port, c.protocol)
                     started = time.monotonic()
-                    await self._session(client)
+                    metrics.MQTT_CONNECTED.set(1)
+                    try:
+                        await self._session(client)
+                    finally:
+                        metrics.MQTT_CONNECTED.set(0)
             except (aiomqtt.MqttError, OSError, PublishRefused) as exc:
                 level, problem = logging.WARNING, str(exc) or type(exc).__name__
             except Exception as exc:  # noqa: BLE001 - e.g. the database is away: keep trying, never die

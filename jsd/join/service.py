@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from jsd import lorawan
+from jsd import lorawan, metrics
 from jsd.hsm import Derive, Hsm, HsmError, HsmUnavailable, JoinOutput, JoinRecipe, MicMismatch
 from jsd.join import nonces
 from jsd.join.errors import (
@@ -235,10 +235,13 @@ class JoinService:
                 **event_data,
             },
         )
+        started = time.perf_counter()
         try:
             await self._registry.commit_join(device.dev_eui, device.nonces.version, state, record, event)
         except NonceConflict:
             return None
+        finally:
+            metrics.DB_COMMIT_SECONDS.observe(time.perf_counter() - started)
         return accepted
 
     def _parse_join_request(self, params: JoinParams) -> lorawan.JoinRequest:
@@ -289,6 +292,7 @@ class JoinService:
         except MicMismatch:
             raise MICMismatch("JoinRequest MIC is wrong") from None
         except HsmError as exc:
+            metrics.HSM_ERRORS.labels("check_mic").inc()
             raise hsm_failure(exc) from None
 
     def _accept_body(self, params: JoinParams, sender: Sender, join_nonce: int, opt_neg: bool) -> bytes:
@@ -367,12 +371,16 @@ class JoinService:
         return wraps
 
     async def _run(self, recipe: JoinRecipe) -> JoinOutput:
+        started = time.perf_counter()
         try:
             return await self._hsm.run_join(recipe)
         except MicMismatch:
             raise MICMismatch("request MIC is wrong") from None
         except HsmError as exc:
+            metrics.HSM_ERRORS.labels("join").inc()
             raise hsm_failure(exc) from None
+        finally:
+            metrics.HSM_SECONDS.observe(time.perf_counter() - started)
 
     def _accepted(self, device: Device, output: JoinOutput, join_nonce: int, opt_neg: bool) -> JoinAccepted:
         network = NETWORK_KEYS_11 if opt_neg else NETWORK_KEYS_10
@@ -518,6 +526,7 @@ class JoinService:
         try:
             wrapped = await self._hsm.rewrap(record.hsm_group, record.app_s_key_blob, device.astk_label)
         except HsmError as exc:
+            metrics.HSM_ERRORS.labels("rewrap").inc()
             raise hsm_failure(exc) from None
         await self._record(
             new_event(

@@ -27,6 +27,7 @@ from typing import Any
 
 from aiohttp import ClientSession, ClientTimeout, web
 
+from jsd import metrics
 from jsd.bodies import BodyTimeout, JsonRefused, answer_and_close, loads, read_body
 from jsd.join import JoinAccepted, JoinRejected, JoinService, KeyEnvelope, Sender
 from jsd.lbi import results
@@ -306,6 +307,7 @@ async def lbi_endpoint(request: web.Request) -> web.Response:
     status: int | None = 200
     body: dict[str, Any] | None = None
     message_type: str | None = None
+    mac_version: Any = None
     try:
         refusal = _content_type_refusal(request)
         if refusal is not None:
@@ -333,6 +335,7 @@ async def lbi_endpoint(request: web.Request) -> web.Response:
             return _json(status, body)
         message_type = header.message_type
         ctx["transaction_id"] = header.transaction_id
+        mac_version = message.get("MACVersion") if isinstance(message, dict) else None
         if header.message_type not in REQUEST_TYPES:
             status = 400
             body = {
@@ -354,6 +357,10 @@ async def lbi_endpoint(request: web.Request) -> web.Response:
         raise
     finally:
         result = (body or {}).get("Result", {}).get("ResultCode", "-")
+        latency = time.perf_counter() - started
+        kind = message_type if message_type in REQUEST_TYPES else "other"
+        metrics.LBI_REQUESTS.labels(kind, result, metrics.mac_version_label(mac_version)).inc()
+        metrics.LBI_SECONDS.labels(kind).observe(latency)
         log.info(
             "lbi %s",
             message_type or "-",
@@ -365,7 +372,7 @@ async def lbi_endpoint(request: web.Request) -> web.Response:
                 "net_id": ctx.get("net_id"),
                 "result": result,
                 "status": status,
-                "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                "latency_ms": round(latency * 1000, 3),
             },
         )
 

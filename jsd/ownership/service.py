@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
+from jsd import metrics
 from jsd.hsm import Hsm, HsmError, HsmUnavailable, KekExists, KeyNotExportable, KeyNotFound
 from jsd.lorawan.tr005 import QrCodeError, parse_qr
 from jsd.ownership import se
@@ -375,6 +376,7 @@ class OwnershipService:
                         _audit(p, "devices.imported", details={"created": staged, "rows": len(results)}),
                         lambda row: _precommissioned_events(row),
                     )
+                    metrics.IMPORTED_DEVICES.inc(staged)
                 except DeviceExists:
                     raise ImportFailed(
                         "a device or TKM info of the file was added meanwhile; nothing was imported",
@@ -639,6 +641,7 @@ class OwnershipService:
             or counts.get(buckets[1], 0) >= self._policy.claim_failures_per_device
         ):
             wait = self._policy.claim_window - int(time.time()) % self._policy.claim_window
+            metrics.CLAIMS.labels("rate_limited").inc()
             raise RateLimited("too many failed claims; try later", retry_after=wait)
         device = await self._store.device(eui)
         presented = token_hash(owner_token)
@@ -653,6 +656,7 @@ class OwnershipService:
                 [event_record("device.claimed", p.account, eui, {"join_eui": device.join_eui})],
             )
             if claimed:
+                metrics.CLAIMS.labels("claimed").inc()
                 return _view(p, await self._visible(p, dev_eui))
         if (
             retry
@@ -669,6 +673,7 @@ class OwnershipService:
             _audit(p, "device.claim_failed", eui),
             [event_record("claim.failed", p.account, eui, {"reason": reason})],
         )
+        metrics.CLAIMS.labels("failed").inc()
         raise ClaimFailed(reason)
 
     async def set_net_id(self, p: Principal, dev_eui: bytes, net_id: bytes | None) -> DeviceView:
