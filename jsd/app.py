@@ -14,7 +14,7 @@ from pathlib import Path
 from aiohttp import web
 
 import jsd.events
-from jsd import api
+from jsd import api, ui
 from jsd.config import Settings, database_url
 from jsd.hsm import Hsm, HsmSettings, Pin, find_softhsm_module, load_pin
 from jsd.hsm.softhsm import SOFTHSM_MODULES
@@ -22,6 +22,7 @@ from jsd.join import JoinPolicy, JoinService
 from jsd.lbi import handlers
 from jsd.ownership import OwnershipPolicy, OwnershipService
 from jsd.registry import Registry, create_engine
+from jsd.registry.console import ConsoleStore
 from jsd.registry.ownership import OwnershipStore
 
 REGISTRY = web.AppKey("registry", Registry)
@@ -29,6 +30,7 @@ HSM = web.AppKey("hsm", Hsm)
 SETTINGS = web.AppKey("settings", Settings)
 OWNERSHIP = web.AppKey("ownership", OwnershipService)
 STORE = web.AppKey("ownership_store", OwnershipStore)
+CONSOLE_STORE = web.AppKey("console_store", ConsoleStore)
 
 
 def softhsm_module() -> str:
@@ -85,6 +87,7 @@ def build_app(settings: Settings, *, events: bool = True) -> web.Application:
         engine = create_engine(database_url(settings))
         app[REGISTRY] = Registry(engine)
         app[STORE] = OwnershipStore(engine)
+        app[CONSOLE_STORE] = ConsoleStore(engine)
         yield
         await engine.dispose()
 
@@ -113,4 +116,5 @@ def build_app(settings: Settings, *, events: bool = True) -> web.Application:
         app.cleanup_ctx.append(events_ctx)
     handlers.add_routes(app)
     api.add_routes(app, OWNERSHIP)
+    ui.setup(app, settings, OWNERSHIP, CONSOLE_STORE)
     return app
