@@ -103,12 +103,12 @@ class ConsoleAuth:
 
     # -- sign-in ------------------------------------------------------------------------------------
 
-    async def _check_rate(self, buckets: list[str]) -> int:
+    async def _check_rate(self, user_bucket: str | None, address_bucket: str) -> int:
         window = int(time.time()) // self._policy.window
+        buckets = [address_bucket] + ([user_bucket] if user_bucket else [])
         counts = await self._store.failures(buckets, window)
-        if (
-            counts.get(buckets[0], 0) >= self._policy.failures_per_user
-            or counts.get(buckets[1], 0) >= self._policy.failures_per_address
+        if counts.get(address_bucket, 0) >= self._policy.failures_per_address or (
+            user_bucket is not None and counts.get(user_bucket, 0) >= self._policy.failures_per_user
         ):
             wait = self._policy.window - int(time.time()) % self._policy.window
             raise RateLimited("too many failed sign-ins; try again later", retry_after=wait)
@@ -117,8 +117,8 @@ class ConsoleAuth:
     async def sign_in(self, username: str, password: str, address: str) -> tuple[str, SessionRecord]:
         """A new session for a user; unknown names and wrong passwords fail alike (and take as long)."""
         name = username.strip().lower()[:64]
-        buckets = [f"signin:user:{name}", f"signin:addr:{address}"[:96]]
-        window = await self._check_rate(buckets)
+        buckets = [f"signin:user:{name}"[:96], f"signin:addr:{address}"[:96]]
+        window = await self._check_rate(buckets[0], buckets[1])
         user = await self._store.user_by_name(name) if _USERNAME.fullmatch(name) else None
         ok = await asyncio.to_thread(self._verify, user.password_hash if user else self._dummy_hash, password)
         if user is None or not ok:
@@ -130,12 +130,12 @@ class ConsoleAuth:
 
     async def sign_in_with_key(self, api_key: str, address: str) -> tuple[str, SessionRecord]:
         """A session for an integrator's API key; it ends when the key is revoked."""
-        buckets = ["signin:user:(api key)", f"signin:addr:{address}"[:96]]
-        window = await self._check_rate([buckets[1], buckets[1]])
+        address_bucket = f"signin:addr:{address}"[:96]
+        window = await self._check_rate(None, address_bucket)
         try:
             p = await self._service.authenticate(api_key, f"ui {address}")
         except OwnershipError:
-            await self._store.count_failure(buckets[1:], window)
+            await self._store.count_failure([address_bucket], window)
             raise SignInFailed("unknown or revoked API key") from None
         return await self._new_session(p.account, None, p.key_id, f"API key {p.key_id}")
 

@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import jinja2
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from multidict import MultiDict
 
 from jsd.ownership import OwnershipService, Principal
@@ -128,7 +128,7 @@ async def read_form(request: web.Request, max_file_bytes: int = 0) -> Form:
     if request.content_type == "multipart/form-data":
         reader = await request.multipart()
         while (part := await reader.next()) is not None:
-            if not isinstance(part, web.BodyPartReader) or part.name is None:
+            if not isinstance(part, BodyPartReader) or part.name is None:
                 continue
             if part.filename is not None:
                 data = bytearray()
