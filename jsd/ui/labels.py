@@ -66,5 +66,5 @@ def decode_photo(data: bytes) -> list[str]:
     # Phone photos are large; a smaller copy decodes faster and as well (try_downscale covers the rest).
     if max(upright.size) > 2000:
         upright.thumbnail((2000, 2000))
-    found = zxingcpp.read_barcodes(upright, formats=zxingcpp.BarcodeFormat.QRCode)
+    found = zxingcpp.read_barcodes(upright, formats=zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.QRCode))
     return [code.text for code in found if code.text]

@@ -172,7 +172,9 @@ async def check_csrf(request: web.Request, form: Form) -> None:
     expected = session.csrf if session is not None else request.cookies.get(PRE_COOKIE, "")
     given = form.get("csrf")
     if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
-        raise web.HTTPForbidden(text="This form has expired or did not come from this site. Reload the page and try again.")
+        raise web.HTTPForbidden(
+            text="This form has expired or did not come from this site. Reload the page and try again."
+        )
 
 
 @web.middleware
@@ -194,9 +196,7 @@ async def console_middleware(request: web.Request, handler: Handler) -> web.Stre
     except web.HTTPException as exc:
         if exc.status < 400 or exc.status == 405:
             raise
-        response = render(
-            request, "error.html", status=exc.status, title=exc.reason, detail=exc.text or exc.reason
-        )
+        response = render(request, "error.html", status=exc.status, title=exc.reason, detail=exc.text or exc.reason)
     if not response.prepared:
         response.headers.setdefault("Cache-Control", "no-store")
         response.headers.setdefault("Content-Security-Policy", CSP)

@@ -102,9 +102,7 @@ async def run_upload(
         await store.finish_job(job_id, "failed", {"detail": "an internal error stopped the import"}, None)
         return
     created = sum(1 for item in imported if item.created)
-    answer = "".join(
-        json.dumps(rest_render.imported_device(item), separators=(",", ":")) + "\n" for item in imported
-    )
+    answer = "".join(json.dumps(rest_render.imported_device(item), separators=(",", ":")) + "\n" for item in imported)
     answer += json.dumps({"summary": {"created": created, "unchanged": len(imported) - created}}) + "\n"
     summary = {
         "created": created,

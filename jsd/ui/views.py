@@ -33,7 +33,6 @@ from jsd.ownership.model import (
 from jsd.ownership.parse import parse_eui, parse_key, parse_net_id
 from jsd.ui import labels
 from jsd.ui.auth import ConsoleAuth, SignInFailed, session_hash
-from jsd.ui.uploads import MAX_UPLOAD_BYTES, decrypt, start_upload
 from jsd.ui.site import (
     PRE_COOKIE,
     SESSION_COOKIE,
@@ -49,6 +48,7 @@ from jsd.ui.site import (
     set_cookie,
     signed_in,
 )
+from jsd.ui.uploads import MAX_UPLOAD_BYTES, decrypt, start_upload
 
 PAGE = 50
 JOIN_TYPES = ("join.accepted", "join.rejected", "rejoin.accepted")
@@ -80,7 +80,9 @@ def join_row(e: EventView) -> dict[str, Any]:
     """One line of a device's join history, for the page and for the live stream."""
     net_id = e.data.get("net_id")
     ok = e.type != "join.rejected"
-    result = "Accepted" if e.type == "join.accepted" else "Rejoin accepted" if ok else str(e.data.get("result", "Rejected"))
+    result = (
+        "Accepted" if e.type == "join.accepted" else "Rejoin accepted" if ok else str(e.data.get("result", "Rejected"))
+    )
     return {
         "seq": e.seq,
         "time": wire_time(e.time),
@@ -115,7 +117,6 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
     if not pre or not hmac.compare_digest(form.get("csrf").encode(), pre.encode()):
         raise web.HTTPForbidden(text="This form has expired or did not come from this site. Reload the page.")
     mode = "key" if form.get("api_key") else "password"
-    status = 200
     try:
         if mode == "key":
             session_id, _ = await c.auth.sign_in_with_key(form.get("api_key"), address(request))
@@ -126,16 +127,18 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
                 form.error("password", "Enter your password.")
             if form.errors:
                 return render(request, "sign_in.html", status=400, form=form, mode=mode)
-            session_id, _ = await c.auth.sign_in(form.get("username"), form.values.get("password", ""), address(request))
+            session_id, _ = await c.auth.sign_in(
+                form.get("username"), form.values.get("password", ""), address(request)
+            )
     except RateLimited as exc:
-        form.error("_form", f"Too many failed sign-ins. Try again in {exc.retry_after // 60 + 1} minutes.")
-        response = render(request, "sign_in.html", status=429, form=form, mode=mode)
-        response.headers["Retry-After"] = str(exc.retry_after)
-        return response
+        wait = exc.retry_after or 60
+        form.error("_form", f"Too many failed sign-ins. Try again in {wait // 60 + 1} minutes.")
+        limited = render(request, "sign_in.html", status=429, form=form, mode=mode)
+        limited.headers["Retry-After"] = str(wait)
+        return limited
     except SignInFailed as exc:
         form.error("_form", exc.detail[:1].upper() + exc.detail[1:] + ".")
-        status = 401
-        return render(request, "sign_in.html", status=status, form=form, mode=mode)
+        return render(request, "sign_in.html", status=401, form=form, mode=mode)
     response = redirect(request, "/ui/")
     set_cookie(request, response, SESSION_COOKIE, session_id, max_age=c.session_lifetime)
     response.del_cookie(PRE_COOKIE, path="/ui/")
@@ -387,7 +390,9 @@ async def claim(request: web.Request) -> web.StreamResponse:
         form.take(exc, {"qr": "photo" if how == "photo" else "qr"})
         return render(request, "claim.html", status=400, form=form)
     except RateLimited as exc:
-        form.error(_claim_field(how), f"Too many failed claims. Try again in {(exc.retry_after or 60) // 60 + 1} minutes.")
+        form.error(
+            _claim_field(how), f"Too many failed claims. Try again in {(exc.retry_after or 60) // 60 + 1} minutes."
+        )
         return render(request, "claim.html", status=429, form=form)
     except OwnershipError as exc:
         if exc.problem != "claim-failed":
@@ -488,7 +493,9 @@ async def _answer(request: web.Request, job: Any, take: bool) -> list[dict[str, 
     try:
         plain = decrypt(key, sealed, job.id)
     except Exception:  # noqa: BLE001 - a wrong key or a damaged record: the same answer
-        raise web.HTTPGone(text="The result of this upload can only be read from the browser that uploaded it.") from None
+        raise web.HTTPGone(
+            text="The result of this upload can only be read from the browser that uploaded it."
+        ) from None
     return [json.loads(line) for line in plain.decode().splitlines() if line.strip()]
 
 
@@ -556,7 +563,9 @@ async def network_servers(request: web.Request) -> web.StreamResponse:
     return await _ns_page(request)
 
 
-async def _ns_page(request: web.Request, form: Form | None = None, status: int = 200, **extra: Any) -> web.StreamResponse:
+async def _ns_page(
+    request: web.Request, form: Form | None = None, status: int = 200, **extra: Any
+) -> web.StreamResponse:
     c, p = _admin_context(request)
     servers = await c.service.list_network_servers(p)
     roaming = await c.service.list_roaming(p)

@@ -71,11 +71,17 @@ async def console(jsd_server: Any) -> Console:
     return Console(jsd_server)
 
 
+def _need_chromium() -> None:
+    if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
+        pytest.fail(
+            f"{CHROMIUM} is missing: install it with `sudo apt-get install -y chromium` (./scripts/test.sh does it as root)"
+        )
+
+
 @pytest.fixture
 async def browser(tmp_path: Path) -> AsyncIterator[Any]:
     """Headless chromium with a fresh profile (the machine has no network: nothing may be fetched)."""
-    if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
-        pytest.fail(f"{CHROMIUM} is missing: install it with `sudo apt-get install -y chromium` (./scripts/test.sh does it as root)")
+    _need_chromium()
     try:
         from playwright.async_api import async_playwright
     except ImportError:

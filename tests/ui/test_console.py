@@ -7,6 +7,7 @@ import io
 import json
 import re
 import secrets
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -241,8 +242,6 @@ async def test_maker_upload_with_progress_refused_file_and_tokens_once(
     assert await page.locator("#total").inner_text() == "300"
     async with page.expect_download() as zipped:
         await page.get_by_role("link", name="Labels (PNG zip)").click()
-    import zipfile
-
     names = zipfile.ZipFile(await (await zipped.value).path()).namelist()
     assert len(names) == 300 and f"{good[0]['dev_eui'].upper()}.png" in names
     await page.get_by_role("link", name="Printable sheet").click()
@@ -250,11 +249,15 @@ async def test_maker_upload_with_progress_refused_file_and_tokens_once(
     await page.go_back()
     async with page.expect_download() as tokens:
         await page.get_by_role("button", name="Download the tokens file (once)").click()
-    answer = [json.loads(line) for line in Path(await (await tokens.value).path()).read_text().splitlines()]
+    answer = _json_lines(await (await tokens.value).path())
     assert len([a for a in answer if a.get("owner_token")]) == 300
     await page.reload()
     assert await page.get_by_role("button", name="Download the tokens file (once)").count() == 0
     assert "downloaded already" in await page.locator("#job").inner_text()
+
+
+def _json_lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def _maker() -> Any:
@@ -293,8 +296,11 @@ async def test_isolation_cross_site_posts_and_session_end(console: Any, browser:
     own_eui, own = await console.maker_device("acme")
     async with aiohttp.ClientSession(cookies=cookies) as client:
         forged = {"how": "token", "dev_eui": own_eui, "owner_token": own.owner_token, "csrf": csrf}
-        async with client.post(console.url + "claim", data=forged,
-                               headers={"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"}) as r:
+        async with client.post(
+            console.url + "claim",
+            data=forged,
+            headers={"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"},
+        ) as r:
             assert r.status == 403
         no_token = {k: v for k, v in forged.items() if k != "csrf"}
         async with client.post(console.url + "claim", data=no_token, headers={"Sec-Fetch-Site": "same-origin"}) as r:

@@ -23,7 +23,9 @@ def _now(name: str) -> sa.Column[object]:
 
 def upgrade() -> None:
     op.create_index("ix_devices_owner_account_dev_eui", "devices", ["owner_account", "dev_eui"])
-    op.create_index("ix_devices_manufacturer_owner_account_dev_eui", "devices", ["manufacturer", "owner_account", "dev_eui"])
+    op.create_index(
+        "ix_devices_manufacturer_owner_account_dev_eui", "devices", ["manufacturer", "owner_account", "dev_eui"]
+    )
     op.create_index("ix_devices_name", "devices", ["name"])
     op.create_index("ix_events_dev_eui_seq", "events", ["dev_eui", "seq"])
     op.create_table(
