@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import click
 
-from jsd_cli import accounts, astk, audit, claims, devices, local, remote
+from jsd_cli import accounts, astk, audit, claims, devices, local, remote, users
 from jsd_cli.labels import labels_command
 
 
@@ -63,6 +63,7 @@ main.add_command(claims.claim)
 main.add_command(astk.astk)
 main.add_command(audit.audit)
 main.add_command(labels_command, "labels")
+main.add_command(users.users)
 
 
 def _add_plugin_commands(group: click.Group) -> None:

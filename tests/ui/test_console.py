@@ -294,25 +294,38 @@ async def test_isolation_cross_site_posts_and_session_end(console: Any, browser:
     csrf = await page.locator("input[name=csrf]").first.get_attribute("value")
     cookies = {c["name"]: c["value"] for c in await browser.cookies()}
     own_eui, own = await console.maker_device("acme")
-    async with aiohttp.ClientSession(cookies=cookies) as client:
-        forged = {"how": "token", "dev_eui": own_eui, "owner_token": own.owner_token, "csrf": csrf}
-        async with client.post(
-            console.url + "claim",
-            data=forged,
-            headers={"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"},
-        ) as r:
+    forged = {"how": "token", "dev_eui": own_eui, "owner_token": own.owner_token, "csrf": csrf}
+    async with _client(cookies) as client:
+        cross_site = {"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"}
+        async with client.post(console.url + "claim", data=forged, headers=cross_site, allow_redirects=False) as r:
             assert r.status == 403
         no_token = {k: v for k, v in forged.items() if k != "csrf"}
-        async with client.post(console.url + "claim", data=no_token, headers={"Sec-Fetch-Site": "same-origin"}) as r:
+        same_site = {"Origin": console.url.split("/ui/")[0], "Sec-Fetch-Site": "same-origin"}
+        async with client.post(console.url + "claim", data=no_token, headers=same_site, allow_redirects=False) as r:
             assert r.status == 403
-    assert (await console.server.app[STORE].device(own_eui)).owner_account is None
+        assert (await console.server.app[STORE].device(own_eui)).owner_account is None
+        # the control: the same request from our own page is accepted (so the cookie did reach the daemon)
+        async with client.post(console.url + "claim", data=forged, headers=same_site, allow_redirects=False) as r:
+            assert r.status == 303
+        assert (await console.server.app[STORE].device(own_eui)).owner_account == "eve-co"
+        async with client.get(console.url + "devices", allow_redirects=False) as r:
+            assert r.status == 200
 
-    # sign-out ends the session server-side
+    # sign-out ends the session server-side: the old cookie no longer works
+    await page.goto(console.url + "devices")
     await page.get_by_role("button", name="Sign out").click()
     await page.wait_for_url("**/ui/sign-in")
-    async with aiohttp.ClientSession(cookies=cookies) as client:
+    async with _client(cookies) as client:
         async with client.get(console.url + "devices", allow_redirects=False) as r:
             assert r.status == 303 and r.headers["Location"].endswith("/ui/sign-in")
+
+
+def _client(cookies: dict[str, str]) -> aiohttp.ClientSession:
+    """A client holding the browser's cookies (IP-address hosts need the jar's `unsafe` mode)."""
+    jar = aiohttp.CookieJar(unsafe=True)
+    session = aiohttp.ClientSession(cookie_jar=jar)
+    jar.update_cookies(cookies)
+    return session
 
 
 def Principal_of(account: str) -> Any:  # noqa: N802 - reads like the constructor it wraps
