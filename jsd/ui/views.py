@@ -85,7 +85,7 @@ def join_row(e: EventView) -> dict[str, Any]:
     )
     return {
         "seq": e.seq,
-        "time": wire_time(e.time),
+        "time": wire_time(e.time)[:19].replace("T", " "),
         "result": result,
         "ok": ok,
         "net_id": (net_id or "").upper() or "—",
