@@ -349,14 +349,6 @@ class OwnershipStore:
             statement = statement.where(devices.c.manufacturer == manufacturer, devices.c.owner_account.is_(None))
         if after is not None:
             statement = statement.where(devices.c.dev_eui > after)
-        if search:
-            by_name = and_(devices.c.name >= search, devices.c.name < search + "\U0010ffff")
-            hex_prefix = search.lower()
-            if all(c in "0123456789abcdef" for c in hex_prefix) and len(hex_prefix) <= 16:
-                by_eui = and_(devices.c.dev_eui >= hex_prefix, devices.c.dev_eui < hex_prefix + "g")
-                statement = statement.where(or_(by_eui, by_name))
-            else:
-                statement = statement.where(by_name)
         if state == "claimed":
             statement = statement.where(devices.c.owner_account.is_not(None))
         elif state == "unclaimed":
@@ -365,9 +357,21 @@ class OwnershipStore:
             statement = statement.where(devices.c.owner_account.is_not(None), devices.c.home_net_id.is_(None))
         elif state == "net_id_set":
             statement = statement.where(devices.c.home_net_id.is_not(None))
+        statements = [statement]
+        if search:
+            # Two index ranges queried apart and merged: an OR of them would make the planner scan the owner.
+            statements = [statement.where(devices.c.name >= search, devices.c.name < search + "\U0010ffff")]
+            hex_prefix = search.lower()
+            if len(hex_prefix) <= 16 and all(c in "0123456789abcdef" for c in hex_prefix):
+                eui_range = (devices.c.dev_eui >= hex_prefix, devices.c.dev_eui < hex_prefix + "g")
+                statements.append(statement.where(*eui_range))
+        found: dict[str, OwnedDevice] = {}
         async with self._reader.connect() as conn:
-            rows = await conn.execute(statement.order_by(devices.c.dev_eui).limit(limit))
-            return [_owned(row) for row in rows]
+            for each in statements:
+                for row in await conn.execute(each.order_by(devices.c.dev_eui).limit(limit)):
+                    device = _owned(row)
+                    found[device.dev_eui] = device
+        return [found[eui] for eui in sorted(found)][:limit]
 
     async def token_spent(self, token_hash: str) -> bool:
         """True if a claim ever used this token."""

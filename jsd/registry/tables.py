@@ -100,6 +100,8 @@ Index(None, devices.c.owner_token_hash, unique=True)
 # The console's device list: keyset pages in DevEUI order per owner or maker, and search by name prefix.
 Index(None, devices.c.owner_account, devices.c.dev_eui)
 Index(None, devices.c.manufacturer, devices.c.owner_account, devices.c.dev_eui)
+Index(None, devices.c.owner_account, devices.c.name)
+Index(None, devices.c.manufacturer, devices.c.owner_account, devices.c.name)
 Index(None, devices.c.name)
 
 device_nonces = Table(

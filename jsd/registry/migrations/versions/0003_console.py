@@ -26,6 +26,8 @@ def upgrade() -> None:
     op.create_index(
         "ix_devices_manufacturer_owner_account_dev_eui", "devices", ["manufacturer", "owner_account", "dev_eui"]
     )
+    op.create_index("ix_devices_owner_account_name", "devices", ["owner_account", "name"])
+    op.create_index("ix_devices_manufacturer_owner_account_name", "devices", ["manufacturer", "owner_account", "name"])
     op.create_index("ix_devices_name", "devices", ["name"])
     op.create_index("ix_events_dev_eui_seq", "events", ["dev_eui", "seq"])
     op.create_table(
@@ -85,5 +87,7 @@ def downgrade() -> None:
     op.drop_table("console_users")
     op.drop_index("ix_events_dev_eui_seq", "events")
     op.drop_index("ix_devices_name", "devices")
+    op.drop_index("ix_devices_manufacturer_owner_account_name", "devices")
+    op.drop_index("ix_devices_owner_account_name", "devices")
     op.drop_index("ix_devices_manufacturer_owner_account_dev_eui", "devices")
     op.drop_index("ix_devices_owner_account_dev_eui", "devices")
