@@ -422,3 +422,31 @@ def _op() -> Any:
     from jsd.ownership import SCOPES, AccountKind, Principal
 
     return Principal("ops", AccountKind.OPERATOR, frozenset(SCOPES), None, "test")
+
+
+@SQLITE
+async def test_upload_progress_moves_while_the_import_runs(console: Any, browser: Any, tmp_path: Path) -> None:
+    await console.account("acme", "manufacturer")
+    await console.user("acme", "maker")
+    page = await browser.new_page()
+    await page.goto(console.url)
+    await page.get_by_label("User name").fill("maker")
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.wait_for_url("**/ui/uploads/new")
+    path = tmp_path / "many.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in device_lines(3000)))
+    await page.get_by_label("Device file").set_input_files(str(path))
+    await page.get_by_role("button", name="Upload").click()
+    await page.wait_for_url(re.compile(r".*/ui/uploads/[0-9a-f]{32}$"))
+    shown: set[int] = set()
+    for _ in range(1200):
+        if await page.get_by_text("Imported:").count():
+            break
+        text = await page.locator("#done").text_content()
+        if text:
+            shown.add(int(text))
+        await page.wait_for_timeout(50)
+    assert "Imported: 3000 new device(s)" in await page.locator(".flash").inner_text()
+    # the bar moved on the open page (the script polls the job) before the import ended
+    assert any(0 < n < 3000 for n in shown), shown
