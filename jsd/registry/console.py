@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import case, delete, insert, select, update
@@ -219,7 +219,11 @@ class ConsoleStore:
     # -- device uploads -----------------------------------------------------------------------------
 
     async def create_job(self, job_id: str, account: str, session_hash: str, total: int) -> None:
+        """A new upload; uploads older than a day (and any result they still hold) are deleted meanwhile."""
         async with self._writer.begin() as conn:
+            await conn.execute(
+                delete(console_jobs).where(console_jobs.c.started_at < datetime.now(UTC) - timedelta(days=1))
+            )
             await conn.execute(
                 insert(console_jobs),
                 {

@@ -2,6 +2,10 @@
 (function () {
   "use strict";
 
+  // After a refused form, put the keyboard (and screen reader) on the first field that needs fixing.
+  var invalid = document.querySelector("[aria-invalid=true]");
+  if (invalid) invalid.focus();
+
   document.querySelectorAll("[data-print]").forEach(function (b) {
     b.addEventListener("click", function () { window.print(); });
   });
