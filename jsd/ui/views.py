@@ -338,8 +338,8 @@ async def join_stream(request: web.Request) -> web.StreamResponse:
                 await response.write(b": keep-alive\n\n")
                 quiet_since = time.monotonic()
             await asyncio.sleep(STREAM_POLL)
-    except (ConnectionError, asyncio.CancelledError):
-        pass
+    except ConnectionError:
+        pass  # the page was closed
     return response
 
 
