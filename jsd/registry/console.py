@@ -234,6 +234,7 @@ class ConsoleStore:
                     "total": total,
                     "done": 0,
                     "summary": "{}",
+                    "started_at": datetime.now(UTC),  # to the microsecond, for the rate shown while it runs
                 },
             )
 

@@ -69,7 +69,7 @@ async def test_subscriber_story_claim_commission_live_join_release_reclaim(conso
     # home NetID: a bad one is refused next to the field, then picked from the registered NSs
     await page.get_by_label("Or type a NetID").fill("xyz")
     await page.get_by_role("button", name="Set home network").click()
-    assert await page.locator("#e-net_id_typed").is_visible()
+    await page.locator("#e-net_id_typed").wait_for()
     assert (await console.server.app[STORE].device(dev_eui)).home_net_id is None
     await page.get_by_label("Registered network server").select_option(HOME)
     await page.get_by_label("Or type a NetID").fill("")
@@ -104,7 +104,7 @@ async def test_subscriber_story_claim_commission_live_join_release_reclaim(conso
 
     # release: confirmation required; the new owner token shown once with a printable label
     await page.get_by_role("button", name="Release").click()
-    assert await page.locator("#e-confirm").is_visible()
+    await page.locator("#e-confirm").wait_for()
     assert (await console.server.app[STORE].device(dev_eui)).owner_account == "alice-co"
     await page.get_by_label("I give this device up").check()
     await page.get_by_role("button", name="Release").click()
@@ -173,7 +173,7 @@ async def test_claim_by_photo_and_by_pasted_qr(console: Any, browser: Any, tmp_p
     await page.get_by_label("QR code text").fill("LW:D0:nonsense")
     qr_form = page.locator("form:has(input[value=qr])")
     await qr_form.get_by_role("button", name="Claim").click()
-    assert await page.locator("#e-qr").is_visible()
+    await page.locator("#e-qr").wait_for()
     text2 = qr_text(bytes.fromhex(JOIN_EUI), bytes.fromhex(second), bytes(4), imported2.owner_token)
     await page.get_by_label("QR code text").fill(text2)
     await page.locator("form:has(input[value=qr])").get_by_role("button", name="Claim").click()
@@ -247,6 +247,8 @@ async def test_maker_upload_with_progress_refused_file_and_tokens_once(
     names = zipfile.ZipFile(await (await zipped.value).path()).namelist()
     assert len(names) == 300 and f"{good[0]['dev_eui'].upper()}.png" in names
     await page.get_by_role("link", name="Printable sheet").click()
+    await page.wait_for_url("**/sheet")
+    await page.wait_for_load_state("load")
     assert await page.locator("figure.label").count() == 300
     await page.go_back()
     async with page.expect_download() as tokens:
@@ -348,12 +350,18 @@ async def test_sign_in_rate_limit_and_api_key_sign_in(console: Any, browser: Any
     for _ in range(5):
         await page.get_by_label("User name").fill("carol")
         await page.get_by_label("Password").fill("wrong password!")
-        await page.get_by_role("button", name="Sign in").click()
+        async with page.expect_response(lambda r: r.request.method == "POST") as answer:
+            await page.get_by_role("button", name="Sign in").click()
+        assert (await answer.value).status == 401
+        await page.wait_for_load_state("load")
         assert "wrong password" in await page.locator(".error.banner").inner_text()
     # now even the right password is refused for a while
     await page.get_by_label("User name").fill("carol")
     await page.get_by_label("Password").fill(PASSWORD)
-    await page.get_by_role("button", name="Sign in").click()
+    async with page.expect_response(lambda r: r.request.method == "POST") as answer:
+        await page.get_by_role("button", name="Sign in").click()
+    assert (await answer.value).status == 429
+    await page.wait_for_load_state("load")
     assert "Too many failed sign-ins" in await page.locator(".error.banner").inner_text()
     assert not [c for c in await browser.cookies() if c["name"] == "jsd_session"]
 
@@ -377,7 +385,7 @@ async def test_operator_pages(console: Any, browser: Any) -> None:
     await page.get_by_role("link", name="Networks").click()
     await page.get_by_label("NetID", exact=True).fill("00001")
     await page.get_by_role("button", name="Add", exact=True).click()
-    assert await page.locator("#e-net_id").is_visible()
+    await page.locator("#e-net_id").wait_for()
     assert await console.service.list_network_servers(_op()) == []
     await page.get_by_label("NetID", exact=True).fill("000042")
     await page.get_by_label("Name", exact=True).fill("Test NS")
@@ -395,7 +403,7 @@ async def test_operator_pages(console: Any, browser: Any) -> None:
     await page.get_by_role("link", name="Accounts").click()
     await page.get_by_label("Account ID").fill("Bad Id")
     await page.get_by_role("button", name="Create account").click()
-    assert await page.locator("#e-id").is_visible()
+    await page.locator("#e-id").wait_for()
     await page.get_by_label("Account ID").fill("dave-co")
     await page.get_by_label("Kind").select_option("subscriber")
     await page.get_by_role("button", name="Create account").click()
