@@ -14,7 +14,7 @@ from pathlib import Path
 from aiohttp import web
 
 import jsd.events
-from jsd import api, health
+from jsd import api, health, ui
 from jsd.api.problems import UNAVAILABLE as API_UNAVAILABLE
 from jsd.bodies import BODY_TIMEOUT
 from jsd.config import Settings, database_url
@@ -24,6 +24,7 @@ from jsd.join import JoinPolicy, JoinService
 from jsd.lbi import handlers
 from jsd.ownership import OwnershipPolicy, OwnershipService
 from jsd.registry import Registry, create_engine, is_unavailable
+from jsd.registry.console import ConsoleStore
 from jsd.registry.ownership import OwnershipStore
 
 REGISTRY = web.AppKey("registry", Registry)
@@ -31,6 +32,7 @@ HSM = health.HSM
 SETTINGS = web.AppKey("settings", Settings)
 OWNERSHIP = web.AppKey("ownership", OwnershipService)
 STORE = web.AppKey("ownership_store", OwnershipStore)
+CONSOLE_STORE = web.AppKey("console_store", ConsoleStore)
 
 
 def softhsm_module() -> str:
@@ -90,6 +92,7 @@ def build_app(settings: Settings, *, events: bool = True) -> web.Application:
         app[health.ENGINE] = engine
         app[REGISTRY] = Registry(engine)
         app[STORE] = OwnershipStore(engine)
+        app[CONSOLE_STORE] = ConsoleStore(engine)
         yield
         await engine.dispose()
 
@@ -123,4 +126,5 @@ def build_app(settings: Settings, *, events: bool = True) -> web.Application:
     handlers.add_routes(app)
     health.add_routes(app, mqtt_configured=bool(settings.get("mqtt", "host")))
     api.add_routes(app, OWNERSHIP)
+    ui.setup(app, settings, OWNERSHIP, CONSOLE_STORE)
     return app

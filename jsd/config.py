@@ -98,6 +98,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("mqtt", "failover_interval", 2.0,
             "Several instances on one database: seconds between a standby's attempts to take over publishing "
             "(and the publisher's checks that it still holds the lease)."),
+    Setting("console", "enabled", True, "Serve the web console under /ui/ on the daemon's port."),
+    Setting("console", "product_name", "jsd console", "Product name shown in the console's header and title."),
+    Setting("console", "accent_color", "#0b63ce", "Accent colour of the console (#rrggbb)."),
+    Setting("console", "logo_file", "", "PNG or SVG logo shown in the console's header; empty = none."),
+    Setting("console", "session_lifetime", 28800, "Seconds a console sign-in lasts."),
+    Setting("console", "secure_cookies", False,
+            "Mark console cookies Secure (on by itself with server.tls_cert; set it behind a TLS proxy)."),
+    Setting("console", "signin_failures_per_user", 5, "Failed console sign-ins per user name per window."),
+    Setting("console", "signin_failures_per_address", 20, "Failed console sign-ins per source address per window."),
+    Setting("console", "signin_window", 900, "Length of the sign-in failure window, seconds."),
     Setting("log", "format", "plain", "Log format: 'plain' or 'json' (one JSON object per line)."),
     Setting("log", "level", "info", "Log level: debug, info, warning, error."),
 )

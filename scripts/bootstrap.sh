@@ -34,6 +34,17 @@ if ! find_softhsm >/dev/null; then
         exit 1
     fi
 fi
+# The console's browser tests drive Debian's chromium (Playwright's own browser download is never used).
+if [ "${JSD_NO_CHROMIUM:-}" = "" ] && [ "$(basename "$0")" = "test.sh" ] && [ ! -x /usr/bin/chromium ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "bootstrap: installing chromium with apt-get (for tests/ui)" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+        echo "bootstrap: chromium is missing (tests/ui need it); install it with:" >&2
+        echo "    sudo apt-get install -y chromium" >&2
+    fi
+fi
 # Where SoftHSM2 is, for the embedded default (not hsm.module: setting that would mean "a real HSM").
 export JSD_SOFTHSM_LIBRARY="$(find_softhsm)"
 

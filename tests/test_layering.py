@@ -17,6 +17,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "jsd/lbi": ("jsd.hsm", "jsd.registry", "jsd.app", "pkcs11", "sqlalchemy"),
     "jsd/events": ("jsd.hsm", "jsd.join", "jsd.lbi", "jsd.api", "jsd.app", "pkcs11", "sqlalchemy", "aiohttp"),
     "jsd/api": ("jsd.hsm", "jsd.registry", "jsd.lbi", "jsd.app", "pkcs11", "sqlalchemy", "cryptography"),
+    "jsd/ui": ("jsd.hsm", "jsd.join", "jsd.lbi", "jsd.app", "pkcs11", "sqlalchemy"),
     "cli/jsd_sim": ("jsd",),
 }
 ONLY_HSM_IMPORTS = ("pkcs11",)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import click
 
-from jsd_cli import accounts, astk, audit, claims, devices, local, ops, remote
+from jsd_cli import accounts, astk, audit, claims, devices, local, ops, remote, users
 from jsd_cli.labels import labels_command
 
 
@@ -67,6 +67,7 @@ main.add_command(ops.db)
 main.add_command(ops.backup)
 main.add_command(ops.restore)
 main.add_command(ops.rotate)
+main.add_command(users.users)
 
 
 def _add_plugin_commands(group: click.Group) -> None:

@@ -6,6 +6,6 @@ Transports (REST in `jsd.api`, MQTT commands in `jsd.events`, the local CLI) cal
 
 from jsd.ownership.model import *  # noqa: F403 - the values and errors are this package's surface
 from jsd.ownership.model import __all__ as _model_all
-from jsd.ownership.service import OwnershipPolicy, OwnershipService, event_record, event_view, token_hash
+from jsd.ownership.service import DEVICE_STATES, OwnershipPolicy, OwnershipService, event_record, event_view, token_hash
 
-__all__ = [*_model_all, "OwnershipPolicy", "OwnershipService", "event_record", "event_view", "token_hash"]
+__all__ = [*_model_all, "DEVICE_STATES", "OwnershipPolicy", "OwnershipService", "event_record", "event_view", "token_hash"]

@@ -69,7 +69,7 @@ from jsd.registry.ownership import (
     staged_row,
 )
 
-__all__ = ["OwnershipPolicy", "OwnershipService", "event_record", "event_view", "token_hash"]
+__all__ = ["DEVICE_STATES", "OwnershipPolicy", "OwnershipService", "event_record", "event_view", "token_hash"]
 
 log = logging.getLogger("jsd.ownership")
 
@@ -87,6 +87,8 @@ _NS_FIELDS = {
     "net_id", "name", "kek_label", "kek", "token", "generate_token", "cert_fingerprint", "answer_url", "async_mode",
 }  # fmt: skip
 _IMPORT_CHUNK = 500
+DEVICE_STATES = ("claimed", "unclaimed", "no_net_id", "net_id_set")
+"""Filters of list_devices: claimed or not, and claimed devices without / with a home NetID."""
 _MAX_REPORTED_ERRORS = 1000
 _DUMMY_HASH = "0" * 64
 
@@ -564,16 +566,30 @@ class OwnershipService:
 
     # -- devices ------------------------------------------------------------------------------------
 
-    async def list_devices(self, p: Principal, limit: int = 100, after: bytes | None = None) -> list[DeviceView]:
+    async def list_devices(
+        self,
+        p: Principal,
+        limit: int = 100,
+        after: bytes | None = None,
+        *,
+        search: str | None = None,
+        state: str | None = None,
+    ) -> list[DeviceView]:
+        """A page of the devices the caller sees, in DevEUI order; `search` is a DevEUI or name prefix."""
         _need(p, "devices:read")
         limit = _limit(limit)
         after_hex = None if after is None else after.hex()
-        if p.is_operator:
-            found = await self._store.list_devices(owner=None, manufacturer=None, limit=limit, after=after_hex)
-        elif p.kind is AccountKind.MANUFACTURER:
-            found = await self._store.list_devices(owner=None, manufacturer=p.account, limit=limit, after=after_hex)
-        else:
-            found = await self._store.list_devices(owner=p.account, manufacturer=None, limit=limit, after=after_hex)
+        if state is not None and state not in DEVICE_STATES:
+            raise _invalid("state", f"one of {', '.join(DEVICE_STATES)}")
+        search = _text(search, "search", 64) if search is not None else None
+        owner, maker = None, None
+        if p.kind is AccountKind.MANUFACTURER:
+            maker = p.account
+        elif not p.is_operator:
+            owner = p.account
+        found = await self._store.list_devices(
+            owner=owner, manufacturer=maker, limit=limit, after=after_hex, search=search or None, state=state
+        )
         return [_view(p, d) for d in found]
 
     async def get_device(self, p: Principal, dev_eui: bytes) -> DeviceView:
@@ -879,6 +895,11 @@ class OwnershipService:
         _need(p, "admin")
         return [_ns_view(ns) for ns in await self._registry.list_network_servers()]
 
+    async def network_server_choices(self, p: Principal) -> list[tuple[bytes, str]]:
+        """NetIDs and names of the registered NSs, for whoever may set a device's home NetID to pick from."""
+        _need(p, "devices:write")
+        return [(ns.net_id, ns.name) for ns in await self._registry.list_network_servers()]
+
     async def get_network_server(self, p: Principal, net_id: bytes) -> NetworkServerView:
         _need(p, "admin")
         ns = await self._registry.get_network_server(net_id)
@@ -922,7 +943,13 @@ class OwnershipService:
     # -- audit and events ---------------------------------------------------------------------------
 
     async def audit(
-        self, p: Principal, dev_eui: bytes | None = None, after: int | None = None, limit: int = 100
+        self,
+        p: Principal,
+        dev_eui: bytes | None = None,
+        after: int | None = None,
+        limit: int = 100,
+        *,
+        newest_first: bool = False,
     ) -> list[AuditEntry]:
         _need(p, "audit:read")
         entries = await self._store.audit(
@@ -930,6 +957,7 @@ class OwnershipService:
             dev_eui=None if dev_eui is None else dev_eui.hex(),
             after=after,
             limit=_limit(limit),
+            newest_first=newest_first,
         )
         return [
             AuditEntry(
@@ -946,7 +974,11 @@ class OwnershipService:
         limit: int = 100,
         dev_eui: bytes | None = None,
         type: str | None = None,  # noqa: A002 - the query parameter's name
+        *,
+        types: tuple[str, ...] | None = None,
+        newest_first: bool = False,
     ) -> list[EventView]:
+        """The caller's events in seq order; `types`: any of these; `newest_first`: the last `limit` ones."""
         _need(p, "events:read")
         found = await self._store.events(
             account=None if p.is_operator else p.account,
@@ -954,6 +986,8 @@ class OwnershipService:
             limit=_limit(limit),
             dev_eui=None if dev_eui is None else dev_eui.hex(),
             type_=type,
+            types=types,
+            newest_first=newest_first,
         )
         return [event_view(e) for e in found]
 

@@ -334,9 +334,20 @@ class OwnershipStore:
         return None if row is None else _owned(row)
 
     async def list_devices(
-        self, *, owner: str | None, manufacturer: str | None, limit: int, after: str | None
+        self,
+        *,
+        owner: str | None,
+        manufacturer: str | None,
+        limit: int,
+        after: str | None,
+        search: str | None = None,
+        state: str | None = None,
     ) -> list[OwnedDevice]:
-        """A page in DevEUI order: all devices, or those owned by `owner`, or unclaimed ones of `manufacturer`."""
+        """A page in DevEUI order: all devices, or those owned by `owner`, or unclaimed ones of `manufacturer`.
+
+        `search`: a DevEUI prefix (lowercase hex) or a name prefix, as index ranges (fast at any size);
+        `state`: claimed, unclaimed, no_net_id (claimed, no home NetID) or net_id_set.
+        """
         statement = _SELECT_OWNED
         if owner is not None:
             statement = statement.where(devices.c.owner_account == owner)
@@ -344,9 +355,29 @@ class OwnershipStore:
             statement = statement.where(devices.c.manufacturer == manufacturer, devices.c.owner_account.is_(None))
         if after is not None:
             statement = statement.where(devices.c.dev_eui > after)
+        if state == "claimed":
+            statement = statement.where(devices.c.owner_account.is_not(None))
+        elif state == "unclaimed":
+            statement = statement.where(devices.c.owner_account.is_(None))
+        elif state == "no_net_id":
+            statement = statement.where(devices.c.owner_account.is_not(None), devices.c.home_net_id.is_(None))
+        elif state == "net_id_set":
+            statement = statement.where(devices.c.home_net_id.is_not(None))
+        statements = [statement]
+        if search:
+            # Two index ranges queried apart and merged: an OR of them would make the planner scan the owner.
+            statements = [statement.where(devices.c.name >= search, devices.c.name < search + "\U0010ffff")]
+            hex_prefix = search.lower()
+            if len(hex_prefix) <= 16 and all(c in "0123456789abcdef" for c in hex_prefix):
+                eui_range = (devices.c.dev_eui >= hex_prefix, devices.c.dev_eui < hex_prefix + "g")
+                statements.append(statement.where(*eui_range))
+        found: dict[str, OwnedDevice] = {}
         async with self._reader.connect() as conn:
-            rows = await conn.execute(statement.order_by(devices.c.dev_eui).limit(limit))
-            return [_owned(row) for row in rows]
+            for each in statements:
+                for row in await conn.execute(each.order_by(devices.c.dev_eui).limit(limit)):
+                    device = _owned(row)
+                    found[device.dev_eui] = device
+        return [found[eui] for eui in sorted(found)][:limit]
 
     async def token_spent(self, token_hash: str) -> bool:
         """True if a claim ever used this token."""
@@ -642,10 +673,10 @@ class OwnershipStore:
     # -- audit log and events -----------------------------------------------------------------------
 
     async def audit(
-        self, *, account: str | None, dev_eui: str | None, after: int | None, limit: int
+        self, *, account: str | None, dev_eui: str | None, after: int | None, limit: int, newest_first: bool = False
     ) -> list[StoredAudit]:
         """Entries in id order; with `account`, only those it made or that concern its devices."""
-        statement = select(audit_log).order_by(audit_log.c.id).limit(limit)
+        statement = select(audit_log).order_by(audit_log.c.id.desc() if newest_first else audit_log.c.id).limit(limit)
         if account is not None:
             statement = statement.where(or_(audit_log.c.account == account, audit_log.c.owner_account == account))
         if dev_eui is not None:
@@ -668,8 +699,14 @@ class OwnershipStore:
         limit: int,
         dev_eui: str | None = None,
         type_: str | None = None,
+        types: Sequence[str] | None = None,
+        newest_first: bool = False,
     ) -> list[StoredEvent]:
-        statement = select(events).order_by(events.c.seq).limit(limit)
+        """Events in seq order (`newest_first`: the last `limit` ones, newest first); `types`: any of these."""
+        order = events.c.seq.desc() if newest_first else events.c.seq
+        statement = select(events).order_by(order).limit(limit)
+        if types is not None:
+            statement = statement.where(events.c.type.in_(list(types)))
         if account is not None:
             statement = statement.where(events.c.account == account)
         if after is not None:

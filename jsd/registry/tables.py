@@ -35,6 +35,9 @@ __all__ = [
     "astks",
     "audit_log",
     "command_replies",
+    "console_jobs",
+    "console_sessions",
+    "console_users",
     "device_nonces",
     "devices",
     "events",
@@ -94,6 +97,12 @@ devices = Table(
 )
 Index(None, devices.c.owner_account)
 Index(None, devices.c.owner_token_hash, unique=True)
+# The console's device list: keyset pages in DevEUI order per owner or maker, and search by name prefix.
+Index(None, devices.c.owner_account, devices.c.dev_eui)
+Index(None, devices.c.manufacturer, devices.c.owner_account, devices.c.dev_eui)
+Index(None, devices.c.owner_account, devices.c.name)
+Index(None, devices.c.manufacturer, devices.c.owner_account, devices.c.name)
+Index(None, devices.c.name)
 
 device_nonces = Table(
     "device_nonces",
@@ -216,6 +225,7 @@ events = Table(
     Column("data", Text, nullable=False),
 )
 Index(None, events.c.account, events.c.seq)
+Index(None, events.c.dev_eui, events.c.seq)  # the console's live joins of one device
 
 outbox = Table(
     "outbox",
@@ -257,4 +267,44 @@ import_rows = Table(
     Column("dev_eui", String(16), nullable=False),
     Column("row", LargeBinary, nullable=False),
     _now_column("created_at"),
+)
+
+# -- the web console (jsd.ui): people who sign in, their sessions, and device uploads in progress --
+
+console_users = Table(
+    "console_users",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("account", String(64), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("username", String(64), nullable=False, unique=True),
+    Column("password_hash", String(255), nullable=False),
+    _now_column("created_at"),
+)
+
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("account", String(64), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("user_id", String(32), ForeignKey("console_users.id", ondelete="CASCADE"), nullable=True),
+    Column("key_id", String(12), nullable=True),
+    Column("label", String(128), nullable=False),
+    Column("csrf", String(64), nullable=False),
+    _now_column("created_at"),
+    Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
+console_jobs = Table(
+    "console_jobs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("account", String(64), nullable=False),
+    Column("session_hash", String(64), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("total", Integer, nullable=False),
+    Column("done", Integer, nullable=False),
+    _now_column("started_at"),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("summary", Text, nullable=False),
+    Column("result", LargeBinary, nullable=True),
 )
