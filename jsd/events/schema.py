@@ -139,7 +139,7 @@ def event_schema(event_type: EventType) -> dict[str, Any]:
             "event_id": {"type": "string", "pattern": _HEX % 32},
             "seq": {"type": "integer", "minimum": 1},
             "type": {"const": event_type.name},
-            "time": {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$"},
+            "time": {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"},
             "account": ACCOUNT,
             "dev_eui": EUI,
             "data": data,

@@ -64,7 +64,7 @@ def _example(event_type: EventType) -> dict[str, Any]:
         return [sample(schema["items"])]
 
     return {
-        "event_id": "0" * 32, "seq": 1, "type": event_type.name, "time": "2026-11-27T10:00:00.5Z",
+        "event_id": "0" * 32, "seq": 1, "type": event_type.name, "time": "2026-11-27T10:00:00.500Z",
         "account": "_unowned", "dev_eui": "0004a30b001c0530",
         "data": {f.name: sample(dict(f.schema)) for f in event_type.fields},
     }  # fmt: skip
@@ -80,6 +80,7 @@ def _broken(event: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         ("no time", lambda e: e.pop("time")),
         ("bad account", lambda e: e.update(account="Acme")),
         ("offset time", lambda e: e.update(time="2026-11-27T10:00:00+01:00")),
+        ("time without milliseconds", lambda e: e.update(time="2026-11-27T10:00:00Z")),
     ):
         broken = copy.deepcopy(event)
         change(broken)
