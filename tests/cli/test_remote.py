@@ -69,7 +69,7 @@ def mode(path: Path) -> int:
 
 async def bootstrap(cli: Cli, tmp_path: Path) -> dict[str, str]:
     """The first operator in local mode, then a manufacturer and a subscriber through the API."""
-    made = await cli.local("account", "create", "admin", "--kind", "operator", "--json")
+    made = await cli.local("accounts", "create", "admin", "--kind", "operator", "--json")
     assert made.returncode == 0, made.stderr
     answer = json.loads(made.stdout)
     assert answer["account"] == {**answer["account"], "id": "admin", "kind": "operator"}
@@ -77,14 +77,14 @@ async def bootstrap(cli: Cli, tmp_path: Path) -> dict[str, str]:
     assert admin.startswith("jsd_") and "admin" in answer["api_key"]["scopes"]
 
     text = ok(
-        await cli("account", "create", "acme", "--kind", "manufacturer", "--out", str(tmp_path / "acme.key"), key=admin)
+        await cli("accounts", "create", "acme", "--kind", "manufacturer", "--out", str(tmp_path / "acme.key"), key=admin)
     )
     assert "account acme (manufacturer) created" in text and "jsd_" not in text
     assert mode(tmp_path / "acme.key") == 0o600
-    sub = json.loads(ok(await cli("account", "create", "farm", "--kind", "subscriber", "--json", key=admin)))
-    listed = json.loads(ok(await cli("account", "list", "--json", key=admin)))
+    sub = json.loads(ok(await cli("accounts", "create", "farm", "--kind", "subscriber", "--json", key=admin)))
+    listed = json.loads(ok(await cli("accounts", "list", "--json", key=admin)))
     assert {"admin", "acme", "farm"} <= {a["id"] for a in listed["accounts"]}
-    local = await cli.local("account", "keys", "farm", "--json")
+    local = await cli.local("accounts", "keys", "farm", "--json")
     assert local.returncode == 0, local.stderr
     assert [k["key_id"] for k in json.loads(local.stdout)["keys"]] == [sub["api_key"]["key_id"]]
     return {"admin": admin, "acme": (tmp_path / "acme.key").read_text().strip(), "farm": sub["api_key"]["key"]}
@@ -190,10 +190,10 @@ async def test_story_import_label_claim_netid_astk_join_release_reclaim(cli: Cli
     assert gone.exit_code == 3 and gone.stderr.startswith("error: Not found"), gone.stderr
 
     astk_name = f"as-{secrets.token_hex(4)}"
-    text = ok(await cli("astk", "create", astk_name, "--out", str(tmp_path / "astk.hex"), key=farm))
+    text = ok(await cli("astks", "create", astk_name, "--out", str(tmp_path / "astk.hex"), key=farm))
     assert f"ASTK {astk_name} generated in the HSM" in text and mode(tmp_path / "astk.hex") == 0o600
     astk = bytes.fromhex((tmp_path / "astk.hex").read_text().strip())
-    again_export = await cli("astk", "export", astk_name, "--out", str(tmp_path / "astk2.hex"), key=farm)
+    again_export = await cli("astks", "export", astk_name, "--out", str(tmp_path / "astk2.hex"), key=farm)
     assert again_export.exit_code == 5 and not (tmp_path / "astk2.hex").exists()
     assert json.loads(ok(await cli("devices", "set-netid", dev, HOME, "--json", key=farm)))["home_net_id"] == HOME
     assert "astk:" in ok(await cli("devices", "set-astk", dev, astk_name, key=farm))
@@ -240,7 +240,7 @@ async def test_import_with_bad_rows_reports_lines_and_writes_nothing(cli: Cli, t
 
     one = {"dev_eui": "00b0000000000009", "join_eui": JOIN_EUI, "mac_version": "1.1", "generate_keys": True}
     added = await cli(
-        "devices", "add", "-", "--out", str(tmp_path / "one.json"), stdin=json.dumps(one), key=keys["acme"]
+        "devices", "add", "--from-file", "-", "--out", str(tmp_path / "one.json"), stdin=json.dumps(one), key=keys["acme"]
     )
     assert ok(added).startswith("device 00b0000000000009 created\nimport answer written to")
     answer = json.loads((tmp_path / "one.json").read_text())
@@ -249,24 +249,24 @@ async def test_import_with_bad_rows_reports_lines_and_writes_nothing(cli: Cli, t
 
 async def test_problems_are_readable_with_their_exit_codes(cli: Cli, tmp_path: Path) -> None:
     keys = await bootstrap(cli, tmp_path)
-    no_key = await cli("devices", "list")
+    no_key = await cli("events")  # an account's command: no local mode to fall back to
     assert no_key.exit_code == 4 and "no API key" in no_key.stderr
     wrong = await cli("devices", "list", key="jsd_000000000000_" + "A" * 43)
     assert wrong.exit_code == 4 and wrong.stderr.startswith("error: Authentication required"), wrong.stderr
-    forbidden = await cli("account", "list", key=keys["farm"])
+    forbidden = await cli("accounts", "list", key=keys["farm"])
     assert forbidden.exit_code == 4 and forbidden.stderr.startswith("error: Not allowed"), forbidden.stderr
     invalid = await cli("devices", "set-netid", "00a0000000000009", "zz", key=keys["farm"])
     assert invalid.exit_code in (2, 3), invalid.stderr
-    conflict = await cli("account", "create", "farm", "--kind", "subscriber", key=keys["admin"])
+    conflict = await cli("accounts", "create", "farm", "--kind", "subscriber", key=keys["admin"])
     assert conflict.exit_code == 5 and conflict.stderr.startswith("error: Conflict"), conflict.stderr
     claim_only = json.loads(
-        ok(await cli("account", "create-key", "farm", "--scope", "claim", "--json", key=keys["farm"]))
+        ok(await cli("accounts", "create-key", "farm", "--scope", "claim", "--json", key=keys["farm"]))
     )
     assert claim_only["scopes"] == ["claim"]
     scoped = await cli("devices", "list", key=claim_only["key"])
     assert scoped.exit_code == 4 and scoped.stderr.startswith("error: Not allowed"), scoped.stderr
     problem_json = await cli("devices", "show", "00a0000000000009", "--json", key=keys["farm"])
-    assert problem_json.exit_code == 3 and problem_json.stdout == ""
+    assert problem_json.exit_code == 3 and json.loads(problem_json.stdout)["type"] == "urn:jsd:problem:not-found"
 
     unreachable = await cli("--url", "http://127.0.0.1:9", "devices", "list", key=keys["farm"])
     assert unreachable.exit_code == 1 and "error: cannot connect to http://127.0.0.1:9" in unreachable.stderr
@@ -278,7 +278,7 @@ async def test_problems_are_readable_with_their_exit_codes(cli: Cli, tmp_path: P
     assert limited.exit_code == 5 and "\n  retry after " in limited.stderr, limited.stderr
 
     revoked_id = keys["farm"].split("_")[1]
-    assert "revoked" in ok(await cli("account", "revoke-key", revoked_id, key=keys["admin"]))
+    assert "revoked" in ok(await cli("accounts", "revoke-key", revoked_id, key=keys["admin"]))
     after = await cli("devices", "list", key=keys["farm"])
     assert after.exit_code == 4, after.stderr
 
@@ -286,7 +286,7 @@ async def test_problems_are_readable_with_their_exit_codes(cli: Cli, tmp_path: P
 async def test_reissue_token_replaces_a_lost_one(cli: Cli, tmp_path: Path) -> None:
     keys = await bootstrap(cli, tmp_path)
     one = {"dev_eui": "00c0000000000001", "join_eui": JOIN_EUI, "mac_version": "1.0.4", "generate_keys": True}
-    ok(await cli("devices", "add", "-", "--out", str(tmp_path / "one.json"), stdin=json.dumps(one), key=keys["acme"]))
+    ok(await cli("devices", "add", "--from-file", "-", "--out", str(tmp_path / "one.json"), stdin=json.dumps(one), key=keys["acme"]))
     lost = json.loads((tmp_path / "one.json").read_text())["owner_token"]
     refused = await cli("devices", "reissue-token", one["dev_eui"], key=keys["farm"])
     assert refused.exit_code == 3 and "Not found" in refused.stderr

@@ -1,6 +1,6 @@
-"""The event schemas agree with the contract (docs/api.md), with the README, and with a real validator.
+"""The event schemas agree with the contract (docs/api.md), with docs/events.md, and with a real validator.
 
-The README's block is generated from jsd/events/schema.py; this test fails when either was edited alone
+The block of docs/events.md is generated from jsd/events/schema.py; this test fails when either was edited alone
 (regenerate with ``python -m jsd.events.schema``). The topic rules that keep replies on the asker's own
 topics are checked here too.
 """
@@ -14,17 +14,18 @@ from typing import Any
 
 import pytest
 
-from jsd.events.schema import BEGIN, END, EVENT_TYPES, EventType, check, event_schema, readme_block
+from jsd.events.schema import BEGIN, END, EVENT_TYPES, EventType, check, event_schema, doc_block
 from jsd.events.topics import Topics
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_readme_block_is_the_generated_one() -> None:
-    readme = (ROOT / "README.md").read_text()
-    assert readme.count(BEGIN) == 1 and readme.count(END) == 1
-    block = readme[readme.index(BEGIN) : readme.index(END) + len(END)]
-    assert block == readme_block(), "README events block is stale: run `python -m jsd.events.schema`"
+def test_events_doc_block_is_the_generated_one() -> None:
+    doc = (ROOT / "docs" / "events.md").read_text()
+    assert doc.count(BEGIN) == 1 and doc.count(END) == 1
+    block = doc[doc.index(BEGIN) : doc.index(END) + len(END)]
+    assert block == doc_block(), "docs/events.md's events block is stale: run `python -m jsd.events.schema`"
+    assert BEGIN not in (ROOT / "README.md").read_text(), "the event reference lives in docs/events.md"
 
 
 def _contract() -> dict[str, tuple[str, set[str]]]:
