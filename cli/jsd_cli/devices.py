@@ -195,10 +195,22 @@ def devices_add(
     """
     local_only = {"--home-net-id": home_net_id, "--astk-label": astk_label, "--astk-file": astk_file}
     if from_file is not None:
-        given = [o for o, v in {"DEV_EUI": dev_eui, "--join-eui": join_eui, "--mac-version": mac_version,
-                                "--keys-file": keys_file, "--name": name, **local_only}.items() if v]
+        given = [
+            o
+            for o, v in {
+                "DEV_EUI": dev_eui,
+                "--join-eui": join_eui,
+                "--mac-version": mac_version,
+                "--keys-file": keys_file,
+                "--name": name,
+                **local_only,
+            }.items()
+            if v
+        ]
         if given or generate_keys:
-            raise click.UsageError(f"--from-file holds the whole device: leave out {', '.join(given) or '--generate-keys'}")
+            raise click.UsageError(
+                f"--from-file holds the whole device: leave out {', '.join(given) or '--generate-keys'}"
+            )
         try:
             fields = json.loads(read_secret(from_file, "device JSON"))
         except ValueError as exc:

@@ -47,10 +47,12 @@ class Context:
                 self._settings = load_settings(Path(self.config_path) if self.config_path else None)
             except ConfigError as exc:
                 raise click.ClickException(str(exc)) from None
-            setup_logging(self._settings.get("log", "format"), self._settings.get("log", "level"))
-            if not self.serving:  # a command's stderr is for its own messages: libraries only speak up on trouble
-                for name in ("alembic", "sqlalchemy", "aiosqlite", "asyncio"):
-                    logging.getLogger(name).setLevel(logging.WARNING)
+            level = str(self._settings.get("log", "level"))
+            if self.serving or level.lower() == "debug":
+                setup_logging(self._settings.get("log", "format"), level)
+            else:  # a command's stderr is for its own messages: log lines only on trouble, and the first start
+                setup_logging(self._settings.get("log", "format"), "warning")
+                logging.getLogger("jsd.serve").setLevel(logging.INFO)  # "created SoftHSM2 token ..." once
         return self._settings
 
     @property

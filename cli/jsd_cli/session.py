@@ -30,7 +30,9 @@ def _describe(me: dict[str, Any]) -> str:
 
 @click.command("login")
 @click.option("--url", help="The daemon's API base URL (default: as the other commands find it).")
-@click.option("--api-key-file", required=True, type=click.Path(exists=True, dir_okay=False), help="File with the API key.")
+@click.option(
+    "--api-key-file", required=True, type=click.Path(exists=True, dir_okay=False), help="File with the API key."
+)
 @json_option
 @pass_context
 def login(obj: Context, url: str | None, api_key_file: str, as_json: bool) -> None:

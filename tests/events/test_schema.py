@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from jsd.events.schema import BEGIN, END, EVENT_TYPES, EventType, check, event_schema, doc_block
+from jsd.events.schema import BEGIN, END, EVENT_TYPES, EventType, check, doc_block, event_schema
 from jsd.events.topics import Topics
 
 ROOT = Path(__file__).resolve().parents[2]
