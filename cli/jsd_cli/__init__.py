@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -20,9 +20,27 @@ from jsd_cli import accounts, astk, audit, claims, devices, events, local, outpu
 from jsd_cli.labels import labels_command
 
 
+def run_standalone(group: click.Group, argv: list[str], prog_name: str, **extra: Any) -> NoReturn:
+    """Run ``group`` as a program: click's own errors printed in the CLI's one format (``error: ...``), and as
+    a problem JSON on stdout under ``--json``; exits with the command's code."""
+    words = argv[: argv.index("--")] if "--" in argv else argv
+    output.JSON_MODE = "--json" in words
+    try:
+        code = click.Group.main(group, argv, prog_name, standalone_mode=False, **extra)
+    except click.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else prog_name
+        output.fail_cli(exc.format_message(), "invalid-request", exc.exit_code)
+        click.echo(f"  see '{where} --help'", err=True)
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        sys.exit(output.fail_cli(exc.format_message(), code=exc.exit_code).exit_code)
+    except click.Abort:
+        sys.exit(output.fail_cli("aborted", code=1).exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
 class JsdGroup(click.Group):
-    """The root group: click's own errors are printed in the CLI's one format (``error: ...``), and as a
-    problem JSON on stdout under ``--json``."""
+    """The root group, run by ``run_standalone`` when it is the program."""
 
     def main(
         self,
@@ -33,22 +51,9 @@ class JsdGroup(click.Group):
         **extra: Any,
     ) -> Any:
         argv = list(sys.argv[1:] if args is None else args)
-        words = argv[: argv.index("--")] if "--" in argv else argv
-        output.JSON_MODE = "--json" in words
         if not standalone_mode:
             return super().main(argv, prog_name, complete_var, standalone_mode, **extra)
-        try:
-            code = super().main(argv, prog_name or "jsd", complete_var, standalone_mode=False, **extra)
-        except click.UsageError as exc:
-            where = exc.ctx.command_path if exc.ctx is not None else "jsd"
-            output.fail_cli(exc.format_message(), "invalid-request", exc.exit_code)
-            click.echo(f"  see '{where} --help'", err=True)
-            sys.exit(exc.exit_code)
-        except click.ClickException as exc:
-            sys.exit(output.fail_cli(exc.format_message(), code=exc.exit_code).exit_code)
-        except click.Abort:
-            sys.exit(output.fail_cli("aborted", code=1).exit_code)
-        sys.exit(code if isinstance(code, int) else 0)
+        run_standalone(self, argv, prog_name or "jsd", complete_var=complete_var, **extra)
 
 
 @click.group(cls=JsdGroup)
@@ -155,4 +160,4 @@ def sim(ctx: click.Context) -> None:
     """Simulated devices and network server (see `jsd sim --help`)."""
     from jsd_cli.sim import sim as sim_group
 
-    sim_group.main(args=ctx.args, prog_name="jsd sim", standalone_mode=True)
+    run_standalone(sim_group, list(ctx.args), "jsd sim")

@@ -220,6 +220,8 @@ def devices_add(
             raise click.UsageError("give DEV_EUI and --mac-version (or --from-file)")
         if (keys_file is None) == (not generate_keys):
             raise click.UsageError("give --keys-file or --generate-keys")
+        dev_eui = _eui(dev_eui, "DevEUI").hex()  # refused here before any key is read
+        join_eui = None if join_eui is None else _eui(join_eui, "JoinEUI").hex()
         fields = {"dev_eui": dev_eui, "mac_version": mac_version}
         fields |= {k: v for k, v in (("join_eui", join_eui), ("name", name), ("hsm_group", hsm_group)) if v}
         if keys_file is not None:
