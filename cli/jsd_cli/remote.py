@@ -64,13 +64,27 @@ class Context(local.Context):
         self, config_path: str | None, url: str | None, api_key_file: str | None, force_local: bool = False
     ) -> None:
         super().__init__(config_path)
-        self._profile = load_profile()
-        self._url = url or self._profile.get("url")
-        self._api_key_file = api_key_file
-        if api_key_file is None and not os.environ.get("JSD_API_KEY"):
-            self._api_key_file = self._profile.get("api_key_file")
+        self._given_url = url
+        self._given_key_file = api_key_file
+        self._profile: dict[str, str] | None = None
         self._api_key: str | None = None
         self.force_local = force_local
+
+    def _from_profile(self, name: str) -> str | None:
+        """A profile value, read on first need (``jsd serve`` and ``hsm`` never read the profile)."""
+        if self._profile is None:
+            self._profile = load_profile()
+        return self._profile.get(name)
+
+    @property
+    def _url(self) -> str | None:
+        return self._given_url or self._from_profile("url")
+
+    @property
+    def _api_key_file(self) -> str | None:
+        if self._given_key_file is not None or os.environ.get("JSD_API_KEY"):
+            return self._given_key_file
+        return self._from_profile("api_key_file")
 
     @property
     def remote(self) -> bool:
