@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -166,6 +167,9 @@ def test_first_start_cli_import_join_sigkill_restart(daemon: Daemon, tmp_path: P
     assert app_key.hex() not in logs and kek.hex() not in logs and token not in logs
     assert '"result":"Success"' in logs and f'"dev_eui":"{dev_eui.hex()}"' in logs
 
+    text = daemon.cli("devices", "show", dev_eui.hex()).stdout  # the operator's shortcut device, as text
+    assert "None" not in text and "hsm_group" not in text, text
+    assert re.search(r"^astk:\s+astk-acme$", text, re.M) and re.search(rf"^home_net_id:\s+{HOME}$", text, re.M), text
     reset = daemon.cli("devices", "reset-nonces", dev_eui.hex())
     assert reset.returncode == 0, reset.stderr
     after = json.loads(daemon.cli("devices", "show", dev_eui.hex(), "--json").stdout)
