@@ -7,7 +7,7 @@ One run:
 1. writes N devices to a JSON Lines or CSV file, row by row (half LoRaWAN 1.0.3 with an AppKey, half 1.1
    with AppKey + NwkKey, all imported into the HSM; ``--generate`` lets the HSM generate them instead);
 2. starts ``jsd serve`` on a fresh state directory (SQLite, SoftHSM2, as ``scripts/serve.sh`` does) and makes a
-   manufacturer account in local mode (``jsd account create``), unless ``--url`` names a running daemon;
+   manufacturer account in local mode (``jsd accounts create``), unless ``--url`` names a running daemon;
 3. runs ``jsd devices import`` as a subprocess (the CLI an operator uses: chunked upload, progress bar, the
    answer streamed to a 0600 file) and times it;
 4. samples the resident memory of the whole daemon (supervisor + workers) and reports the CLI's own peak RSS:
@@ -73,14 +73,14 @@ def write_devices(path: Path, count: int, fmt: str, generate: bool) -> None:
 def local_manufacturer(env: dict[str, str]) -> str:
     """A manufacturer account made in local mode (no daemon API key exists yet on a fresh state)."""
     made = subprocess.run(
-        [sys.executable, "-m", "jsd", "account", "create", "bench", "--kind", "manufacturer", "--json"],
+        [sys.executable, "-m", "jsd", "accounts", "create", "bench", "--kind", "manufacturer", "--json"],
         env=env,
         capture_output=True,
         text=True,
         check=False,
     )
     if made.returncode != 0:
-        sys.exit("jsd account create failed:\n" + made.stderr)
+        sys.exit("jsd accounts create failed:\n" + made.stderr)
     return str(json.loads(made.stdout)["api_key"]["key"])
 
 

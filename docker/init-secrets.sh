@@ -10,7 +10,7 @@ hex() { od -An -N"$1" -tx1 /dev/urandom | tr -d ' \n'; }
 
 [ -s secrets/ns_kek ] || hex 16 > secrets/ns_kek
 [ -s secrets/ns_token ] || hex 32 > secrets/ns_token
-# Filled in after the first start (see the README section "ChirpStack bridge"); empty until then.
+# Filled in after the first start (see docs/chirpstack.md, section "docker/"); empty until then.
 for name in bridge_api_key chirpstack_api_token astk appserver_lbi_token; do
     [ -e "secrets/$name" ] || : > "secrets/$name"
 done

@@ -127,7 +127,7 @@ def run_worker(settings: Settings, index: int) -> None:
     Worker 0 alone also runs the MQTT publisher and command subscriber: one drainer keeps the outbox in seq
     order and one subscriber sees each command once. It lives in a worker rather than a process of its own:
     a process with the registry and an HSM session would add about a worker's memory (~95 MB of the 250 MB
-    budget in the README's benchmarks), while publishing costs a JSON encode and a socket write per event;
+    budget in docs/benchmarks.md), while publishing costs a JSON encode and a socket write per event;
     and the supervisor already restarts worker 0 when it dies.
     """
     from aiohttp import web

@@ -22,5 +22,5 @@ def test_real_names_import(tmp_path: Path) -> None:
 def test_jsd_console_command_shows_help(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "jsd", "--help"], cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    for command in ("serve", "hsm", "ns", "device", "sim"):
+    for command in ("serve", "hsm", "ns", "accounts", "devices", "claim", "astks", "events", "whoami", "login", "sim"):
         assert command in result.stdout

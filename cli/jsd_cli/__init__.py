@@ -1,20 +1,63 @@
-"""The ``jsd`` command: serve the daemon, prepare the HSM, manage NSs and devices locally, and drive a
-(remote) daemon's REST API: accounts, device import, claims, NetID/ASTK, audit.
+"""The ``jsd`` command: serve the daemon, prepare the HSM, and manage accounts, network servers, devices,
+claims and ASTKs, through a daemon's REST API or, on the daemon's machine, on its database and HSM directly.
 
-Commands import the daemon lazily so ``jsd --help`` stays fast. Secrets (PINs, keys, tokens, API keys) are
-read from files, standard input or the environment, never from the command line, where other users could
-read them in ``ps``.
+One tree of plural nouns (``accounts``, ``devices``, ``astks``, ``ns``) and a few verbs (``claim``, ``login``,
+``whoami``). Commands import the daemon lazily so ``jsd --help`` stays fast. Secrets (PINs, keys, tokens,
+API keys) are read from files, standard input or the environment, never from the command line, where other
+users could read them in ``ps``. Every failure is one ``error: ...`` line (more for refused rows) on stderr
+with an exit code per kind of problem (jsd_cli.output).
 """
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
 import click
 
-from jsd_cli import accounts, astk, audit, claims, devices, local, ops, remote, users
+from jsd_cli import accounts, astk, audit, claims, devices, events, local, ops, output, remote, session, users
 from jsd_cli.labels import labels_command
 
 
-@click.group()
+def run_standalone(group: click.Group, argv: list[str], prog_name: str, **extra: Any) -> NoReturn:
+    """Run ``group`` as a program: click's own errors printed in the CLI's one format (``error: ...``), and as
+    a problem JSON on stdout under ``--json``; exits with the command's code."""
+    words = argv[: argv.index("--")] if "--" in argv else argv
+    output.JSON_MODE = "--json" in words
+    try:
+        code = click.Group.main(group, argv, prog_name, standalone_mode=False, **extra)
+    except click.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else prog_name
+        output.fail_cli(exc.format_message(), "invalid-request", exc.exit_code)
+        click.echo(f"  see '{where} --help'", err=True)
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        sys.exit(output.fail_cli(exc.format_message(), code=exc.exit_code).exit_code)
+    except click.Abort:
+        sys.exit(output.fail_cli("aborted", code=1).exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+class JsdGroup(click.Group):
+    """The root group, run by ``run_standalone`` when it is the program."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        if not standalone_mode:
+            return super().main(argv, prog_name, complete_var, standalone_mode, **extra)
+        run_standalone(self, argv, prog_name or "jsd", complete_var=complete_var, **extra)
+
+
+@click.group(cls=JsdGroup)
+@click.version_option(package_name="jsd", message="jsd %(version)s")
 @click.option(
     "-c",
     "--config",
@@ -26,17 +69,32 @@ from jsd_cli.labels import labels_command
 @click.option(
     "--url",
     envvar="JSD_URL",
-    help="The daemon's API base URL [JSD_URL; default http://<server.host>:<server.port> of the configuration].",
+    help="The daemon's API base URL [JSD_URL; else the profile's; else http://<server.host>:<server.port>].",
 )
 @click.option(
     "--api-key-file",
     envvar="JSD_API_KEY_FILE",
-    help="File with the API key ('-' = stdin) [JSD_API_KEY_FILE; else the key itself in JSD_API_KEY].",
+    help="File with the API key ('-' = stdin) [JSD_API_KEY_FILE; else the key itself in JSD_API_KEY; "
+    "else the profile's].",
+)
+@click.option(
+    "--local",
+    "force_local",
+    is_flag=True,
+    help="Work on this machine's database and HSM (as the daemon's operator), not through the API. "
+    "Also the mode when no API key is at hand.",
 )
 @click.pass_context
-def main(ctx: click.Context, config_path: str | None, url: str | None, api_key_file: str | None) -> None:
-    """LoRaWAN Join Server with a PKCS#11 HSM."""
-    ctx.obj = remote.Context(config_path, url, api_key_file)
+def main(
+    ctx: click.Context, config_path: str | None, url: str | None, api_key_file: str | None, force_local: bool
+) -> None:
+    """LoRaWAN Join Server with a PKCS#11 HSM.
+
+    The commands call a daemon's REST API with an API key (--api-key-file, JSD_API_KEY_FILE, JSD_API_KEY or
+    the profile `jsd login` writes). `hsm`, `serve`, and without a key (or with --local) `ns`, `accounts`
+    and `devices add|list|show|reset-nonces|delete` work on the local database and HSM instead.
+    """
+    ctx.obj = remote.Context(config_path, url, api_key_file, force_local)
 
 
 @main.command()
@@ -45,24 +103,39 @@ def main(ctx: click.Context, config_path: str | None, url: str | None, api_key_f
 @click.option("--workers", type=click.IntRange(1, 64), help="Worker processes (server.workers).")
 @click.pass_obj
 def serve(obj: local.Context, host: str | None, port: int | None, workers: int | None) -> None:
-    """Run the Join Server (LBI 1.0 over HTTP); the embedded default is created on first start."""
+    """Run the Join Server (LBI 1.0 over HTTP and the REST API); the embedded default is created on first start."""
     from jsd.serve import serve as run
 
+    obj.serving = True
     settings = obj.settings()
     changes = {"server__host": host, "server__port": port, "server__workers": workers}
     settings = settings.replace(**{k: v for k, v in changes.items() if v is not None})
     run(settings)
 
 
+def _deprecated(group: click.Group, old: str) -> click.Group:
+    """A hidden old name of a group that still works and says what replaced it."""
+
+    def warn() -> None:
+        output.warn(f"`jsd {old}` is deprecated: use `jsd {group.name}`")
+
+    return click.Group(old, commands=group.commands, callback=warn, hidden=True, help=f"Use `jsd {group.name}`.")
+
+
+main.add_command(session.login)
+main.add_command(session.whoami)
 main.add_command(local.hsm)
 main.add_command(local.ns)
-main.add_command(local.device)
-main.add_command(accounts.account)
+main.add_command(accounts.accounts)
 main.add_command(devices.devices)
 main.add_command(claims.claim)
-main.add_command(astk.astk)
-main.add_command(audit.audit)
+main.add_command(astk.astks)
 main.add_command(labels_command, "labels")
+main.add_command(audit.audit)
+main.add_command(events.events)
+main.add_command(_deprecated(accounts.accounts, "account"))
+main.add_command(_deprecated(devices.devices, "device"))
+main.add_command(_deprecated(astk.astks, "astk"))
 main.add_command(ops.db)
 main.add_command(ops.backup)
 main.add_command(ops.restore)
@@ -92,4 +165,4 @@ def sim(ctx: click.Context) -> None:
     """Simulated devices and network server (see `jsd sim --help`)."""
     from jsd_cli.sim import sim as sim_group
 
-    sim_group.main(args=ctx.args, prog_name="jsd sim", standalone_mode=True)
+    run_standalone(sim_group, list(ctx.args), "jsd sim")

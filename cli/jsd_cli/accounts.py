@@ -1,8 +1,8 @@
-"""``jsd account``: accounts and their API keys, through the API or directly on the local database.
+"""``jsd accounts``: accounts and their API keys, through the API or directly on the local database.
 
 With an API key (``--api-key-file`` or ``JSD_API_KEY``) the commands call the daemon; without one they open
 the configured database and HSM as the local operator, which is how the first operator account is made
-(``jsd account create admin --kind operator``). Both modes print the same JSON shapes (docs/api.md).
+(``jsd accounts create admin --kind operator``). Both modes print the same JSON shapes (docs/api.md).
 """
 
 from __future__ import annotations
@@ -82,11 +82,11 @@ def run_local(obj: Context, body: Callable[[OwnershipService, Principal], Awaita
 
 
 @click.group()
-def account() -> None:
+def accounts() -> None:
     """Accounts and API keys (operator; a key holder may manage its own keys)."""
 
 
-@account.command("create")
+@accounts.command("create")
 @click.argument("account_id")
 @click.option("--kind", type=click.Choice(KINDS), required=True)
 @click.option("--name", help="Display name.")
@@ -132,7 +132,7 @@ def _show_new_key(key: dict[str, Any], out: str | None, as_json: bool, answer: d
     click.echo(f"scopes: {' '.join(key['scopes'])}", err=to_stderr)
 
 
-@account.command("list")
+@accounts.command("list")
 @json_option
 @pass_context
 def account_list(obj: Context, as_json: bool) -> None:
@@ -152,7 +152,7 @@ def account_list(obj: Context, as_json: bool) -> None:
         click.echo(output.table(answer["accounts"], ACCOUNT_COLUMNS))
 
 
-@account.command("keys")
+@accounts.command("keys")
 @click.argument("account_id")
 @json_option
 @pass_context
@@ -173,7 +173,7 @@ def account_keys(obj: Context, account_id: str, as_json: bool) -> None:
         click.echo(output.table(answer["keys"], KEY_COLUMNS))
 
 
-@account.command("create-key")
+@accounts.command("create-key")
 @click.argument("account_id")
 @click.option("--scope", "scopes", multiple=True, help="Limit the key to these scopes (repeat); default: the kind's.")
 @click.option("--out", help="Write the new API key to this new 0600 file instead of printing it ('-' = stdout, the key alone).")
@@ -198,10 +198,11 @@ def account_create_key(obj: Context, account_id: str, scopes: tuple[str, ...], o
     _show_new_key(answer, out, as_json, answer, f"new API key for {account_id}")
 
 
-@account.command("revoke-key")
+@accounts.command("revoke-key")
 @click.argument("key_id")
+@json_option
 @pass_context
-def account_revoke_key(obj: Context, key_id: str) -> None:
+def account_revoke_key(obj: Context, key_id: str, as_json: bool) -> None:
     """Revoke an API key: from now on it fails like an unknown one."""
     if obj.remote:
         obj.run(lambda api: api.call("DELETE", f"/keys/{segment(key_id)}"))
@@ -211,4 +212,7 @@ def account_revoke_key(obj: Context, key_id: str) -> None:
             await service.revoke_api_key(principal, key_id)
 
         run_local(obj, body)
-    click.echo(f"API key {key_id} revoked")
+    if as_json:
+        output.print_json({"key_id": key_id, "revoked": True})
+    else:
+        click.echo(f"API key {key_id} revoked")

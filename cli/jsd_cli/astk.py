@@ -1,4 +1,4 @@
-"""``jsd astk``: application server transport keys, by name, for the AppSKeys of one's devices.
+"""``jsd astks``: application server transport keys, by name, for the AppSKeys of one's devices.
 
 A generated ASTK leaves the HSM exactly once, for the application server; ``create`` does that export right
 away (printed or written to a new 0600 file) unless ``--no-export`` defers it to ``export``.
@@ -36,16 +36,16 @@ def appserver_line(kek_label: str, key_file: str) -> str:
 
 
 @click.group()
-def astk() -> None:
+def astks() -> None:
     """Application server transport keys (ASTKs)."""
 
 
-@astk.command("create")
+@astks.command("create")
 @click.argument("name")
 @click.option("--key-file", help="Import this key (32 hex; '-' = stdin) instead of generating one in the HSM.")
 @click.option("--out", help="Write the generated key to this new 0600 file instead of printing it ('-' = stdout, "
               "the key alone; the messages go to stderr).")
-@click.option("--no-export", is_flag=True, help="Generate only; export later with `jsd astk export`.")
+@click.option("--no-export", is_flag=True, help="Generate only; export later with `jsd astks export`.")
 @json_option
 @pass_context
 def astk_create(obj: Context, name: str, key_file: str | None, out: str | None, no_export: bool, as_json: bool) -> None:
@@ -82,7 +82,7 @@ def astk_create(obj: Context, name: str, key_file: str | None, out: str | None, 
     click.echo(f"application server (appserver.toml [astks]): {line}", err=to_stderr)
 
 
-@astk.command("export")
+@astks.command("export")
 @click.argument("name")
 @click.option("--out", required=True, help="New file (mode 0600) for the key; '-' = stdout.")
 @json_option
@@ -98,7 +98,7 @@ def astk_export(obj: Context, name: str, out: str, as_json: bool) -> None:
         output.print_json({"name": answer.get("name", name), "out": out})
 
 
-@astk.command("list")
+@astks.command("list")
 @json_option
 @pass_context
 def astk_list(obj: Context, as_json: bool) -> None:

@@ -31,6 +31,7 @@ class ApiProblem(Exception):
     errors: list[dict[str, Any]] = field(default_factory=list)
     error_count: int | None = None
     retry_after: str | None = None
+    body: dict[str, Any] | None = None
 
     def __str__(self) -> str:
         return f"{self.title}: {self.detail}" if self.detail else self.title
@@ -60,6 +61,7 @@ async def problem_of(response: aiohttp.ClientResponse) -> ApiProblem:
             errors=[e for e in errors if isinstance(e, dict)] if isinstance(errors, list) else [],
             error_count=count if isinstance(count, int) else None,
             retry_after=retry_after,
+            body=body,
         )
     return ApiProblem(
         status=response.status,

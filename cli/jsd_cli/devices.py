@@ -1,4 +1,7 @@
-"""``jsd devices``: pre-commissioned and claimed devices through the REST API of a (remote) daemon.
+"""``jsd devices``: pre-commissioned and claimed devices through the REST API of a (remote) daemon, and, on
+the daemon's machine without an API key (or with ``--local``), the operator's shortcut: ``add`` a device whose
+keys are at hand with its home NetID and ASTK label, ``show``, ``list``, ``reset-nonces`` and ``delete``
+on the local database and HSM, printing the same shapes as the API.
 
 ``import`` streams the file: it is read in blocks while it is sent, and the answer (one line per device, with
 the owner tokens and generated keys that exist nowhere else) is written to a 0600 file as it arrives, so
@@ -14,14 +17,19 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
 from jsd_cli import output
+from jsd_cli.accounts import run_local
 from jsd_cli.client import ApiClient, ApiUnreachable
+from jsd_cli.local import _eui, _open, _read_secret_hex, _run
 from jsd_cli.output import DEVICE_COLUMNS, json_option
 from jsd_cli.remote import Context, check_new_file, emit_secret, pass_context, read_secret, secret_file, segment
+
+if TYPE_CHECKING:
+    from jsd.ownership import OwnershipService, Principal
 
 BLOCK = 64 * 1024
 CONTENT_TYPES = {"csv": "text/csv", "jsonl": "application/x-ndjson"}
@@ -46,16 +54,23 @@ DEVICE_FIELDS = (
 )
 
 
+MAC_VERSIONS = ("1.0.0", "1.0.1", "1.0.2", "1.0.3", "1.0.4", "1.1")
+
+
 @click.group()
 def devices() -> None:
-    """Devices: import (manufacturer), list, show, NetID and ASTK, release (owner)."""
+    """Devices: import and add (manufacturer, operator), list, show, NetID and ASTK, release (owner)."""
 
 
 def show_device(as_json: bool, device: dict[str, Any]) -> None:
+    """A Device: its fields, and any warnings of the answer on stderr (under --json: in the JSON)."""
     if as_json:
         output.print_json(device)
-    else:
-        click.echo(output.fields(device, [k for k in DEVICE_FIELDS if k in device]))
+        return
+    for warning in device.get("warnings") or ():
+        output.warn(str(warning))
+    extra = [k for k in device if k not in DEVICE_FIELDS and k != "warnings"]
+    click.echo(output.fields(device, [k for k in (*DEVICE_FIELDS, *extra) if k in device]))
 
 
 @dataclass
@@ -142,18 +157,164 @@ def devices_import(obj: Context, source: Path, fmt: str | None, out: str | None,
 
 
 @devices.command("add")
-@click.argument("source")
+@click.argument("dev_eui", required=False)
+@click.option("--join-eui", help="JoinEUI (default: ownership.default_join_eui of the daemon).")
+@click.option("--mac-version", type=click.Choice(MAC_VERSIONS), help="LoRaWAN version of the device.")
+@click.option("--keys-file", help='Root keys, JSON {"AppKey": hex, "NwkKey": hex (1.1)}; "-" = stdin.')
+@click.option("--generate-keys", is_flag=True, help="Generate the root keys in the HSM (handed out once).")
+@click.option("--name", help="Display name.")
+@click.option("--home-net-id", help="Local only: NetID of the home network server (an owner sets it otherwise).")
+@click.option("--astk-label", help="Local only: HSM label of the application server transport key (ASTK).")
+@click.option("--astk-file", help="Local only: import this ASTK (32 hex) under --astk-label if it is not there.")
+@click.option("--hsm-group", help="HSM group (storage KEK); default join.default_hsm_group.")
+@click.option("--from-file", "from_file", help="The whole device as JSON (DeviceImport of docs/api.md; '-' = stdin).")
 @click.option("--out", help="Write the answer (owner token, generated keys) to this new 0600 file.")
 @json_option
 @pass_context
-def devices_add(obj: Context, source: str, out: str | None, as_json: bool) -> None:
-    """Pre-commission one device from a JSON file (DeviceImport of docs/api.md; '-' = stdin)."""
-    try:
-        fields = json.loads(read_secret(source, "device JSON"))
-    except ValueError as exc:
-        raise click.UsageError(f"{source}: not JSON: {exc}") from None
+def devices_add(
+    obj: Context,
+    dev_eui: str | None,
+    join_eui: str | None,
+    mac_version: str | None,
+    keys_file: str | None,
+    generate_keys: bool,
+    name: str | None,
+    home_net_id: str | None,
+    astk_label: str | None,
+    astk_file: str | None,
+    hsm_group: str | None,
+    from_file: str | None,
+    out: str | None,
+    as_json: bool,
+) -> None:
+    """Pre-commission one device: DEV_EUI with options, or --from-file.
+
+    Through the API it gets an owner token (shown once, or in --out) for its owner to claim it. On the
+    daemon's machine (no API key, or --local) the operator's shortcut also sets its home NetID and ASTK
+    label for a device that no account owns; the keys go straight into the HSM and are kept wrapped.
+    """
+    local_only = {"--home-net-id": home_net_id, "--astk-label": astk_label, "--astk-file": astk_file}
+    if from_file is not None:
+        given = [
+            o
+            for o, v in {
+                "DEV_EUI": dev_eui,
+                "--join-eui": join_eui,
+                "--mac-version": mac_version,
+                "--keys-file": keys_file,
+                "--name": name,
+                **local_only,
+            }.items()
+            if v
+        ]
+        if given or generate_keys:
+            raise click.UsageError(
+                f"--from-file holds the whole device: leave out {', '.join(given) or '--generate-keys'}"
+            )
+        try:
+            fields = json.loads(read_secret(from_file, "device JSON"))
+        except ValueError as exc:
+            raise click.UsageError(f"{from_file}: not JSON: {exc}") from None
+    else:
+        if dev_eui is None or mac_version is None:
+            raise click.UsageError("give DEV_EUI and --mac-version (or --from-file)")
+        if (keys_file is None) == (not generate_keys):
+            raise click.UsageError("give --keys-file or --generate-keys")
+        dev_eui = _eui(dev_eui, "DevEUI").hex()  # refused here before any key is read
+        join_eui = None if join_eui is None else _eui(join_eui, "JoinEUI").hex()
+        fields = {"dev_eui": dev_eui, "mac_version": mac_version}
+        fields |= {k: v for k, v in (("join_eui", join_eui), ("name", name), ("hsm_group", hsm_group)) if v}
+        if keys_file is not None:
+            fields |= _root_keys(keys_file, mac_version)
+        else:
+            fields["generate_keys"] = True
     check_new_file(out)
-    answer = obj.run(lambda api: api.call("POST", "/devices", body=fields))
+    if obj.remote:
+        used = [o for o, v in local_only.items() if v]
+        if used:
+            raise click.UsageError(
+                f"{', '.join(used)}: only on the daemon's machine (--local, or no API key); through the API a "
+                "device's home NetID and ASTK are set by its owner after the claim"
+            )
+        answer = obj.run(lambda api: api.call("POST", "/devices", body=fields))
+    elif any(local_only.values()):
+        if generate_keys or from_file is not None:
+            raise click.UsageError("--home-net-id and --astk-label go with --keys-file")
+        _add_local_owned_by_nobody(obj, fields, home_net_id, astk_label, astk_file)
+        answer = {**fields, "status": "created"}
+        answer.pop("app_key", None), answer.pop("nwk_key", None)
+    else:
+        from jsd.api import render
+
+        async def body(service: OwnershipService, principal: Principal) -> dict[str, Any]:
+            return render.imported_device(await service.add_device(principal, fields))
+
+        answer = run_local(obj, body)
+    _show_added(answer, out, as_json)
+
+
+def _root_keys(keys_file: str, mac_version: str) -> dict[str, str]:
+    """``app_key``/``nwk_key`` from the keys file (JSON with AppKey and, for 1.1, NwkKey)."""
+    raw = sys.stdin.read() if keys_file == "-" else Path(keys_file).read_text()
+    try:
+        keys = json.loads(raw)
+        app_key = bytes.fromhex(keys["AppKey"])
+        nwk_key = bytes.fromhex(keys["NwkKey"]) if keys.get("NwkKey") else None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise click.BadParameter('keys file must be JSON {"AppKey": "<32 hex>", "NwkKey": "<32 hex>"}') from None
+    if len(app_key) != 16 or (nwk_key is not None and len(nwk_key) != 16):
+        raise click.BadParameter("AppKey and NwkKey must be 16 bytes (32 hex digits)")
+    if (mac_version == "1.1") != (nwk_key is not None):
+        raise click.BadParameter("LoRaWAN 1.1 devices need an NwkKey; 1.0.x devices must not have one")
+    return {"app_key": app_key.hex()} | ({"nwk_key": nwk_key.hex()} if nwk_key else {})
+
+
+def _add_local_owned_by_nobody(
+    obj: Context, fields: dict[str, Any], home_net_id: str | None, astk_label: str | None, astk_file: str | None
+) -> None:
+    """The operator's shortcut: a device with its home NetID and ASTK label, straight into the registry."""
+    from jsd.registry import NewDevice
+
+    dev = _eui(fields["dev_eui"], "DevEUI")
+    join_eui = fields.get("join_eui") or obj.settings().get("ownership", "default_join_eui")
+    if not join_eui:
+        raise click.UsageError("give --join-eui (ownership.default_join_eui is not set)")
+    join = _eui(join_eui, "JoinEUI")
+    home = _eui(home_net_id, "home NetID", 3) if home_net_id else None
+    if astk_file and not astk_label:
+        raise click.UsageError("--astk-file needs --astk-label")
+    astk = _read_secret_hex(astk_file, "ASTK") if astk_file else None
+    app_key, nwk_key = bytes.fromhex(fields["app_key"]), bytes.fromhex(fields.get("nwk_key") or "")
+
+    async def body() -> None:
+        async with _open(obj.settings()) as (registry, hsm):
+            assert hsm is not None
+            group = fields.get("hsm_group") or obj.settings().get("join", "default_hsm_group")
+            await hsm.ensure_storage_kek(group)
+            if astk_label and not await hsm.has_kek(astk_label):
+                if astk is None:
+                    raise click.ClickException(f"ASTK {astk_label} is not in the HSM: give --astk-file")
+                await hsm.import_kek(astk_label, astk)
+            await registry.add_device(
+                NewDevice(
+                    dev_eui=dev,
+                    join_eui=join,
+                    mac_version=fields["mac_version"],
+                    hsm_group=group,
+                    app_key_blob=await hsm.import_root_key(group, app_key),
+                    nwk_key_blob=await hsm.import_root_key(group, nwk_key) if nwk_key else None,
+                    home_net_id=home,
+                    astk_label=astk_label,
+                    owner_account=None,
+                    name=fields.get("name"),
+                )
+            )
+
+    _run(body())
+    fields["dev_eui"], fields["join_eui"] = dev.hex(), join.hex()
+
+
+def _show_added(answer: dict[str, Any], out: str | None, as_json: bool) -> None:
     secret_keys = ("owner_token", "app_key", "nwk_key")
     if as_json:
         if out is not None:
@@ -190,7 +351,22 @@ def devices_list(obj: Context, limit: int, after: str | None, all_pages: bool, a
             if not all_pages or not cursor:
                 return {"devices": found, "next": cursor}
 
-    answer = obj.run(body)
+    if obj.remote:
+        answer = obj.run(body)
+    else:
+        from jsd.api import render
+
+        async def local(service: OwnershipService, principal: Principal) -> dict[str, Any]:
+            found: list[dict[str, Any]] = []
+            cursor = None if after is None else bytes.fromhex(after)
+            while True:
+                page = await service.list_devices(principal, limit, cursor)
+                found.extend(render.device(d) for d in page)
+                cursor = page[-1].dev_eui if len(page) == limit else None
+                if not all_pages or cursor is None:
+                    return {"devices": found, "next": None if cursor is None else cursor.hex()}
+
+        answer = run_local(obj, local)
     if as_json:
         output.print_json(answer)
         return
@@ -204,8 +380,24 @@ def devices_list(obj: Context, limit: int, after: str | None, all_pages: bool, a
 @json_option
 @pass_context
 def devices_show(obj: Context, dev_eui: str, as_json: bool) -> None:
-    """One device (never its keys)."""
-    show_device(as_json, obj.run(lambda api: api.call("GET", f"/devices/{segment(dev_eui)}")))
+    """One device (never its keys); on the daemon's machine also its nonce state."""
+    if obj.remote:
+        show_device(as_json, obj.run(lambda api: api.call("GET", f"/devices/{segment(dev_eui)}")))
+        return
+    dev = _eui(dev_eui, "DevEUI")
+
+    async def body(service: OwnershipService, principal: Principal) -> dict[str, Any]:
+        from jsd.api import render
+
+        shown = render.device(await service.get_device(principal, dev))
+        found = await service._registry.get_device(dev)  # the nonce state only the registry knows
+        if found is not None:
+            shown["join_nonce"] = found.nonces.join_nonce
+            shown["last_dev_nonce"] = found.nonces.last_dev_nonce
+            shown["used_dev_nonces"] = len(found.nonces.used_dev_nonces)
+        return shown
+
+    show_device(as_json, run_local(obj, body))
 
 
 def _value_or_clear(value: str | None, clear: bool, what: str) -> str | None:
@@ -280,7 +472,17 @@ def devices_reissue_token(obj: Context, dev_eui: str, out: str | None, as_json: 
 @pass_context
 def devices_reset_nonces(obj: Context, dev_eui: str, as_json: bool) -> None:
     """Forget the DevNonces seen (after a device reset); the JoinNonce keeps counting."""
-    device = obj.run(lambda api: api.call("POST", f"/devices/{segment(dev_eui)}/reset-nonces"))
+    if obj.remote:
+        device = obj.run(lambda api: api.call("POST", f"/devices/{segment(dev_eui)}/reset-nonces"))
+    else:
+        dev = _eui(dev_eui, "DevEUI")
+
+        async def body(service: OwnershipService, principal: Principal) -> dict[str, Any]:
+            from jsd.api import render
+
+            return render.device(await service.reset_nonces(principal, dev))
+
+        device = run_local(obj, body)
     if as_json:
         output.print_json(device)
     else:
@@ -289,8 +491,25 @@ def devices_reset_nonces(obj: Context, dev_eui: str, as_json: bool) -> None:
 
 @devices.command("delete")
 @click.argument("dev_eui")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@json_option
 @pass_context
-def devices_delete(obj: Context, dev_eui: str) -> None:
-    """Delete an unclaimed device (manufacturer) or any device (operator)."""
-    obj.run(lambda api: api.call("DELETE", f"/devices/{segment(dev_eui)}"))
-    click.echo(f"device {dev_eui} deleted")
+def devices_delete(obj: Context, dev_eui: str, yes: bool, as_json: bool) -> None:
+    """Delete an unclaimed device (manufacturer) or any device (operator): its keys are gone for good."""
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.UsageError(f"deleting {dev_eui} cannot be undone: give --yes to confirm")
+        click.confirm(f"Delete device {dev_eui} and its keys for good?", abort=True, err=True)
+    if obj.remote:
+        obj.run(lambda api: api.call("DELETE", f"/devices/{segment(dev_eui)}"))
+    else:
+        dev = _eui(dev_eui, "DevEUI")
+
+        async def body(service: OwnershipService, principal: Principal) -> None:
+            await service.delete_device(principal, dev)
+
+        run_local(obj, body)
+    if as_json:
+        output.print_json({"dev_eui": dev_eui.lower(), "deleted": True})
+    else:
+        click.echo(f"device {dev_eui} deleted")

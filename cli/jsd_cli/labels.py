@@ -133,7 +133,10 @@ def _profile_option(ctx: click.Context, param: click.Parameter, value: str) -> b
     help="ProfileID for lines that carry none.",
 )
 @click.option("--no-checksum", is_flag=True, help="Leave out the C (checksum) extension.")
-def labels_command(devices: IO[str], out_dir: Path, fmt: str, default_profile: bytes, no_checksum: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+def labels_command(
+    devices: IO[str], out_dir: Path, fmt: str, default_profile: bytes, no_checksum: bool, as_json: bool
+) -> None:
     """Write a TR005 QR label per device of DEVICES (the JSON Lines answer of a device import, or - for stdin).
 
     Each label is <DEVEUI>.png and/or <DEVEUI>.svg in --out, listed in labels.csv. Bad lines are reported with
@@ -166,7 +169,11 @@ def labels_command(devices: IO[str], out_dir: Path, fmt: str, default_profile: b
             write_label(label, out_dir, fmt)
             rows.writerow(label.csv_row())
             written += 1
-    click.echo(f"labels: {written} written to {out_dir} ({fmt}), {without_token} without owner_token, {bad} bad lines")
+    if as_json:
+        counts = {"written": written, "without_token": without_token, "bad": bad}
+        click.echo(json.dumps({"out": str(out_dir), "format": fmt, **counts}, indent=2))
+    else:
+        click.echo(f"labels: {written} written to {out_dir} ({fmt}), {without_token} without owner_token, {bad} bad lines")
     if bad:
         raise click.ClickException(f"{bad} bad input line(s) skipped; see the messages above")
 

@@ -1,8 +1,9 @@
-"""Operator commands that work on the local database and HSM: ``jsd hsm``, ``jsd ns``, ``jsd device``.
+"""Operator commands that work on the local database and HSM: ``jsd hsm``, ``jsd ns``, and the local half
+of ``jsd devices add|show|reset-nonces`` (jsd_cli.devices).
 
 They need what the daemon needs (the configuration, the HSM PIN), so only the operator of the machine can
-run them. Keys are read from files or standard input; generated secrets are printed once. ``jsd ns`` is
-dual-mode: given an API key it calls a daemon's API instead (jsd_cli.remote).
+run them. Keys are read from files or standard input; generated secrets are printed once or written to new
+0600 files. ``jsd ns`` is dual-mode: given an API key it calls a daemon's API instead (jsd_cli.remote).
 """
 
 from __future__ import annotations
@@ -33,8 +34,11 @@ class Context:
     def __init__(self, config_path: str | None) -> None:
         self.config_path = config_path
         self._settings: Settings | None = None
+        self.serving = False
 
     def settings(self) -> Settings:
+        import logging
+
         from jsd.config import ConfigError, load_settings
         from jsd.logs import setup_logging
 
@@ -43,7 +47,12 @@ class Context:
                 self._settings = load_settings(Path(self.config_path) if self.config_path else None)
             except ConfigError as exc:
                 raise click.ClickException(str(exc)) from None
-            setup_logging(self._settings.get("log", "format"), self._settings.get("log", "level"))
+            level = str(self._settings.get("log", "level"))
+            if self.serving or level.lower() == "debug":
+                setup_logging(self._settings.get("log", "format"), level)
+            else:  # a command's stderr is for its own messages: log lines only on trouble, and the first start
+                setup_logging(self._settings.get("log", "format"), "warning")
+                logging.getLogger("jsd.serve").setLevel(logging.INFO)  # "created SoftHSM2 token ..." once
         return self._settings
 
     @property
@@ -125,8 +134,9 @@ def hsm() -> None:
 
 
 @hsm.command("init")
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
 @click.pass_obj
-def hsm_init(obj: Context) -> None:
+def hsm_init(obj: Context, as_json: bool) -> None:
     """Create the SoftHSM2 token (embedded default) and the storage KEK; idempotent."""
 
     async def body() -> None:
@@ -135,14 +145,15 @@ def hsm_init(obj: Context) -> None:
         await prepare(obj.settings())
 
     _run(body())
-    click.echo("HSM ready")
+    _emit(as_json, {"ready": True}, "HSM ready")
 
 
 @hsm.command("import-kek")
 @click.argument("label")
 @click.option("--key-file", required=True, help="File holding the 16-byte KEK as hex ('-' = stdin).")
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
 @click.pass_obj
-def hsm_import_kek(obj: Context, label: str, key_file: str) -> None:
+def hsm_import_kek(obj: Context, label: str, key_file: str, as_json: bool) -> None:
     """Import a KEK (NS KEK or ASTK) as a wrap-only token object under LABEL."""
     key = _read_secret_hex(key_file, "KEK")
 
@@ -152,7 +163,7 @@ def hsm_import_kek(obj: Context, label: str, key_file: str) -> None:
             await hsm.import_kek(label, key)
 
     _run(body())
-    click.echo(f"imported KEK {label}")
+    _emit(as_json, {"label": label}, f"imported KEK {label}")
 
 
 @hsm.command("import-lmk")
@@ -160,8 +171,9 @@ def hsm_import_kek(obj: Context, label: str, key_file: str) -> None:
 @click.option("--se-prod-id", type=click.IntRange(0, 15), required=True, help="SE_PROD_ID of the TKM info.")
 @click.option("--lmk-id", type=click.IntRange(0, 15), required=True, help="LMK_ID of the TKM info.")
 @click.option("--key-file", required=True, help="File holding the 16-byte lot master key as hex ('-' = stdin).")
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
 @click.pass_obj
-def hsm_import_lmk(obj: Context, se_manuf_id: int, se_prod_id: int, lmk_id: int, key_file: str) -> None:
+def hsm_import_lmk(obj: Context, se_manuf_id: int, se_prod_id: int, lmk_id: int, key_file: str, as_json: bool) -> None:
     """Import a secure-element lot master key (DERIVE only, never readable again).
 
     Devices imported with TKM info naming these ids get their root keys derived from it inside the HSM.
@@ -177,7 +189,7 @@ def hsm_import_lmk(obj: Context, se_manuf_id: int, se_prod_id: int, lmk_id: int,
             await hsm.import_lot_master_key(label, key)
 
     _run(body())
-    click.echo(f"imported lot master key {label}")
+    _emit(as_json, {"label": label}, f"imported lot master key {label}")
 
 
 # -- jsd ns ------------------------------------------------------------------------------------
@@ -193,13 +205,20 @@ def ns() -> None:
 @click.option("--name", default="", help="Display name.")
 @click.option("--kek-label", help="KEK label the NS knows (default ns-<NetID>).")
 @click.option("--kek-file", help="Import this KEK (16 bytes hex; '-' = stdin) under the label.")
-@click.option("--generate-kek", is_flag=True, help="Generate the KEK in the HSM and print it once.")
+@click.option("--generate-kek", is_flag=True, help="Generate the KEK and hand it out once (printed, or --out).")
 @click.option("--token-file", help="Bearer token the NS sends, read from a file.")
-@click.option("--generate-token", is_flag=True, help="Generate a bearer token and print it once.")
+@click.option("--generate-token", is_flag=True, help="Generate a bearer token and hand it out once (printed, or --out).")
 @click.option("--cert-file", type=click.Path(exists=True, dir_okay=False), help="NS client certificate (PEM).")
 @click.option("--answer-url", help="The NS's LBI listener, for asynchronous answers.")
 @click.option("--async-answers", is_flag=True, help="Answer asynchronously (POST to --answer-url).")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write the generated KEK and token to OUT/ns-<NetID>.kek and OUT/ns-<NetID>.token (new files, mode "
+    "0600; the directory is made if missing) instead of printing them.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON (the API's shape).")
 @click.pass_obj
 def ns_add(
     obj: Context,
@@ -213,6 +232,7 @@ def ns_add(
     cert_file: str | None,
     answer_url: str | None,
     async_answers: bool,
+    out_dir: Path | None,
     as_json: bool,
 ) -> None:
     """Register a network server by NET_ID, with its KEK and credential."""
@@ -224,6 +244,7 @@ def ns_add(
         raise click.UsageError("use --kek-file or --generate-kek, not both")
     if async_answers and not answer_url:
         raise click.UsageError("--async-answers needs --answer-url")
+    targets = _ns_secret_files(out_dir, net.hex(), generate_kek, generate_token)
     token = None
     if token_file:
         token = Path(token_file).read_text().strip()
@@ -238,218 +259,142 @@ def ns_add(
 
         new_ns: dict[str, Any] = {"net_id": net.hex(), "name": name, "kek_label": label, "cert_fingerprint": fingerprint}
         new_ns |= {"answer_url": answer_url, "async_mode": async_answers}
-        ns_add_remote(obj, new_ns, kek, generate_kek, token, generate_token, as_json)
-        return
+        answer = ns_add_remote(obj, new_ns, kek, generate_kek, token, generate_token)
+    else:
 
-    async def body() -> bytes | None:
-        async with _open(obj.settings()) as (registry, hsm):
-            assert hsm is not None
-            new_kek = await hsm.generate_random(16) if generate_kek else kek
-            if new_kek is not None:
-                await hsm.import_kek(label, new_kek)
-            elif not await hsm.has_kek(label):
-                raise click.ClickException(f"KEK {label} is not in the HSM: give --kek-file or --generate-kek")
-            await registry.add_network_server(
-                NetworkServer(
-                    net_id=net,
-                    name=name,
-                    kek_label=label,
-                    token_hash=hashlib.sha256(token.encode()).hexdigest() if token else None,
-                    cert_fingerprint=fingerprint,
-                    answer_url=answer_url,
-                    async_mode=async_answers,
+        async def body() -> bytes | None:
+            async with _open(obj.settings()) as (registry, hsm):
+                assert hsm is not None
+                new_kek = await hsm.generate_random(16) if generate_kek else kek
+                if new_kek is not None:
+                    await hsm.import_kek(label, new_kek)
+                elif not await hsm.has_kek(label):
+                    raise click.ClickException(f"KEK {label} is not in the HSM: give --kek-file or --generate-kek")
+                await registry.add_network_server(
+                    NetworkServer(
+                        net_id=net,
+                        name=name,
+                        kek_label=label,
+                        token_hash=hashlib.sha256(token.encode()).hexdigest() if token else None,
+                        cert_fingerprint=fingerprint,
+                        answer_url=answer_url,
+                        async_mode=async_answers,
+                    )
                 )
-            )
-            return new_kek if generate_kek else None
+                return new_kek if generate_kek else None
 
-    shown = _run(body())
-    data: dict[str, Any] = {"net_id": net.hex(), "kek_label": label}
-    lines = [f"network server {net.hex()} added (KEK label {label})"]
-    if generate_token and token:
-        data["token"] = token
-        lines.append(f"bearer token (shown once): {token}")
-    if shown is not None:
-        data["kek"] = shown.hex()
-        lines.append(f"KEK (shown once, put it in the NS's [[keks]]): {shown.hex()}")
-    _emit(as_json, data, "\n".join(lines))
+        shown = _run(body())
+        server = {
+            "net_id": net.hex(),
+            "name": name,
+            "kek_label": label,
+            "has_token": token is not None,
+            "cert_fingerprint": fingerprint,
+            "answer_url": answer_url,
+            "async_mode": async_answers,
+        }
+        answer = {"network_server": server}
+        if generate_token and token:
+            answer["token"] = token
+        if shown is not None:
+            answer["kek"] = shown.hex()
+    _ns_added(answer, targets, as_json)
+
+
+def _ns_secret_files(out_dir: Path | None, net_id: str, kek: bool, token: bool) -> dict[str, Path]:
+    """The files --out will get, checked before anything is done, so a one-time secret cannot be lost."""
+    if out_dir is None:
+        return {}
+    if not kek and not token:
+        raise click.UsageError("--out is for generated secrets: give --generate-kek and/or --generate-token")
+    targets = {k: out_dir / f"ns-{net_id}.{k}" for k, wanted in (("kek", kek), ("token", token)) if wanted}
+    for path in targets.values():
+        if path.exists():
+            raise click.UsageError(f"{path} exists and may hold an earlier secret: choose another --out")
+    return targets
+
+
+def _ns_added(answer: dict[str, Any], targets: dict[str, Path], as_json: bool) -> None:
+    """Hand out the generated secrets (files or output, once) and say what was registered."""
+    import os
+
+    server = answer["network_server"]
+    written = []
+    for what, path in targets.items():
+        if answer.get(what):
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(answer[what] + "\n")
+            answer[what] = None
+            answer[f"{what}_file"] = str(path)
+            written.append(f"{'KEK' if what == 'kek' else 'bearer token'} written to {path} (mode 0600)")
+    if as_json:
+        click.echo(json.dumps(answer, indent=2))
+        return
+    click.echo(f"network server {server['net_id']} added (KEK label {server['kek_label']})")
+    for line in written:
+        click.echo(line)
+    if answer.get("token"):
+        click.echo(f"bearer token (shown once): {answer['token']}")
+    if answer.get("kek"):
+        click.echo(f"KEK (shown once, put it in the NS's [[keks]]): {answer['kek']}")
 
 
 @ns.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON (the API's shape).")
 @click.pass_obj
 def ns_list(obj: Context, as_json: bool) -> None:
     """List registered network servers."""
     if obj.remote:
         from jsd_cli.remote import ns_list_remote
 
-        ns_list_remote(obj, as_json)
-        return
+        answer = ns_list_remote(obj)
+    else:
 
-    async def body() -> list[dict[str, Any]]:
-        async with _open(obj.settings(), hsm_needed=False) as (registry, _):
-            return [
-                {
-                    "net_id": n.net_id.hex(),
-                    "name": n.name,
-                    "kek_label": n.kek_label,
-                    "auth": "token" if n.token_hash else "certificate",
-                    "answer_url": n.answer_url,
-                    "async": n.async_mode,
-                }
-                for n in await registry.list_network_servers()
-            ]
+        async def body() -> list[dict[str, Any]]:
+            async with _open(obj.settings(), hsm_needed=False) as (registry, _):
+                return [
+                    {
+                        "net_id": n.net_id.hex(),
+                        "name": n.name,
+                        "kek_label": n.kek_label,
+                        "has_token": n.token_hash is not None,
+                        "cert_fingerprint": n.cert_fingerprint,
+                        "answer_url": n.answer_url,
+                        "async_mode": n.async_mode,
+                    }
+                    for n in await registry.list_network_servers()
+                ]
 
-    rows = _run(body())
+        answer = {"network_servers": _run(body())}
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json.dumps(answer, indent=2))
         return
-    for row in rows:
-        click.echo(f"{row['net_id']}  {row['kek_label']:<20} {row['auth']:<12} {row['name']}")
+    for row in answer["network_servers"]:
+        auth = "token" if row.get("has_token") else "certificate"
+        click.echo(f"{row['net_id']}  {row['kek_label']:<20} {auth:<12} {row['name']}")
 
 
 @ns.command("remove")
 @click.argument("net_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
 @click.pass_obj
-def ns_remove(obj: Context, net_id: str) -> None:
+def ns_remove(obj: Context, net_id: str, as_json: bool) -> None:
     """Remove a network server (its KEK stays in the HSM)."""
     net = _eui(net_id, "NetID", 3)
     if obj.remote:
         from jsd_cli.remote import ns_remove_remote
 
         ns_remove_remote(obj, net.hex())
-        return
+    else:
 
-    async def body() -> None:
-        async with _open(obj.settings(), hsm_needed=False) as (registry, _):
-            await registry.remove_network_server(net)
+        async def body() -> None:
+            async with _open(obj.settings(), hsm_needed=False) as (registry, _):
+                await registry.remove_network_server(net)
 
-    _run(body())
-    click.echo(f"network server {net.hex()} removed")
-
-
-# -- jsd device --------------------------------------------------------------------------------
-
-MAC_VERSIONS = ("1.0.0", "1.0.1", "1.0.2", "1.0.3", "1.0.4", "1.1")
-
-
-@click.group()
-def device() -> None:
-    """Devices (operator import until the ownership workflow exists)."""
-
-
-@device.command("add")
-@click.argument("dev_eui")
-@click.option("--join-eui", required=True)
-@click.option("--mac-version", type=click.Choice(MAC_VERSIONS), required=True)
-@click.option("--keys-file", required=True, help='JSON {"AppKey": hex, "NwkKey": hex (1.1)}; "-" = stdin.')
-@click.option("--home-net-id", help="NetID of the home network server.")
-@click.option("--astk-label", help="Label of the application server transport key (ASTK).")
-@click.option("--astk-file", help="Import this ASTK (16 bytes hex) under --astk-label if it is not there yet.")
-@click.option("--hsm-group", help="HSM group (storage KEK); default join.default_hsm_group.")
-@click.option("--name", help="Display name.")
-@click.pass_obj
-def device_add(
-    obj: Context,
-    dev_eui: str,
-    join_eui: str,
-    mac_version: str,
-    keys_file: str,
-    home_net_id: str | None,
-    astk_label: str | None,
-    astk_file: str | None,
-    hsm_group: str | None,
-    name: str | None,
-) -> None:
-    """Import a device with its root keys; the keys go straight into the HSM and are kept wrapped."""
-    from jsd.registry import NewDevice
-
-    dev = _eui(dev_eui, "DevEUI")
-    join = _eui(join_eui, "JoinEUI")
-    home = _eui(home_net_id, "home NetID", 3) if home_net_id else None
-    raw = sys.stdin.read() if keys_file == "-" else Path(keys_file).read_text()
-    try:
-        keys = json.loads(raw)
-        app_key = bytes.fromhex(keys["AppKey"])
-        nwk_key = bytes.fromhex(keys["NwkKey"]) if keys.get("NwkKey") else None
-    except (ValueError, KeyError, TypeError, AttributeError):
-        raise click.BadParameter('keys file must be JSON {"AppKey": "<32 hex>", "NwkKey": "<32 hex>"}') from None
-    if len(app_key) != 16 or (nwk_key is not None and len(nwk_key) != 16):
-        raise click.BadParameter("AppKey and NwkKey must be 16 bytes (32 hex digits)")
-    if (mac_version == "1.1") != (nwk_key is not None):
-        raise click.BadParameter("LoRaWAN 1.1 devices need an NwkKey; 1.0.x devices must not have one")
-    if astk_file and not astk_label:
-        raise click.UsageError("--astk-file needs --astk-label")
-    astk = _read_secret_hex(astk_file, "ASTK") if astk_file else None
-
-    async def body() -> None:
-        async with _open(obj.settings()) as (registry, hsm):
-            assert hsm is not None
-            group = hsm_group or obj.settings().get("join", "default_hsm_group")
-            await hsm.ensure_storage_kek(group)
-            if astk_label and not await hsm.has_kek(astk_label):
-                if astk is None:
-                    raise click.ClickException(f"ASTK {astk_label} is not in the HSM: give --astk-file")
-                await hsm.import_kek(astk_label, astk)
-            await registry.add_device(
-                NewDevice(
-                    dev_eui=dev,
-                    join_eui=join,
-                    mac_version=mac_version,
-                    hsm_group=group,
-                    app_key_blob=await hsm.import_root_key(group, app_key),
-                    nwk_key_blob=await hsm.import_root_key(group, nwk_key) if nwk_key else None,
-                    home_net_id=home,
-                    astk_label=astk_label,
-                    owner_account=None,
-                    name=name,
-                )
-            )
-
-    _run(body())
-    click.echo(f"device {dev.hex()} added")
-
-
-@device.command("show")
-@click.argument("dev_eui")
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_obj
-def device_show(obj: Context, dev_eui: str, as_json: bool) -> None:
-    """Show a device and its nonce state (never its keys)."""
-    dev = _eui(dev_eui, "DevEUI")
-
-    async def body() -> dict[str, Any]:
-        async with _open(obj.settings(), hsm_needed=False) as (registry, _):
-            found = await registry.get_device(dev)
-            if found is None:
-                raise click.ClickException(f"device {dev.hex()} not found")
-            return {
-                "dev_eui": found.dev_eui.hex(),
-                "join_eui": found.join_eui.hex(),
-                "mac_version": found.mac_version,
-                "hsm_group": found.hsm_group,
-                "home_net_id": found.home_net_id.hex() if found.home_net_id else None,
-                "astk_label": found.astk_label,
-                "join_nonce": found.nonces.join_nonce,
-                "last_dev_nonce": found.nonces.last_dev_nonce,
-                "used_dev_nonces": len(found.nonces.used_dev_nonces),
-            }
-
-    data = _run(body())
-    _emit(as_json, data, "\n".join(f"{k}: {v}" for k, v in data.items()))
-
-
-@device.command("reset-nonces")
-@click.argument("dev_eui")
-@click.pass_obj
-def device_reset_nonces(obj: Context, dev_eui: str) -> None:
-    """Forget the DevNonces and RJcounts seen (e.g. after a device reset); JoinNonce keeps counting."""
-    dev = _eui(dev_eui, "DevEUI")
-
-    async def body() -> None:
-        async with _open(obj.settings(), hsm_needed=False) as (registry, _):
-            await registry.reset_dev_nonces(dev)
-
-    _run(body())
-    click.echo(f"DevNonce state of {dev.hex()} reset")
-
-
+        _run(body())
+    if as_json:
+        click.echo(json.dumps({"net_id": net.hex(), "removed": True}, indent=2))
+    else:
+        click.echo(f"network server {net.hex()} removed")

@@ -1,7 +1,9 @@
-"""How remote commands answer: ``--json`` prints the API's JSON, otherwise text and tables on stdout.
+"""How commands answer: ``--json`` prints the API's JSON, otherwise text and tables on stdout.
 
 Problems go to stderr as ``error: <title>: <detail>`` with one line per refused field or row, and each
 problem type has a fixed exit code so scripts can tell "bad input" from "not there" from "not allowed".
+Under ``--json`` the problem (RFC 7807, the API's own object when it sent one) is also printed on stdout,
+so a script reading stdout always gets one JSON document. Warnings go to stderr as ``warning: ...``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ EXIT_INVALID = 2
 EXIT_NOT_FOUND = 3
 EXIT_AUTH = 4
 EXIT_REFUSED = 5
+
+JSON_MODE = False
+"""Set by the root command when ``--json`` is on the command line: problems are then printed as JSON too."""
 
 EXIT_CODES = {
     "invalid-request": EXIT_INVALID,
@@ -63,11 +68,38 @@ def problem_lines(problem: ApiProblem) -> list[str]:
     return lines
 
 
+def problem_document(problem: ApiProblem) -> dict[str, Any]:
+    """The RFC 7807 object: the API's own when it sent one, else one made from what the CLI knows."""
+    if problem.body:
+        return dict(problem.body)
+    document: dict[str, Any] = {"type": f"urn:jsd:problem:{problem.problem}", "title": problem.title}
+    if problem.status:
+        document["status"] = problem.status
+    if problem.detail:
+        document["detail"] = problem.detail
+    if problem.errors:
+        document["errors"] = problem.errors
+    return document
+
+
 def fail(problem: ApiProblem) -> click.exceptions.Exit:
-    """Print a problem to stderr; the caller raises the returned exit."""
+    """Print a problem to stderr (and as JSON on stdout under --json); the caller raises the returned exit."""
     for line in problem_lines(problem):
         click.echo(line, err=True)
+    if JSON_MODE:
+        print_json(problem_document(problem))
     return click.exceptions.Exit(exit_code(problem))
+
+
+def fail_cli(message: str, problem: str = "error", code: int | None = None) -> click.exceptions.Exit:
+    """A problem found by the CLI itself (bad option, unreadable file, daemon unreachable), printed as ``fail``."""
+    found = ApiProblem(status=0, problem=problem, title=message)
+    exit_ = fail(found)
+    return exit_ if code is None else click.exceptions.Exit(code)
+
+
+def warn(message: str) -> None:
+    click.echo(f"warning: {message}", err=True)
 
 
 def print_json(data: Any) -> None:

@@ -28,18 +28,70 @@ T = TypeVar("T")
 DEFAULT_URL = "http://127.0.0.1:8090"
 
 
-class Context(local.Context):
-    """One invocation: the local configuration plus the remote daemon's URL and API key."""
+PROFILE_HELP = "JSD_PROFILE, else $XDG_CONFIG_HOME/jsd/profile.toml (~/.config/jsd/profile.toml)"
 
-    def __init__(self, config_path: str | None, url: str | None, api_key_file: str | None) -> None:
+
+def profile_path() -> Path:
+    """Where ``jsd login`` keeps the daemon's URL and the API key file: JSD_PROFILE, else the XDG config dir."""
+    if os.environ.get("JSD_PROFILE"):
+        return Path(os.environ["JSD_PROFILE"]).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "jsd" / "profile.toml"
+
+
+def load_profile() -> dict[str, str]:
+    """The profile's ``url`` and ``api_key_file`` (absent file = empty profile; a broken one is an error)."""
+    import tomllib
+
+    path = profile_path()
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise click.UsageError(f"cannot read the profile {path}: {exc}") from None
+    return {k: str(v) for k, v in data.items() if k in ("url", "api_key_file") and isinstance(v, str)}
+
+
+class Context(local.Context):
+    """One invocation: the local configuration plus the remote daemon's URL and API key.
+
+    Precedence, highest first: the options, the environment (JSD_URL, JSD_API_KEY_FILE, JSD_API_KEY), the
+    profile written by ``jsd login``, the configuration (URL only).
+    """
+
+    def __init__(
+        self, config_path: str | None, url: str | None, api_key_file: str | None, force_local: bool = False
+    ) -> None:
         super().__init__(config_path)
-        self._url = url
-        self._api_key_file = api_key_file
+        self._given_url = url
+        self._given_key_file = api_key_file
+        self._profile: dict[str, str] | None = None
         self._api_key: str | None = None
+        self.force_local = force_local
+
+    def _from_profile(self, name: str) -> str | None:
+        """A profile value, read on first need (``jsd serve`` and ``hsm`` never read the profile)."""
+        if self._profile is None:
+            self._profile = load_profile()
+        return self._profile.get(name)
+
+    @property
+    def _url(self) -> str | None:
+        return self._given_url or self._from_profile("url")
+
+    @property
+    def _api_key_file(self) -> str | None:
+        if self._given_key_file is not None or os.environ.get("JSD_API_KEY"):
+            return self._given_key_file
+        return self._from_profile("api_key_file")
 
     @property
     def remote(self) -> bool:
-        """Dual-mode commands (``ns``, ``account``) go to the API when an API key was given."""
+        """Dual-mode commands (``ns``, ``accounts``, ``devices add|list|show|...``) go to the API when an API
+        key is at hand and ``--local`` was not given; otherwise they open the local database and HSM."""
+        if self.force_local:
+            return False
         return self._api_key_file is not None or bool(os.environ.get("JSD_API_KEY"))
 
     def api_key(self) -> str | None:
@@ -71,8 +123,10 @@ class Context(local.Context):
         """Run one conversation with the daemon; problems and connection errors end the command readably."""
         key = self.api_key()
         if key is None:
-            click.echo("error: no API key: set JSD_API_KEY or give --api-key-file (JSD_API_KEY_FILE)", err=True)
-            raise click.exceptions.Exit(output.EXIT_AUTH)
+            raise output.fail_cli(
+                "no API key: give --api-key-file (JSD_API_KEY_FILE) or JSD_API_KEY, or run `jsd login`",
+                "unauthenticated",
+            )
 
         async def conversation() -> T:
             async with ApiClient(self.base_url(), key, timeout) as api:
@@ -83,8 +137,7 @@ class Context(local.Context):
         except ApiProblem as problem:
             raise output.fail(problem) from None
         except ApiUnreachable as exc:
-            click.echo(f"error: {exc}", err=True)
-            raise click.exceptions.Exit(output.EXIT_OTHER) from None
+            raise output.fail_cli(str(exc), "unreachable") from None
 
 
 pass_context = click.make_pass_decorator(Context)
@@ -97,7 +150,9 @@ def segment(value: str) -> str:
 
 def read_secret(source: str | None, what: str) -> str:
     """A secret from a file, '-' (standard input), or a hidden prompt when no source was given."""
-    if source is None:
+    if source is None and not sys.stdin.isatty():
+        text = sys.stdin.read()  # piped or redirected: read it, as '-' would (no prompt, no echo warning)
+    elif source is None:
         text = str(click.prompt(what, hide_input=True))
     elif source == "-":
         text = sys.stdin.read()
@@ -155,8 +210,7 @@ def ns_add_remote(
     generate_kek: bool,
     token: str | None,
     generate_token: bool,
-    as_json: bool,
-) -> None:
+) -> dict[str, Any]:
     """POST /network-servers; a KEK asked to be generated is made here (OS CSPRNG) and sent like a given one."""
     assert isinstance(obj, Context)
     new_kek = secrets.token_bytes(16) if generate_kek else kek
@@ -167,32 +221,18 @@ def ns_add_remote(
         payload["token"] = token
     elif generate_token:
         payload["generate_token"] = True
-    answer = obj.run(lambda api: api.call("POST", "/network-servers", body=payload))
-    if generate_kek:
-        answer["kek"] = new_kek.hex() if new_kek else None
-    if as_json:
-        output.print_json(answer)
-        return
-    server = answer["network_server"]
-    click.echo(f"network server {server['net_id']} added (KEK label {server['kek_label']})")
-    if answer.get("token"):
-        click.echo(f"bearer token (shown once): {answer['token']}")
-    if generate_kek:
-        click.echo(f"KEK (shown once, put it in the NS's [[keks]]): {answer['kek']}")
+    answer: dict[str, Any] = obj.run(lambda api: api.call("POST", "/network-servers", body=payload))
+    if generate_kek and new_kek is not None:
+        answer["kek"] = new_kek.hex()
+    return answer
 
 
-def ns_list_remote(obj: local.Context, as_json: bool) -> None:
+def ns_list_remote(obj: local.Context) -> dict[str, Any]:
     assert isinstance(obj, Context)
-    answer = obj.run(lambda api: api.call("GET", "/network-servers"))
-    if as_json:
-        output.print_json(answer)
-        return
-    for row in answer["network_servers"]:
-        auth = "token" if row.get("has_token") else "certificate"
-        click.echo(f"{row['net_id']}  {row['kek_label']:<20} {auth:<12} {row['name']}")
+    answer: dict[str, Any] = obj.run(lambda api: api.call("GET", "/network-servers"))
+    return answer
 
 
 def ns_remove_remote(obj: local.Context, net_id: str) -> None:
     assert isinstance(obj, Context)
     obj.run(lambda api: api.call("DELETE", f"/network-servers/{segment(net_id)}"))
-    click.echo(f"network server {net_id} removed")

@@ -250,7 +250,9 @@ class Api:
         body = await inputs.json_object(request, ("net_id",))
         value = inputs.nullable_member(body, "net_id")
         net_id = None if value is None else inputs.net_id(value, "net_id")
-        return _json(render.device(await service.set_net_id(p, dev_eui, net_id)))
+        answer = render.device(await service.set_net_id(p, dev_eui, net_id))
+        warnings = await service.net_id_warnings(net_id)
+        return _json(answer | ({"warnings": warnings} if warnings else {}))
 
     async def set_astk(self, request: web.Request) -> web.StreamResponse:
         service, p = await self.principal(request)

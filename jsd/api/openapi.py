@@ -74,7 +74,7 @@ def hex_in(digits: int, description: str) -> Schema:
     return {"type": "string", "pattern": f"^(0[xX])?[0-9a-fA-F]{{{digits}}}$", "description": description}
 
 
-TIME: Schema = {"type": "string", "format": "date-time", "description": "RFC 3339, UTC ('Z')"}
+TIME: Schema = {"type": "string", "format": "date-time", "description": "RFC 3339 UTC with milliseconds: 2026-11-27T10:00:00.000Z"}
 TEXT: Schema = {
     "type": "string",
     "maxLength": 255,
@@ -231,6 +231,14 @@ SCHEMAS: dict[str, Schema] = {
             "keys_exported": {"type": "boolean"},
             "created_at": TIME,
             "claimed_at": nullable(TIME),
+        },
+        {
+            "warnings": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "only in the answer of a change that took effect but may not work yet "
+                "(set-netid: no network server with that NetID is registered)",
+            }
         },
         description="manufacturer and owner are shown to the operator and to that account only (else null)",
     ),

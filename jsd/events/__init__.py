@@ -1,4 +1,4 @@
-"""Events out and commands in over MQTT (README "MQTT events and commands", docs/api.md).
+"""Events out and commands in over MQTT (docs/events.md, docs/api.md).
 
 `running(...)` is what the composition root starts in exactly one process: with a broker configured, the
 publisher (outbox → broker, command topics → ownership service → replies); without one, the keeper that

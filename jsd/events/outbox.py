@@ -71,7 +71,6 @@ class Outbox:
             expected = max(expected or 0, stored.seq + 1)
             view = event_view(stored)
             body = view.as_dict()
-            body["time"] = view.time.astimezone(UTC).isoformat().replace("+00:00", "Z")
             payload = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
             topic = self._topics.event(view.account, stored.dev_eui, view.type)
             out.append(Outgoing(stored.event_id, stored.seq, stored.dev_eui, topic, payload))

@@ -1,4 +1,4 @@
-"""The MQTT topic layout, in one place (README "MQTT events and commands").
+"""The MQTT topic layout, in one place (docs/events.md).
 
 Every topic starts with the configured prefix (``jsd/v1``) and then the account, so a broker ACL with one
 pattern per account (``%u``) confines each integrator to its own events, commands and replies.

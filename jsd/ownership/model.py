@@ -48,10 +48,11 @@ PROBLEM_TYPE_PREFIX = "urn:jsd:problem:"
 
 
 def wire_time(value: datetime) -> str:
-    """RFC 3339 in UTC with 'Z', as REST, MQTT and events show times; a naive time (SQLite) is UTC."""
+    """RFC 3339 in UTC with milliseconds and 'Z' (``2026-11-27T10:00:00.000Z``), the one form REST, MQTT and
+    events show; a naive time (SQLite) is UTC. A fixed width keeps times comparable as strings."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class AccountKind(StrEnum):

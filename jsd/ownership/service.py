@@ -700,6 +700,12 @@ class OwnershipService:
         )
         return _view(p, await self._visible(p, dev_eui))
 
+    async def net_id_warnings(self, net_id: bytes | None) -> list[str]:
+        """Why a home NetID may not work yet: no network server with it is registered (it may be added later)."""
+        if net_id is None or await self._registry.get_network_server(net_id) is not None:
+            return []
+        return [f"no network server with NetID {net_id.hex()} is registered yet: no NS can join the device until one is"]
+
     async def set_astk(self, p: Principal, dev_eui: bytes, astk: str | None) -> DeviceView:
         device = await self._owned(p, dev_eui)
         label = None
@@ -1120,7 +1126,7 @@ def _view(p: Principal, d: OwnedDevice, *, force: bool = False) -> DeviceView:
         manufacturer=d.manufacturer if shows_maker else None,
         owner=d.owner_account if shows_owner else None,
         home_net_id=None if d.home_net_id is None else bytes.fromhex(d.home_net_id),
-        astk=d.astk_name,
+        astk=d.astk_name if d.astk_name is not None else d.astk_label,  # an operator's own label (devices add)
         keys_exported=d.keys_exported,
         created_at=d.created_at,
         claimed_at=d.claimed_at,

@@ -1,7 +1,7 @@
 """The REST API through real HTTP: an aiohttp client against the running daemon (`jsd_server`).
 
 Every answer with status >= 400 is checked to be an RFC 7807 problem on the way in, so each test that
-provokes an error also checks the error's form. The first operator is made the way `jsd account create`
+provokes an error also checks the error's form. The first operator is made the way `jsd accounts create`
 does it on the daemon's machine: the service called directly as the local operator.
 """
 

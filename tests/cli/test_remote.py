@@ -37,8 +37,11 @@ class Cli:
     url: str
     local_env: dict[str, str]
 
-    async def __call__(self, *args: str, key: str | None = None, stdin: str | None = None) -> Result:
+    async def __call__(
+        self, *args: str, key: str | None = None, stdin: str | None = None, profile: Path | None = None
+    ) -> Result:
         env: dict[str, str | None] = {"JSD_URL": self.url, "JSD_API_KEY": key, "JSD_API_KEY_FILE": None}
+        env["JSD_PROFILE"] = str(profile or Path(self.local_env["JSD_GENERAL_STATE_DIR"]) / "no-profile.toml")
         runner = CliRunner()
         return await asyncio.to_thread(runner.invoke, main, list(args), input=stdin, env=env, catch_exceptions=False)
 
@@ -69,7 +72,7 @@ def mode(path: Path) -> int:
 
 async def bootstrap(cli: Cli, tmp_path: Path) -> dict[str, str]:
     """The first operator in local mode, then a manufacturer and a subscriber through the API."""
-    made = await cli.local("account", "create", "admin", "--kind", "operator", "--json")
+    made = await cli.local("accounts", "create", "admin", "--kind", "operator", "--json")
     assert made.returncode == 0, made.stderr
     answer = json.loads(made.stdout)
     assert answer["account"] == {**answer["account"], "id": "admin", "kind": "operator"}
@@ -77,14 +80,16 @@ async def bootstrap(cli: Cli, tmp_path: Path) -> dict[str, str]:
     assert admin.startswith("jsd_") and "admin" in answer["api_key"]["scopes"]
 
     text = ok(
-        await cli("account", "create", "acme", "--kind", "manufacturer", "--out", str(tmp_path / "acme.key"), key=admin)
+        await cli(
+            "accounts", "create", "acme", "--kind", "manufacturer", "--out", str(tmp_path / "acme.key"), key=admin
+        )
     )
     assert "account acme (manufacturer) created" in text and "jsd_" not in text
     assert mode(tmp_path / "acme.key") == 0o600
-    sub = json.loads(ok(await cli("account", "create", "farm", "--kind", "subscriber", "--json", key=admin)))
-    listed = json.loads(ok(await cli("account", "list", "--json", key=admin)))
+    sub = json.loads(ok(await cli("accounts", "create", "farm", "--kind", "subscriber", "--json", key=admin)))
+    listed = json.loads(ok(await cli("accounts", "list", "--json", key=admin)))
     assert {"admin", "acme", "farm"} <= {a["id"] for a in listed["accounts"]}
-    local = await cli.local("account", "keys", "farm", "--json")
+    local = await cli.local("accounts", "keys", "farm", "--json")
     assert local.returncode == 0, local.stderr
     assert [k["key_id"] for k in json.loads(local.stdout)["keys"]] == [sub["api_key"]["key_id"]]
     return {"admin": admin, "acme": (tmp_path / "acme.key").read_text().strip(), "farm": sub["api_key"]["key"]}
@@ -190,10 +195,10 @@ async def test_story_import_label_claim_netid_astk_join_release_reclaim(cli: Cli
     assert gone.exit_code == 3 and gone.stderr.startswith("error: Not found"), gone.stderr
 
     astk_name = f"as-{secrets.token_hex(4)}"
-    text = ok(await cli("astk", "create", astk_name, "--out", str(tmp_path / "astk.hex"), key=farm))
+    text = ok(await cli("astks", "create", astk_name, "--out", str(tmp_path / "astk.hex"), key=farm))
     assert f"ASTK {astk_name} generated in the HSM" in text and mode(tmp_path / "astk.hex") == 0o600
     astk = bytes.fromhex((tmp_path / "astk.hex").read_text().strip())
-    again_export = await cli("astk", "export", astk_name, "--out", str(tmp_path / "astk2.hex"), key=farm)
+    again_export = await cli("astks", "export", astk_name, "--out", str(tmp_path / "astk2.hex"), key=farm)
     assert again_export.exit_code == 5 and not (tmp_path / "astk2.hex").exists()
     assert json.loads(ok(await cli("devices", "set-netid", dev, HOME, "--json", key=farm)))["home_net_id"] == HOME
     assert "astk:" in ok(await cli("devices", "set-astk", dev, astk_name, key=farm))
@@ -240,7 +245,14 @@ async def test_import_with_bad_rows_reports_lines_and_writes_nothing(cli: Cli, t
 
     one = {"dev_eui": "00b0000000000009", "join_eui": JOIN_EUI, "mac_version": "1.1", "generate_keys": True}
     added = await cli(
-        "devices", "add", "-", "--out", str(tmp_path / "one.json"), stdin=json.dumps(one), key=keys["acme"]
+        "devices",
+        "add",
+        "--from-file",
+        "-",
+        "--out",
+        str(tmp_path / "one.json"),
+        stdin=json.dumps(one),
+        key=keys["acme"],
     )
     assert ok(added).startswith("device 00b0000000000009 created\nimport answer written to")
     answer = json.loads((tmp_path / "one.json").read_text())
@@ -249,24 +261,24 @@ async def test_import_with_bad_rows_reports_lines_and_writes_nothing(cli: Cli, t
 
 async def test_problems_are_readable_with_their_exit_codes(cli: Cli, tmp_path: Path) -> None:
     keys = await bootstrap(cli, tmp_path)
-    no_key = await cli("devices", "list")
+    no_key = await cli("events")  # an account's command: no local mode to fall back to
     assert no_key.exit_code == 4 and "no API key" in no_key.stderr
     wrong = await cli("devices", "list", key="jsd_000000000000_" + "A" * 43)
     assert wrong.exit_code == 4 and wrong.stderr.startswith("error: Authentication required"), wrong.stderr
-    forbidden = await cli("account", "list", key=keys["farm"])
+    forbidden = await cli("accounts", "list", key=keys["farm"])
     assert forbidden.exit_code == 4 and forbidden.stderr.startswith("error: Not allowed"), forbidden.stderr
     invalid = await cli("devices", "set-netid", "00a0000000000009", "zz", key=keys["farm"])
     assert invalid.exit_code in (2, 3), invalid.stderr
-    conflict = await cli("account", "create", "farm", "--kind", "subscriber", key=keys["admin"])
+    conflict = await cli("accounts", "create", "farm", "--kind", "subscriber", key=keys["admin"])
     assert conflict.exit_code == 5 and conflict.stderr.startswith("error: Conflict"), conflict.stderr
     claim_only = json.loads(
-        ok(await cli("account", "create-key", "farm", "--scope", "claim", "--json", key=keys["farm"]))
+        ok(await cli("accounts", "create-key", "farm", "--scope", "claim", "--json", key=keys["farm"]))
     )
     assert claim_only["scopes"] == ["claim"]
     scoped = await cli("devices", "list", key=claim_only["key"])
     assert scoped.exit_code == 4 and scoped.stderr.startswith("error: Not allowed"), scoped.stderr
     problem_json = await cli("devices", "show", "00a0000000000009", "--json", key=keys["farm"])
-    assert problem_json.exit_code == 3 and problem_json.stdout == ""
+    assert problem_json.exit_code == 3 and json.loads(problem_json.stdout)["type"] == "urn:jsd:problem:not-found"
 
     unreachable = await cli("--url", "http://127.0.0.1:9", "devices", "list", key=keys["farm"])
     assert unreachable.exit_code == 1 and "error: cannot connect to http://127.0.0.1:9" in unreachable.stderr
@@ -278,7 +290,7 @@ async def test_problems_are_readable_with_their_exit_codes(cli: Cli, tmp_path: P
     assert limited.exit_code == 5 and "\n  retry after " in limited.stderr, limited.stderr
 
     revoked_id = keys["farm"].split("_")[1]
-    assert "revoked" in ok(await cli("account", "revoke-key", revoked_id, key=keys["admin"]))
+    assert "revoked" in ok(await cli("accounts", "revoke-key", revoked_id, key=keys["admin"]))
     after = await cli("devices", "list", key=keys["farm"])
     assert after.exit_code == 4, after.stderr
 
@@ -286,7 +298,18 @@ async def test_problems_are_readable_with_their_exit_codes(cli: Cli, tmp_path: P
 async def test_reissue_token_replaces_a_lost_one(cli: Cli, tmp_path: Path) -> None:
     keys = await bootstrap(cli, tmp_path)
     one = {"dev_eui": "00c0000000000001", "join_eui": JOIN_EUI, "mac_version": "1.0.4", "generate_keys": True}
-    ok(await cli("devices", "add", "-", "--out", str(tmp_path / "one.json"), stdin=json.dumps(one), key=keys["acme"]))
+    ok(
+        await cli(
+            "devices",
+            "add",
+            "--from-file",
+            "-",
+            "--out",
+            str(tmp_path / "one.json"),
+            stdin=json.dumps(one),
+            key=keys["acme"],
+        )
+    )
     lost = json.loads((tmp_path / "one.json").read_text())["owner_token"]
     refused = await cli("devices", "reissue-token", one["dev_eui"], key=keys["farm"])
     assert refused.exit_code == 3 and "Not found" in refused.stderr
@@ -301,3 +324,102 @@ async def test_reissue_token_replaces_a_lost_one(cli: Cli, tmp_path: Path) -> No
     claimed = json.loads(ok(await cli("claim", one["dev_eui"], "--token-file", str(tmp_path / "new.token"),
                                       "--json", key=keys["farm"])))  # fmt: skip
     assert claimed["owner"] == "farm"
+
+
+async def test_one_command_tree_one_error_format_json_everywhere(cli: Cli, tmp_path: Path) -> None:
+    """--version, click's own errors in the CLI's format, problem JSON under --json, deprecated aliases."""
+    assert ok(await cli("--version")).startswith("jsd ")
+    usage = await cli("devices", "show", "0102")
+    assert usage.exit_code == 2 and usage.stderr.startswith("error: ") and "Error:" not in usage.stderr
+    unknown = await cli("devices", "frobnicate", "--json")
+    assert unknown.exit_code == 2 and json.loads(unknown.stdout)["type"] == "urn:jsd:problem:invalid-request"
+    keys = await bootstrap(cli, tmp_path)
+    old = await cli("account", "list", "--json", key=keys["admin"])
+    assert "warning: `jsd account` is deprecated: use `jsd accounts`" in old.stderr
+    assert {a["id"] for a in json.loads(ok(old))["accounts"]} >= {"admin", "acme", "farm"}
+    help_text = ok(await cli("--help"))
+    commands = {line.split()[0] for line in help_text.split("Commands:")[1].splitlines() if line.startswith("  ")}
+    assert {"accounts", "devices", "astks", "ns", "claim", "events", "whoami", "login"} <= commands
+    assert not commands & {"account", "device", "astk"}  # the old names work, hidden
+
+    made = json.loads(ok(await cli("accounts", "create-key", "farm", "--json", key=keys["farm"])))
+    revoked = json.loads(ok(await cli("accounts", "revoke-key", made["key_id"], "--json", key=keys["farm"])))
+    assert revoked == {"key_id": made["key_id"], "revoked": True}
+    again = await cli("accounts", "revoke-key", made["key_id"], "--json", key=keys["farm"])
+    assert again.exit_code == 5 and json.loads(again.stdout)["type"] == "urn:jsd:problem:conflict"
+
+
+async def test_whoami_login_profile_events_warnings_delete_and_piped_token(cli: Cli, tmp_path: Path) -> None:
+    keys = await bootstrap(cli, tmp_path)
+    farm_key = tmp_path / "farm.key"
+    farm_key.write_text(keys["farm"] + "\n")
+    assert ok(await cli("whoami", key=keys["farm"])).startswith("farm (subscriber), key ")
+
+    profile = tmp_path / "cfg" / "profile.toml"
+    text = ok(await cli("login", "--api-key-file", str(farm_key), profile=profile))
+    assert f"logged in to {cli.url} as farm (subscriber)" in text and mode(profile) == 0o600
+    assert keys["farm"] not in profile.read_text() and str(farm_key) in profile.read_text()
+    me = json.loads(ok(await cli("whoami", "--json", profile=profile)))  # no key given: the profile's
+    assert me["account"] == "farm" and me["url"] == cli.url
+    assert json.loads(ok(await cli("whoami", "--json", key=keys["acme"], profile=profile)))["account"] == "acme"
+    bad_login = await cli("login", "--api-key-file", str(tmp_path / "acme.key"), "--url", "http://127.0.0.1:9")
+    assert bad_login.exit_code == 1 and "cannot connect" in bad_login.stderr
+
+    one = {"dev_eui": "00d0000000000001", "join_eui": JOIN_EUI, "mac_version": "1.0.4", "generate_keys": True}
+    added = json.loads(
+        ok(await cli("devices", "add", "--from-file", "-", "--json", stdin=json.dumps(one), key=keys["acme"]))
+    )
+    claimed = await cli("claim", one["dev_eui"], stdin=added["owner_token"] + "\n", profile=profile)  # piped, no prompt
+    assert "claimed 00d0000000000001" in ok(claimed) and "Warning" not in claimed.stderr
+
+    unknown_ns = await cli("devices", "set-netid", one["dev_eui"], "600013", profile=profile)
+    assert "warning: no network server with NetID 600013 is registered yet" in unknown_ns.stderr
+    assert "home_net_id:" in ok(unknown_ns)
+    as_json = json.loads(ok(await cli("devices", "set-netid", one["dev_eui"], "600013", "--json", profile=profile)))
+    assert as_json["home_net_id"] == "600013" and as_json["warnings"] == [
+        "no network server with NetID 600013 is registered yet: no NS can join the device until one is"
+    ]
+    cleared = json.loads(ok(await cli("devices", "set-netid", one["dev_eui"], "--clear", "--json", profile=profile)))
+    assert "warnings" not in cleared
+
+    listed = json.loads(ok(await cli("events", "--dev-eui", one["dev_eui"], "--json", profile=profile)))
+    assert [e["type"] for e in listed["events"]] == [
+        "device.claimed",
+        "device.netid_set",
+        "device.netid_set",
+        "device.netid_set",
+    ]
+    table = ok(await cli("events", "--type", "device.claimed", profile=profile))
+    assert table.splitlines()[0].split() == ["SEQ", "TIME", "TYPE", "DEV_EUI", "DATA"] and one["dev_eui"] in table
+
+    two = {"dev_eui": "00d0000000000002", "join_eui": JOIN_EUI, "mac_version": "1.0.4", "generate_keys": True}
+    ok(await cli("devices", "add", "--from-file", "-", stdin=json.dumps(two), key=keys["acme"]))
+    unconfirmed = await cli("devices", "delete", two["dev_eui"], key=keys["acme"])
+    assert unconfirmed.exit_code == 2 and "give --yes" in unconfirmed.stderr
+    assert (
+        json.loads(ok(await cli("devices", "show", two["dev_eui"], "--json", key=keys["acme"])))["state"] == "unclaimed"
+    )
+    deleted = json.loads(ok(await cli("devices", "delete", two["dev_eui"], "--yes", "--json", key=keys["acme"])))
+    assert deleted == {"dev_eui": two["dev_eui"], "deleted": True}
+    assert (await cli("devices", "show", two["dev_eui"], key=keys["acme"])).exit_code == 3
+
+
+async def test_local_ns_add_writes_generated_secrets_to_files_and_stays_quiet(cli: Cli, tmp_path: Path) -> None:
+    cli.local_env.pop("JSD_LOG_LEVEL", None)  # the default level, as a user has it
+    out = tmp_path / "ns-secrets"
+    net_id = f"{secrets.randbelow(0xFFFFFF):06x}"
+    added = await cli.local(
+        "ns", "add", net_id, "--kek-label", f"ns-{net_id}-t", "--generate-kek", "--generate-token", "--out", str(out)
+    )
+    assert added.returncode == 0, added.stderr
+    assert added.stderr == ""  # no library log lines (alembic used to print nine)
+    kek, token = out / f"ns-{net_id}.kek", out / f"ns-{net_id}.token"
+    assert mode(kek) == 0o600 and mode(token) == 0o600 and len(bytes.fromhex(kek.read_text().strip())) == 16
+    assert kek.read_text().strip() not in added.stdout and token.read_text().strip() not in added.stdout
+    assert f"written to {kek}" in added.stdout
+    again = await cli.local("ns", "add", net_id, "--generate-kek", "--generate-token", "--out", str(out))
+    assert again.returncode == 2 and "exists and may hold an earlier secret" in again.stderr
+    listed = await cli.local("ns", "list", "--json")
+    assert net_id in [n["net_id"] for n in json.loads(listed.stdout)["network_servers"]]
+    removed = await cli.local("ns", "remove", net_id, "--json")
+    assert json.loads(removed.stdout) == {"net_id": net_id, "removed": True}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -137,7 +138,7 @@ def test_first_start_cli_import_join_sigkill_restart(daemon: Daemon, tmp_path: P
     assert "created SoftHSM2 token" in added.stderr
     assert (daemon.state / "jsd.sqlite3").exists() and (daemon.state / "tokens").is_dir()
     added = daemon.cli(
-        "device", "add", dev_eui.hex(), "--join-eui", JOIN_EUI, "--mac-version", "1.0.4", "--keys-file", "-",
+        "devices", "add", dev_eui.hex(), "--join-eui", JOIN_EUI, "--mac-version", "1.0.4", "--keys-file", "-",
         "--home-net-id", HOME, "--astk-label", "astk-acme", "--astk-file", str(tmp_path / "astk"),
         stdin=json.dumps({"AppKey": app_key.hex()}),
     )
@@ -159,32 +160,35 @@ def test_first_start_cli_import_join_sigkill_restart(daemon: Daemon, tmp_path: P
     assert second.join_nonce > first.join_nonce
     daemon.stop()
 
-    shown = daemon.cli("device", "show", dev_eui.hex(), "--json")
+    shown = daemon.cli("devices", "show", dev_eui.hex(), "--json")
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["join_nonce"] == second.join_nonce
     logs = daemon.log.read_text()
     assert app_key.hex() not in logs and kek.hex() not in logs and token not in logs
     assert '"result":"Success"' in logs and f'"dev_eui":"{dev_eui.hex()}"' in logs
 
-    reset = daemon.cli("device", "reset-nonces", dev_eui.hex())
+    text = daemon.cli("devices", "show", dev_eui.hex()).stdout  # the operator's shortcut device, as text
+    assert "None" not in text and "hsm_group" not in text, text
+    assert re.search(r"^astk:\s+astk-acme$", text, re.M) and re.search(rf"^home_net_id:\s+{HOME}$", text, re.M), text
+    reset = daemon.cli("devices", "reset-nonces", dev_eui.hex())
     assert reset.returncode == 0, reset.stderr
-    after = json.loads(daemon.cli("device", "show", dev_eui.hex(), "--json").stdout)
+    after = json.loads(daemon.cli("devices", "show", dev_eui.hex(), "--json").stdout)
     assert after["last_dev_nonce"] is None and after["join_nonce"] == second.join_nonce
 
 
 @pytest.mark.parametrize(
     ("args", "stdin", "message"),
     [
-        (["device", "add", "0102", "--join-eui", JOIN_EUI, "--mac-version", "1.0.3", "--keys-file", "-"], "{}", "DevEUI must be 8 bytes"),
-        (["device", "add", "0102030405060708", "--join-eui", JOIN_EUI, "--mac-version", "1.1", "--keys-file", "-"],
+        (["devices", "add", "0102", "--join-eui", JOIN_EUI, "--mac-version", "1.0.3", "--keys-file", "-"], "{}", "DevEUI must be 8 bytes"),
+        (["devices", "add", "0102030405060708", "--join-eui", JOIN_EUI, "--mac-version", "1.1", "--keys-file", "-"],
          json.dumps({"AppKey": "00" * 16}), "need an NwkKey"),
-        (["device", "add", "0102030405060708", "--join-eui", JOIN_EUI, "--mac-version", "1.0.3", "--keys-file", "-"],
+        (["devices", "add", "0102030405060708", "--join-eui", JOIN_EUI, "--mac-version", "1.0.3", "--keys-file", "-"],
          "not json", "keys file must be JSON"),
-        (["device", "add", "0102030405060708", "--join-eui", JOIN_EUI, "--mac-version", "1.0.3", "--keys-file", "-"],
+        (["devices", "add", "0102030405060708", "--join-eui", JOIN_EUI, "--mac-version", "1.0.3", "--keys-file", "-"],
          json.dumps({"AppKey": "00" * 15}), "must be 16 bytes"),
         (["ns", "add", "0013", "--generate-token", "--generate-kek"], None, "NetID must be 3 bytes"),
         (["ns", "add", "000013", "--generate-kek"], None, "give a credential"),
-        (["device", "show", "0102030405060708"], None, "not found"),
+        (["devices", "show", "0102030405060708"], None, "not found"),
     ],
 )
 def test_cli_bad_input_is_refused_clearly(daemon: Daemon, args: list[str], stdin: str | None, message: str) -> None:

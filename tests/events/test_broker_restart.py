@@ -1,7 +1,7 @@
 """The broker stopped mid-stream and restarted: no event lost, none reordered for a device.
 
 A stream of ownership changes runs while the test's own Mosquitto is stopped (SIGTERM) and started again.
-The integrator holds a persistent session (QoS 1), as the README advises, so what the broker acknowledged to
+The integrator holds a persistent session (QoS 1), as docs/events.md advises, so what the broker acknowledged to
 the daemon before the stop reaches it after the restart. Repeats are allowed (at least once), gaps and
 reordering are not.
 """

@@ -1,6 +1,6 @@
-"""The event schemas agree with the contract (docs/api.md), with the README, and with a real validator.
+"""The event schemas agree with the contract (docs/api.md), with docs/events.md, and with a real validator.
 
-The README's block is generated from jsd/events/schema.py; this test fails when either was edited alone
+The block of docs/events.md is generated from jsd/events/schema.py; this test fails when either was edited alone
 (regenerate with ``python -m jsd.events.schema``). The topic rules that keep replies on the asker's own
 topics are checked here too.
 """
@@ -14,17 +14,18 @@ from typing import Any
 
 import pytest
 
-from jsd.events.schema import BEGIN, END, EVENT_TYPES, EventType, check, event_schema, readme_block
+from jsd.events.schema import BEGIN, END, EVENT_TYPES, EventType, check, doc_block, event_schema
 from jsd.events.topics import Topics
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_readme_block_is_the_generated_one() -> None:
-    readme = (ROOT / "README.md").read_text()
-    assert readme.count(BEGIN) == 1 and readme.count(END) == 1
-    block = readme[readme.index(BEGIN) : readme.index(END) + len(END)]
-    assert block == readme_block(), "README events block is stale: run `python -m jsd.events.schema`"
+def test_events_doc_block_is_the_generated_one() -> None:
+    doc = (ROOT / "docs" / "events.md").read_text()
+    assert doc.count(BEGIN) == 1 and doc.count(END) == 1
+    block = doc[doc.index(BEGIN) : doc.index(END) + len(END)]
+    assert block == doc_block(), "docs/events.md's events block is stale: run `python -m jsd.events.schema`"
+    assert BEGIN not in (ROOT / "README.md").read_text(), "the event reference lives in docs/events.md"
 
 
 def _contract() -> dict[str, tuple[str, set[str]]]:
@@ -64,7 +65,7 @@ def _example(event_type: EventType) -> dict[str, Any]:
         return [sample(schema["items"])]
 
     return {
-        "event_id": "0" * 32, "seq": 1, "type": event_type.name, "time": "2026-11-27T10:00:00.5Z",
+        "event_id": "0" * 32, "seq": 1, "type": event_type.name, "time": "2026-11-27T10:00:00.500Z",
         "account": "_unowned", "dev_eui": "0004a30b001c0530",
         "data": {f.name: sample(dict(f.schema)) for f in event_type.fields},
     }  # fmt: skip
@@ -80,6 +81,7 @@ def _broken(event: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         ("no time", lambda e: e.pop("time")),
         ("bad account", lambda e: e.update(account="Acme")),
         ("offset time", lambda e: e.update(time="2026-11-27T10:00:00+01:00")),
+        ("time without milliseconds", lambda e: e.update(time="2026-11-27T10:00:00Z")),
     ):
         broken = copy.deepcopy(event)
         change(broken)

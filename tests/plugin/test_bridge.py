@@ -1,6 +1,6 @@
 """The bridge end to end: the real daemon (REST API over HTTP), the fake ChirpStack (real gRPC), real Mosquitto.
 
-Accounts are made as the daemon's local operator (as ``jsd account create`` does); every other step goes
+Accounts are made as the daemon's local operator (as ``jsd accounts create`` does); every other step goes
 through HTTP with the accounts' own API keys, as a manufacturer and a subscriber would.
 """
 
@@ -74,7 +74,7 @@ class Daemon:
 
 
 async def daemon_with_accounts(url: str, app: web.Application) -> AsyncIterator[Daemon]:
-    """Accounts made as the daemon's local operator (as ``jsd account create`` does), then HTTP only."""
+    """Accounts made as the daemon's local operator (as ``jsd accounts create`` does), then HTTP only."""
     service = app[OWNERSHIP]
     local = Principal(account="_local", kind=AccountKind.OPERATOR, scopes=frozenset(SCOPES), key_id=None,
                       source="test")
