@@ -135,7 +135,7 @@ def _help_texts() -> Iterator[tuple[str, str]]:
 def test_every_repository_path_a_help_text_names_exists() -> None:
     named: dict[str, list[str]] = {}
     texts = list(_help_texts())
-    assert {"jsd chirpstack run", "jsd chirpstack appserver", "jsd astk create"} <= {name for name, _ in texts}
+    assert {"jsd chirpstack run", "jsd chirpstack appserver", "jsd astks create"} <= {name for name, _ in texts}
     for name, text in texts:
         for path in re.findall(r"\b((?:conf|docs|docker|scripts|bench)/[\w./-]*\w)", " ".join(text.split())):
             named.setdefault(path, []).append(name)

@@ -459,7 +459,7 @@ def rotate_ns_kek(obj: local.Context, net_id: str, label: str, kek_file: str | N
 def rotate_astk(obj: local.Context, account: str, old_name: str, new_name: str, batch: int) -> None:
     """Move ACCOUNT's devices from its ASTK OLD_NAME to NEW_NAME, in batches, while joins go on.
 
-    Create NEW_NAME first (``jsd astk create``) and give it to the application server next to the old one:
+    Create NEW_NAME first (``jsd astks create``) and give it to the application server next to the old one:
     each answer names the ASTK its AppSKey is wrapped under. Interrupted, run it again: it carries on.
     """
 

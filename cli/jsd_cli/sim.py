@@ -61,7 +61,7 @@ def network_options(func: F) -> F:
         click.option("--kek-file", type=click.Path(dir_okay=False, exists=True),
                      help="File with the NS KEK as 32 hex (else JSD_SIM_KEK)."),
         click.option("--astk", "astks", multiple=True, metavar="KEK_LABEL=FILE",
-                     help="An ASTK the simulated AS holds (hex in FILE) under its KEK label (`jsd astk list` shows "
+                     help="An ASTK the simulated AS holds (hex in FILE) under its KEK label (`jsd astks list` shows "
                           "it), to check AppSKeys; repeatable."),
         click.option("--answer-port", type=click.IntRange(0, 65535),
                      help="Asynchronous mode: listen for answers on http://127.0.0.1:PORT/ (register that as the "

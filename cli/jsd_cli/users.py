@@ -1,6 +1,6 @@
 """``jsd users``: people who sign in to the web console (/ui/), on the local database as the operator.
 
-Like the first ``jsd account create``, these run on the daemon's machine with its configuration. The password
+Like the first ``jsd accounts create``, these run on the daemon's machine with its configuration. The password
 is read from a prompt (asked twice) or from standard input, never from the command line, and only its
 argon2 hash is stored.
 """

@@ -189,7 +189,7 @@ class AppServer:
             astk = self._astks.get(label)
             if astk is None:
                 raise SessionUnknown(
-                    f"no ASTK labelled {label!r} here: [astks] is keyed by KEK label (`jsd astk list` shows it)"
+                    f"no ASTK labelled {label!r} here: [astks] is keyed by KEK label (`jsd astks list` shows it)"
                 )
             key = unwrap_app_s_key(astk, wrapped)
             if len(self._unwrapped) >= _CACHE_LIMIT:

@@ -134,7 +134,7 @@ def run_command(config_path: str, once: bool) -> None:
 def appserver_command(config_path: str) -> None:
     """Decrypt end-to-end uplinks from ChirpStack's MQTT integration and republish them in clear.
 
-    [astks] is keyed by KEK label (`jsd astk create` prints the line, `jsd astk list` shows the label). Empty
+    [astks] is keyed by KEK label (`jsd astks create` prints the line, `jsd astks list` shows the label). Empty
     secret files are waited for, like `jsd chirpstack run` does.
     """
     import asyncio

@@ -1,8 +1,8 @@
 """A subscriber sets up the application server from what the CLI shows, and an end-to-end uplink decrypts.
 
 Every step a person would type is ``python -m jsd …`` in its own process against the real daemon: the first
-operator (local mode), the manufacturer's import, the subscriber's claim, ``jsd astk create`` and
-``jsd chirpstack appserver``. The application server's ``[astks]`` line is the one ``jsd astk create``
+operator (local mode), the manufacturer's import, the subscriber's claim, ``jsd astks create`` and
+``jsd chirpstack appserver``. The application server's ``[astks]`` line is the one ``jsd astks create``
 printed, copied verbatim; nothing else about the ASTK is known to the test. The join goes through ``jsd_sim``'s
 network server (and once through ``jsd sim join``), the ``up`` event is ChirpStack's protobuf JSON on the real
 Mosquitto, and the device side of FRMPayload encryption is AES-CTR from ``cryptography``.
@@ -89,11 +89,11 @@ async def test_the_application_server_is_set_up_from_what_the_cli_printed(
 ) -> None:
     jsd = Jsd(jsd_server.url.rstrip("/"), local_env, tmp_path)
 
-    admin = json.loads(await jsd.ok("account", "create", "admin", "--kind", "operator", "--json", local=True))
+    admin = json.loads(await jsd.ok("accounts", "create", "admin", "--kind", "operator", "--json", local=True))
     admin_key = admin["api_key"]["key"]
-    maker = json.loads(await jsd.ok("account", "create", "maker", "--kind", "manufacturer", "--json", key=admin_key))
+    maker = json.loads(await jsd.ok("accounts", "create", "maker", "--kind", "manufacturer", "--json", key=admin_key))
     # As out of the compose stack's container (docs/docker.md): the key alone on stdout, redirected into a file.
-    farm = await jsd("account", "create", "farm", "--kind", "subscriber", "--out", "-", local=True)
+    farm = await jsd("accounts", "create", "farm", "--kind", "subscriber", "--out", "-", local=True)
     assert farm.code == 0 and "account farm (subscriber) created" in farm.err, farm.err
     assert re.fullmatch(r"jsd_\S+\n", farm.out), farm.out
     maker_key, farm_key = maker["api_key"]["key"], farm.out.strip()
@@ -114,20 +114,20 @@ async def test_the_application_server_is_set_up_from_what_the_cli_printed(
 
     # The subscriber: an ASTK by a name of their choosing, and what `create` prints for the application server.
     astk_name = "as-farm"
-    printed = await jsd.ok("astk", "create", astk_name, "--out", "as-farm.hex", key=farm_key)
+    printed = await jsd.ok("astks", "create", astk_name, "--out", "as-farm.hex", key=farm_key)
     match = re.search(r"^application server \(appserver\.toml \[astks\]\): (.+)$", printed, re.MULTILINE)
     assert match, printed
     astks_line = match.group(1)
     label = astks_line.split(" = ")[0]
     assert re.fullmatch(r"astk-[0-9a-f]{16}", label) and f"KEK label {label}" in printed
     # As into a secret file of the compose stack: the key alone on stdout, the label and the line on stderr.
-    piped = await jsd("astk", "create", "as-spare", "--out", "-", key=farm_key)
+    piped = await jsd("astks", "create", "as-spare", "--out", "-", key=farm_key)
     assert piped.code == 0 and re.fullmatch(r"[0-9a-f]{32}\n", piped.out), piped
     spare = re.search(r"application server \(appserver\.toml \[astks\]\): (astk-[0-9a-f]{16}) = ", piped.err)
     assert spare and spare.group(1) != label, piped.err
-    listed = json.loads(await jsd.ok("astk", "list", "--json", key=farm_key))["astks"]
+    listed = json.loads(await jsd.ok("astks", "list", "--json", key=farm_key))["astks"]
     assert sorted((a["name"], a["kek_label"]) for a in listed) == [(astk_name, label), ("as-spare", spare.group(1))]
-    assert label in await jsd.ok("astk", "list", key=farm_key)
+    assert label in await jsd.ok("astks", "list", key=farm_key)
     for answer in answers:
         (tmp_path / "owner.token").write_text(answer["owner_token"])
         dev = answer["dev_eui"]

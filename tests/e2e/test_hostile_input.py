@@ -79,9 +79,9 @@ class Daemon:
         (secrets_dir / "kek").write_text(KEK.hex())
         (secrets_dir / "token").write_text(TOKEN)
         self.cli("ns", "add", HOME, "--kek-file", str(secrets_dir / "kek"), "--token-file", str(secrets_dir / "token"))
-        self.cli("device", "add", DEV_EUI.hex(), "--join-eui", JOIN_EUI, "--mac-version", "1.0.3", "--keys-file", "-",
+        self.cli("devices", "add", DEV_EUI.hex(), "--join-eui", JOIN_EUI, "--mac-version", "1.0.3", "--keys-file", "-",
                  "--home-net-id", HOME, stdin=json.dumps({"AppKey": APP_KEY.hex()}))
-        made = json.loads(self.cli("account", "create", "admin", "--kind", "operator", "--json"))
+        made = json.loads(self.cli("accounts", "create", "admin", "--kind", "operator", "--json"))
         return str(made["api_key"]["key"])
 
     def start(self) -> None:

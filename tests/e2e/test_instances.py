@@ -149,7 +149,7 @@ def _provision(serve: Serve, tmp_path: Path) -> tuple[SimDevice, str]:
     added = serve.cli("ns", "add", HOME, "--kek-file", str(tmp_path / "kek"), "--token-file", str(tmp_path / "token"))
     assert added.returncode == 0, added.stderr
     added = serve.cli(
-        "device", "add", dev_eui.hex(), "--join-eui", JOIN_EUI, "--mac-version", "1.0.4", "--keys-file", "-",
+        "devices", "add", dev_eui.hex(), "--join-eui", JOIN_EUI, "--mac-version", "1.0.4", "--keys-file", "-",
         "--home-net-id", HOME, stdin=json.dumps({"AppKey": app_key.hex()}),
     )  # fmt: skip
     assert added.returncode == 0, added.stderr

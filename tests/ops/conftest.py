@@ -119,7 +119,7 @@ class Daemon:
         keys = {"AppKey": app_key.hex()} | ({"NwkKey": nwk_key.hex()} if nwk_key else {})
         (tmp / "astk").write_text(astk.hex())
         added = self.cli(
-            "device", "add", dev_eui.hex(), "--join-eui", JOIN_EUI, "--mac-version", version, "--keys-file", "-",
+            "devices", "add", dev_eui.hex(), "--join-eui", JOIN_EUI, "--mac-version", version, "--keys-file", "-",
             "--home-net-id", HOME, "--astk-label", astk_label, "--astk-file", str(tmp / "astk"),
             stdin=json.dumps(keys),
         )
