@@ -18,19 +18,20 @@ class MACVersion(enum.Enum):
     V1_1 = "1.1"
 
 
-# Backend Interfaces writes 1.1 both ways; a bare "1.0" names no single version and is refused.
-_ALIASES = {"1.1.0": MACVersion.V1_1}
+# Network servers spell two versions in two ways: ChirpStack sends "1.1.0", The Things Stack "1.1", and The
+# Things Stack writes LoRaWAN 1.0.0 as "1.0" (lorawan-stack pkg/interop/types.go, MACVersion.MarshalText).
+_ALIASES = {"1.1.0": MACVersion.V1_1, "1.0": MACVersion.V1_0_0}
 
 
 def parse_mac_version(s: str) -> MACVersion:
-    """Read a MACVersion string as sent by a network server ("1.0.0".."1.0.4", "1.1", "1.1.0")."""
+    """Read a MACVersion string as sent by a network server ("1.0", "1.0.0".."1.0.4", "1.1", "1.1.0")."""
     if s in _ALIASES:
         return _ALIASES[s]
     try:
         return MACVersion(s)
     except ValueError:
         known = ", ".join(repr(v.value) for v in MACVersion)
-        raise ValueError(f"unknown LoRaWAN MAC version {s!r}; expected one of {known} or '1.1.0'") from None
+        raise ValueError(f"unknown LoRaWAN MAC version {s!r}; expected one of {known}, '1.0' or '1.1.0'") from None
 
 
 def dev_nonce_is_counter(v: MACVersion) -> bool:

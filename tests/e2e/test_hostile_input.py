@@ -391,7 +391,7 @@ FIELD_CASES = [
                "PHYPayload is not valid hex"),
     field_case("phy-payload-empty", "PHYPayload", "", M, "PHYPayload"),
     field_case("phy-payload-upper-accepted", "PHYPayload", USED.hex().upper(), JRF, "DevNonce", USED),
-    field_case("mac-version-1-0", "MACVersion", "1.0", M, "MACVersion '1.0'"),
+    field_case("mac-version-1-0-0-0", "MACVersion", "1.0.0.0", M, "MACVersion '1.0.0.0'"),
     field_case("mac-version-newline", "MACVersion", "1.0.3\n", M, "MACVersion"),
     field_case("mac-version-number", "MACVersion", 1.1, M, "MACVersion is missing"),
     field_case("mac-version-space", "MACVersion", " 1.0.3", M, "MACVersion"),

@@ -1,7 +1,7 @@
 """The strict decoding keeps both peers' spellings working: a full join as each one writes its JoinReq.
 
 The Things Stack (lorawan-stack ``pkg/interop``): upper-case hex, ``SenderNSID``, ProtocolVersion ``1.1``,
-MACVersion ``1.1``, an empty ``CFList`` member, a trailing newline after the JSON. ChirpStack v4 (``backend``
+MACVersion ``1.1`` and ``1.0`` (for 1.0.0), an empty ``CFList`` member, a trailing newline after the JSON. ChirpStack v4 (``backend``
 crate): lower-case hex, ProtocolVersion ``1.0``, MACVersion ``1.1.0`` or ``1.0.3``, no ``CFList``, compact JSON.
 Both send ``Content-Type: application/json`` and nothing else.
 """
@@ -25,7 +25,8 @@ JOIN_EUI = "70b3d57ed0000001"
 def the_things_stack(device: SimDevice, frame: bytes) -> bytes:
     body = {
         "ProtocolVersion": "1.1", "TransactionID": 0, "MessageType": "JoinReq", "SenderID": HOME.upper(),
-        "ReceiverID": JOIN_EUI.upper(), "SenderNSID": HOME.upper(), "MACVersion": device.mac_version,
+        "ReceiverID": JOIN_EUI.upper(), "SenderNSID": HOME.upper(),
+        "MACVersion": {"1.0.0": "1.0"}.get(device.mac_version, device.mac_version),
         "PHYPayload": frame.hex().upper(), "DevEUI": device.dev_eui.hex().upper(), "DevAddr": "26011BDA",
         "DLSettings": "80" if device.mac_version == "1.1" else "00", "RxDelay": 5, "CFList": "",
     }
@@ -42,7 +43,7 @@ def chirpstack(device: SimDevice, frame: bytes) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-@pytest.mark.parametrize("version", ["1.0.3", "1.1"])
+@pytest.mark.parametrize("version", ["1.0.0", "1.0.3", "1.1"])
 @pytest.mark.parametrize("peer", [the_things_stack, chirpstack], ids=["the-things-stack", "chirpstack"])
 async def test_each_peer_style_joins(jsd_server: Any, peer: Any, version: str) -> None:
     kek, token = secrets.token_bytes(16), secrets.token_urlsafe(16)

@@ -11,6 +11,7 @@ from jsd.lorawan import MACVersion, dev_nonce_is_counter, is_1_1, parse_mac_vers
     ("text", "version"),
     [
         ("1.0.0", MACVersion.V1_0_0),
+        ("1.0", MACVersion.V1_0_0),  # The Things Stack's spelling of LoRaWAN 1.0.0
         ("1.0.1", MACVersion.V1_0_1),
         ("1.0.2", MACVersion.V1_0_2),
         ("1.0.3", MACVersion.V1_0_3),
@@ -25,7 +26,7 @@ def test_parse_mac_version(text: str, version: MACVersion) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["1.0", "1.0.5", "1.1.1", "1.2", "", " 1.0.3", "v1.0.3", "1.0.3 ", "1_0_3", "V1_1"]
+    "text", ["1.0.0.0", "1", "1.0.5", "1.1.1", "1.2", "", " 1.0.3", "v1.0.3", "1.0.3 ", "1_0_3", "V1_1"]
 )
 def test_parse_mac_version_refuses(text: str) -> None:
     with pytest.raises(ValueError, match=f"unknown LoRaWAN MAC version {text!r}; expected one of '1.0.0'"):
