@@ -194,6 +194,7 @@ SCHEMAS: dict[str, Schema] = {
             "join_eui": ref("EUI"),
             "profile_id": hex_out(8, "TR005 ProfileID"),
             "name": nullable({"type": "string"}),
+            "serial": nullable({"type": "string", "description": "printed in the TR005 label's S field"}),
             "status": {"type": "string", "enum": ["created", "unchanged"]},
         },
         {

@@ -109,6 +109,7 @@ class OwnershipPolicy:
     default_join_eui: bytes | None = None
     default_hsm_group: str = "default"
     claim_failures_per_account: int = 20
+    claim_failures_per_source: int = 200
     claim_failures_per_device: int = 5
     claim_window: int = 900
     event_retention: int = 100_000
@@ -175,13 +176,16 @@ class _HsmCalls:
 
 
 class _Problems:
-    """The bad rows of an import: every one counted, the first `_MAX_REPORTED_ERRORS` kept for the answer."""
+    """The bad rows of an import: every row and error counted, the first `_MAX_REPORTED_ERRORS` errors kept."""
 
     def __init__(self) -> None:
         self.kept: list[FieldError] = []
         self.count = 0
+        self.rows = 0
 
     def add(self, *errors: FieldError) -> None:
+        """The errors of one bad row (or of the header)."""
+        self.rows += 1
         self.count += len(errors)
         self.kept.extend(errors[: max(0, _MAX_REPORTED_ERRORS - len(self.kept))])
 
@@ -336,9 +340,10 @@ class OwnershipService:
         seen: set[bytes] = set()
         seen_tokens: set[str] = set()
         chunk: list[_Spec] = []
-        staged = 0
+        staged = read = 0
         try:
             async for raw in rows:
+                read += 1
                 if raw.fields is None:
                     problems.add(FieldError(None, raw.error or "unreadable line", raw.line))
                     continue
@@ -363,26 +368,44 @@ class OwnershipService:
             if chunk:
                 staged += await self._stage(p, batch_id, chunk, results, problems)
             if problems.count:
-                raise ImportFailed(
-                    f"{problems.count} bad row(s); nothing was imported",
+                failed = ImportFailed(
+                    f"{problems.rows} bad row(s); nothing was imported",
                     errors=sorted(problems.kept, key=_by_line),
                     error_count=problems.count,
                 )
+                await self._refused(p, failed, read, problems.rows)
+                raise failed
             if staged:
                 try:
                     await self._store.commit_batch(
                         batch_id,
                         _audit(p, "devices.imported", details={"created": staged, "rows": len(results)}),
                         lambda row: _precommissioned_events(row),
+                        lambda row: _audit(
+                            p, "device.precommissioned", row["dev_eui"], details={"mac_version": row["mac_version"]}
+                        ),
                     )
                 except DeviceExists:
-                    raise ImportFailed(
+                    failed = ImportFailed(
                         "a device or TKM info of the file was added meanwhile; nothing was imported",
                         errors=[FieldError("dev_eui", "added by another import meanwhile")],
-                    ) from None
+                    )
+                    await self._refused(p, failed, read, 0)
+                    raise failed from None
         finally:
             await self._store.drop_batch(batch_id)
         return results
+
+    async def _refused(self, p: Principal, failed: ImportFailed, rows: int, bad_rows: int) -> None:
+        """Audit a refused import: who, how many rows and errors, the first errors (reasons name no secret)."""
+        details = {
+            "rows": rows,
+            "bad_rows": bad_rows,
+            "errors": failed.error_count,
+            "first_errors": [e.as_dict() for e in failed.errors[:5]],
+            "detail": failed.detail,
+        }
+        await self._store.record([_audit(p, "devices.import_refused", details=details)])
 
     async def _stage(
         self, p: Principal, batch_id: str, chunk: list[_Spec], results: list[ImportedDevice], problems: _Problems
@@ -632,12 +655,10 @@ class OwnershipService:
             raise _invalid("owner_token", "hex digits (32 for a random token, 20 for TKM info)")
         eui = dev_eui.hex()
         window = int(time.time()) // self._policy.claim_window
-        buckets = [f"claim:account:{p.account}", f"claim:device:{eui}"]
-        counts = await self._store.failures(buckets, window)
-        if (
-            counts.get(buckets[0], 0) >= self._policy.claim_failures_per_account
-            or counts.get(buckets[1], 0) >= self._policy.claim_failures_per_device
-        ):
+        limits = self._claimant_limits(p)
+        device_bucket = f"claim:device:{eui}"
+        counts = await self._store.failures([*limits, device_bucket], window)
+        if any(counts.get(bucket, 0) >= limit for bucket, limit in limits.items()):
             wait = self._policy.claim_window - int(time.time()) % self._policy.claim_window
             raise RateLimited("too many failed claims; try later", retry_after=wait)
         device = await self._store.device(eui)
@@ -663,13 +684,28 @@ class OwnershipService:
         ):
             return _view(p, device)  # a retried claim that already succeeded: the caller owns it already
         reason = "unknown device, or the owner token is not valid for it"
+        account_bucket = f"claim:account:{p.account}"
+        increments = dict.fromkeys([*limits, device_bucket], 1)
+        if counts.get(device_bucket, 0) >= self._policy.claim_failures_per_device:
+            # A device under attack: each further wrong token costs the claimant its whole allowance.
+            increments[account_bucket] = max(1, limits[account_bucket] - counts.get(account_bucket, 0))
         await self._store.count_failure(
-            buckets,
+            increments,
             window,
             _audit(p, "device.claim_failed", eui),
             [event_record("claim.failed", p.account, eui, {"reason": reason})],
         )
         raise ClaimFailed(reason)
+
+    def _claimant_limits(self, p: Principal) -> dict[str, int]:
+        """The failure buckets of whoever claims: the account, and for REST its source address too.
+
+        The device's own counter never refuses a claim: a stranger's wrong tokens must not lock the owner out.
+        """
+        limits = {f"claim:account:{p.account}": self._policy.claim_failures_per_account}
+        if p.source.startswith("http ") and self._policy.claim_failures_per_source > 0:
+            limits[f"claim:source:{p.source[5:][:80]}"] = self._policy.claim_failures_per_source
+        return limits
 
     async def set_net_id(self, p: Principal, dev_eui: bytes, net_id: bytes | None) -> DeviceView:
         device = await self._owned(p, dev_eui)
@@ -1104,6 +1140,7 @@ def _imported(
         created=created,
         line=spec.line,
         owner_token=owner_token,
+        serial=spec.serial,
         app_key=app_key,
         nwk_key=nwk_key,
     )

@@ -392,11 +392,12 @@ class OwnershipStore:
             await conn.execute(delete(import_rows).where(import_rows.c.batch_id == batch_id))
 
     async def commit_batch(
-        self, batch_id: str, audit: AuditRecord, events_of: Any, chunk: int = 2_000
+        self, batch_id: str, audit: AuditRecord, events_of: Any, audit_of: Any = None, chunk: int = 2_000
     ) -> None:
         """Move a checked batch into `devices` in one transaction: all rows or none.
 
-        `events_of(row)` returns the events for one staged device row.
+        `events_of(row)` returns the events for one staged device row, `audit_of(row)` its audit entry; both
+        are inserted in bulk per chunk, in the same transaction as the devices.
         """
         try:
             async with self._writer.begin() as conn:
@@ -416,7 +417,8 @@ class OwnershipStore:
                     rows = [_revive(json.loads(r.row)) for r in staged]
                     await conn.execute(insert(devices), rows)
                     await conn.execute(insert(device_nonces), [fresh_nonces_row(r["dev_eui"]) for r in rows])
-                    await self._record(conn, (), [e for r in rows for e in events_of(r)])
+                    audits = [] if audit_of is None else [audit_of(r) for r in rows]
+                    await self._record(conn, audits, [e for r in rows for e in events_of(r)])
                 await self._record(conn, [audit])
                 await conn.execute(delete(import_rows).where(import_rows.c.batch_id == batch_id))
         except IntegrityError as exc:
@@ -528,24 +530,31 @@ class OwnershipStore:
             return {r.bucket: int(r[1]) for r in rows}
 
     async def count_failure(
-        self, buckets: Sequence[str], window_start: int, audit: AuditRecord, events_: Iterable[EventRecord] = ()
+        self,
+        buckets: Sequence[str] | Mapping[str, int],
+        window_start: int,
+        audit: AuditRecord,
+        events_: Iterable[EventRecord] = (),
     ) -> None:
+        """Add one failure to each bucket (or the given amount per bucket) in this window, with its records."""
+        amounts = dict(buckets) if isinstance(buckets, Mapping) else dict.fromkeys(buckets, 1)
         for attempt in range(3):
             try:
                 async with self._writer.begin() as conn:
-                    for bucket in buckets:
+                    for bucket, amount in amounts.items():
                         same_window = rate_limits.c.window_start == window_start
                         result = await conn.execute(
                             update(rate_limits)
                             .where(rate_limits.c.bucket == bucket)
                             .values(
-                                count=case((same_window, rate_limits.c.count + 1), else_=1),
+                                count=case((same_window, rate_limits.c.count + amount), else_=amount),
                                 window_start=window_start,
                             )
                         )
                         if result.rowcount == 0:
                             await conn.execute(
-                                insert(rate_limits), {"bucket": bucket, "window_start": window_start, "count": 1}
+                                insert(rate_limits),
+                                {"bucket": bucket, "window_start": window_start, "count": amount},
                             )
                     await self._record(conn, [audit], events_)
                 return

@@ -271,7 +271,7 @@ async def test_problems_are_readable_with_their_exit_codes(cli: Cli, tmp_path: P
     unreachable = await cli("--url", "http://127.0.0.1:9", "devices", "list", key=keys["farm"])
     assert unreachable.exit_code == 1 and "error: cannot connect to http://127.0.0.1:9" in unreachable.stderr
 
-    for _ in range(5):  # ownership.claim_failures_per_device
+    for _ in range(6):  # ownership.claim_failures_per_device, then one more uses up the account's allowance
         failed = await cli("claim", "00a0000000000009", "--token-file", "-", stdin="00" * 16, key=keys["farm"])
         assert failed.exit_code == 5 and failed.stderr.startswith("error: Claim failed"), failed.stderr
     limited = await cli("claim", "00a0000000000009", "--token-file", "-", stdin="00" * 16, key=keys["farm"])
