@@ -23,7 +23,7 @@ from typing import Any, cast
 from jsd.hsm import Hsm, HsmError, HsmUnavailable, KekExists, KeyNotExportable, KeyNotFound
 from jsd.lorawan.tr005 import QrCodeError, parse_qr
 from jsd.ownership import se
-from jsd.ownership.imports import RawRow
+from jsd.ownership.imports import IMPORT_FIELDS, RawRow
 from jsd.ownership.model import (
     ACCOUNT_ID_RE,
     DEFAULT_SCOPES,
@@ -78,10 +78,7 @@ _ASTK_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _TOKEN = re.compile(r"[0-9A-Fa-f]{1,64}")
 _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,64}")
 _MAC_VERSIONS = {"1.0.0", "1.0.1", "1.0.2", "1.0.3", "1.0.4", "1.1"}
-_IMPORT_FIELDS = {
-    "dev_eui", "join_eui", "mac_version", "name", "admin_info", "secure_element", "app_key", "nwk_key",
-    "generate_keys", "tkm_info", "hsm_group", "profile_id", "serial",
-}  # fmt: skip
+_IMPORT_FIELDS = frozenset(IMPORT_FIELDS)
 _NS_FIELDS = {
     "net_id", "name", "kek_label", "kek", "token", "generate_token", "cert_fingerprint", "answer_url", "async_mode",
 }  # fmt: skip

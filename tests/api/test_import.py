@@ -114,3 +114,19 @@ async def test_a_jsonl_row_with_an_object_as_mac_version_is_a_bad_row(api: Any, 
     reply = await api.call("POST", "/devices/import", acme, data=line, headers={"Content-Type": "application/x-ndjson"})
     assert (reply.status, reply.problem) == (422, "import-failed")
     assert reply.body["errors"][0] == {"line": 1, "field": "mac_version", "reason": reply.body["errors"][0]["reason"]}
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+async def test_a_typo_in_the_csv_header_is_one_error_with_the_expected_names(api: Any, eui: Any) -> None:
+    acme = await api.account("acme", "manufacturer")
+    body = HEADER.replace("app_key", "appkey") + "".join(row(eui()) for _ in range(1000))
+    reply = await api.call("POST", "/devices/import", acme, data=body, headers=CSV)
+    assert (reply.status, reply.problem) == (422, "import-failed")
+    assert reply.body["error_count"] == 1 and reply.body["detail"] == "1 bad row(s); nothing was imported"
+    (error,) = reply.body["errors"]
+    assert error["line"] == 1 and "'appkey' (did you mean app_key?)" in error["reason"], error
+    assert "dev_eui, join_eui, mac_version" in error["reason"]
+    one_row = HEADER + row(eui(), "2.0", app_key="zz", join_eui="x")
+    refused = await api.call("POST", "/devices/import", acme, data=one_row, headers=CSV)
+    assert refused.body["detail"] == "1 bad row(s); nothing was imported" and refused.body["error_count"] == 3
+    assert (await api.ok("GET", "/devices", acme))["devices"] == []
