@@ -63,6 +63,10 @@ def ok(result: Result) -> str:
     return result.stdout
 
 
+def listing(directory: Path) -> list[str]:
+    return sorted(path.name for path in directory.iterdir())
+
+
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
@@ -158,12 +162,24 @@ async def test_story_import_label_claim_netid_astk_join_release_reclaim(cli: Cli
     assert by_eui["00a0000000000002"]["app_key"] and by_eui["00a0000000000002"]["nwk_key"]
     assert all(len(line["owner_token"]) == 32 for line in by_eui.values())
 
-    rerun = await cli("devices", "import", str(source), key=acme)
-    assert rerun.exit_code == 2 and "exists and may hold earlier secrets" in rerun.stderr
+    assert "importing batch.csv: 3 devices in" in result.stderr, result.stderr
+    before = listing(tmp_path)
+    rerun = ok(await cli("devices", "import", str(source), key=acme))
+    assert "0 created, 3 unchanged; no new owner tokens, no answer file written" in rerun
+    assert listing(tmp_path) == before and mode(answer_file) == 0o600
     again = json.loads(
         ok(await cli("devices", "import", str(source), "--out", str(tmp_path / "again.jsonl"), "--json", key=acme))
     )
-    assert again["summary"] == {"created": 0, "unchanged": 3}
+    assert again == {"summary": {"created": 0, "unchanged": 3}, "out": None}
+    more = tmp_path / "more.csv"
+    more.write_text(rows[0] + "\n" + rows[1] + "\n" + f"00a0000000000004,{JOIN_EUI},1.0.4,meter 4,,,true\n")
+    (tmp_path / "more.csv.tokens.jsonl").write_text("earlier tokens\n")
+    grown = ok(await cli("devices", "import", str(more), key=acme))
+    assert "1 created, 1 unchanged; 1 owner tokens in " + str(tmp_path / "more.csv.tokens.1.jsonl") in grown
+    assert (tmp_path / "more.csv.tokens.jsonl").read_text() == "earlier tokens\n"
+    assert mode(tmp_path / "more.csv.tokens.1.jsonl") == 0o600
+    assert not [name for name in listing(tmp_path) if name.endswith(".partial")]
+    ok(await cli("devices", "delete", "00a0000000000004", key=acme))
 
     ok(await cli("labels", str(answer_file), "--out", str(tmp_path / "labels"), "--format", "svg"))
     with (tmp_path / "labels" / "labels.csv").open() as index:
