@@ -36,7 +36,7 @@ class Progress:
         self._tty = self._stream.isatty()
         self._interval = 0.25 if self._tty else 5.0
         self._start = time.monotonic()
-        self._shown = 0.0
+        self._shown = 0.0 if self._tty else self._start  # a log gets its first line after the interval
         self._width = 0
 
     def advance(self, count: int = 1) -> None:

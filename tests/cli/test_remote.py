@@ -317,3 +317,13 @@ async def test_reissue_token_replaces_a_lost_one(cli: Cli, tmp_path: Path) -> No
     claimed = json.loads(ok(await cli("claim", one["dev_eui"], "--token-file", str(tmp_path / "new.token"),
                                       "--json", key=keys["farm"])))  # fmt: skip
     assert claimed["owner"] == "farm"
+
+    # The released device gets a new label from the release answer, and that label claims it.
+    answer = tmp_path / "released.json"
+    answer.write_text(ok(await cli("devices", "release", one["dev_eui"], "--json", key=keys["farm"])))
+    ok(await cli("labels", str(answer), "--out", str(tmp_path / "new-label"), "--format", "svg"))
+    with (tmp_path / "new-label" / "labels.csv").open() as index:
+        (row,) = csv.DictReader(index)
+    assert row["dev_eui"] == one["dev_eui"].upper()
+    again = json.loads(ok(await cli("claim", "--qr", row["qr"], "--json", key=keys["farm"])))
+    assert again["owner"] == "farm"
