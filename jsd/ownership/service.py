@@ -376,11 +376,11 @@ class OwnershipService:
                 try:
                     await self._store.commit_batch(
                         batch_id,
-                        _audit(p, "devices.imported", details={"created": staged, "rows": len(results)}),
-                        lambda row: _precommissioned_events(row),
-                        lambda row: _audit(
-                            p, "device.precommissioned", row["dev_eui"], details={"mac_version": row["mac_version"]}
+                        _audit(
+                            p, "devices.imported", details={"created": staged, "rows": len(results), "import": batch_id}
                         ),
+                        lambda row: _precommissioned_events(row),
+                        _audit(p, "device.precommissioned", details={"import": batch_id}),
                     )
                 except DeviceExists:
                     failed = ImportFailed(

@@ -426,7 +426,11 @@ async def test_every_precommissioned_device_has_its_audit_entry(world: World) ->
     assert sorted(e.dev_eui for e in per_device if e.dev_eui) == sorted([d.dev_eui for d in imported] + [single.dev_eui])
     assert all(e.account == "maker" for e in per_device)
     (summary,) = [e for e in entries if e.action == "devices.imported"]
-    assert summary.details == {"created": 3, "rows": 3}
+    assert summary.details == {"created": 3, "rows": 3, "import": summary.details["import"]}
+    bulk = [e for e in per_device if e.dev_eui != single.dev_eui]
+    assert [e.details for e in bulk] == [{"import": summary.details["import"]}] * 3
+    assert [e.dev_eui for e in bulk] == [d.dev_eui for d in imported]  # in line order
+    assert all(e.source == "test" and e.key_id == world.maker.key_id for e in bulk)
     again = await s.import_devices(world.maker, _rows(rows))  # a re-run creates nothing and audits no device
     assert not any(d.created for d in again)
     entries = await s.audit(OPERATOR, limit=1000)
