@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import json
 import os
+import secrets
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -20,12 +21,13 @@ from typing import IO, Any
 import click
 
 from jsd_cli import output
-from jsd_cli.client import ApiClient, ApiUnreachable
+from jsd_cli.client import ApiClient, ApiProblem, ApiUnreachable
 from jsd_cli.output import DEVICE_COLUMNS, json_option
 from jsd_cli.progress import Progress
 from jsd_cli.remote import Context, check_new_file, emit_secret, pass_context, read_secret, secret_file, segment
 
 BLOCK = 64 * 1024
+POLL = 1.0  # seconds between two questions about a running import's progress
 CONTENT_TYPES = {"csv": "text/csv", "jsonl": "application/x-ndjson"}
 SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 DEVICE_FIELDS = (
@@ -80,15 +82,35 @@ def count_rows(source: Path, fmt: str) -> int:
     return max(0, lines - (fmt == "csv"))
 
 
-async def _blocks(handle: IO[bytes], progress: Progress, header: bool) -> AsyncIterator[bytes]:
-    """The file in 64 KiB blocks, read off the event loop; progress counts the rows handed to aiohttp."""
-    skip = int(header)
+async def _blocks(handle: IO[bytes]) -> AsyncIterator[bytes]:
+    """The file in 64 KiB blocks, read off the event loop."""
     while chunk := await asyncio.to_thread(handle.read, BLOCK):
-        rows = chunk.count(b"\n")
-        progress.advance(max(0, rows - skip))
-        skip = max(0, skip - rows)
         yield chunk
-    progress.note(f"{progress.done:,} rows sent; the daemon checks and stores them, then answers")
+
+
+async def _follow(api: ApiClient, import_id: str, progress: Progress) -> None:
+    """Show the rows the daemon has checked and staged (keys in the HSM), asked once a second.
+
+    Bytes sent say little: kernel buffers swallow megabytes before the daemon reads them.
+    """
+    storing = False
+    while True:
+        await asyncio.sleep(POLL)
+        try:
+            staged = (await api.call("GET", f"/devices/import/{import_id}"))["staged"]
+        except ApiProblem as problem:
+            if problem.status != 404:  # 404: nothing staged yet, or the import is being committed
+                return
+            continue
+        except ApiUnreachable:
+            return
+        if storing:
+            continue
+        if staged >= progress.done:
+            progress.update(staged)
+        if progress.total and staged >= progress.total:
+            storing = True
+            progress.note(f"all {staged:,} devices checked; storing them in one transaction")
 
 
 async def upload(
@@ -96,23 +118,29 @@ async def upload(
 ) -> ImportResult:
     """Stream the file; ``out`` is created only once the daemon accepted the import (a refusal writes nothing)."""
     result = ImportResult()
-    body = _blocks(handle, progress, header=content_type == CONTENT_TYPES["csv"])
-    async with api.stream("POST", "/devices/import", body, content_type) as lines:
-        with secret_file(out) as sink:
-            async for line in lines:
-                if not line.strip():
-                    continue
-                sink.write(line if line.endswith(b"\n") else line + b"\n")
-                try:
-                    entry = json.loads(line)
-                except ValueError:
-                    raise ApiUnreachable(f"the answer has a line that is not JSON: {line[:80]!r}") from None
-                if isinstance(entry, dict) and "summary" in entry and "dev_eui" not in entry:
-                    result.summary = entry["summary"]
-                elif isinstance(entry, dict):
-                    result.statuses[str(entry.get("status"))] += 1
-                    result.tokens += entry.get("owner_token") is not None
-            sink.flush()
+    import_id = secrets.token_hex(16)
+    follower = asyncio.create_task(_follow(api, import_id, progress))
+    try:
+        async with api.stream("POST", "/devices/import", _blocks(handle), content_type, import_id) as lines:
+            follower.cancel()
+            with secret_file(out) as sink:
+                async for line in lines:
+                    if not line.strip():
+                        continue
+                    sink.write(line if line.endswith(b"\n") else line + b"\n")
+                    try:
+                        entry = json.loads(line)
+                    except ValueError:
+                        raise ApiUnreachable(f"the answer has a line that is not JSON: {line[:80]!r}") from None
+                    if isinstance(entry, dict) and "summary" in entry and "dev_eui" not in entry:
+                        result.summary = entry["summary"]
+                    elif isinstance(entry, dict):
+                        result.statuses[str(entry.get("status"))] += 1
+                        result.tokens += entry.get("owner_token") is not None
+                        progress.done = max(progress.done, sum(result.statuses.values()))
+                sink.flush()
+    finally:
+        follower.cancel()
     return result
 
 

@@ -40,7 +40,11 @@ class Progress:
         self._width = 0
 
     def advance(self, count: int = 1) -> None:
-        self.done += count
+        self.update(self.done + count)
+
+    def update(self, done: int) -> None:
+        """Set the count (a daemon's report of how far it is)."""
+        self.done = done
         now = time.monotonic()
         if now - self._shown >= self._interval:
             self._shown = now

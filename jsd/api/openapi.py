@@ -204,6 +204,10 @@ SCHEMAS: dict[str, Schema] = {
             "nwk_key": ref("Key"),
         },
     ),
+    "ImportProgress": obj(
+        {"import_id": {"type": "string"}, "staged": {"type": "integer", "minimum": 0}},
+        description="Rows of a running import checked and staged so far (their keys are in the HSM)",
+    ),
     "ImportSummary": obj(
         {
             "summary": obj(
@@ -410,6 +414,10 @@ AFTER_SEQ = _param(
     "after", "query", {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}, "the previous page's `next`"
 )
 PATH_DEV_EUI = _param("dev_eui", "path", ref("EUIIn"), "DevEUI")
+IMPORT_ID_SCHEMA: Schema = {"type": "string", "pattern": "^[A-Za-z0-9_-]{16,64}$"}
+IMPORT_ID_HEADER = _param(
+    "Import-Id", "header", IMPORT_ID_SCHEMA, "client-chosen id to follow the import with GET /devices/import/{id}"
+)
 PATH_ACCOUNT = _param("id", "path", {"type": "string", "pattern": f"^{ACCOUNT_ID_RE}$"}, "account id")
 PATH_NET_ID = _param("net_id", "path", ref("NetIDIn"), "NetID")
 
@@ -570,7 +578,19 @@ def _paths() -> dict[str, dict[str, Schema]]:
                         "application/jsonl": {"schema": {"type": "string"}},
                     },
                 },
+                params=[IMPORT_ID_HEADER],
                 size_limited=False,
+                tag="devices",
+            )
+        },
+        "/devices/import/{import_id}": {
+            "get": operation(
+                "import_progress",
+                "How many rows of a running import (sent with this Import-Id) are checked and staged",
+                "devices:write (manufacturer or operator)",
+                _ok(200, "rows staged so far", "ImportProgress"),
+                ("NotFound",),
+                params=[_param("import_id", "path", IMPORT_ID_SCHEMA, "the Import-Id of the running import")],
                 tag="devices",
             )
         },

@@ -77,6 +77,7 @@ _API_KEY = re.compile(r"jsd_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
 _ASTK_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _TOKEN = re.compile(r"[0-9A-Fa-f]{1,64}")
 _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,64}")
+_IMPORT_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 _MAC_VERSIONS = {"1.0.0", "1.0.1", "1.0.2", "1.0.3", "1.0.4", "1.1"}
 _IMPORT_FIELDS = frozenset(IMPORT_FIELDS)
 _NS_FIELDS = {
@@ -324,14 +325,17 @@ class OwnershipService:
             raise Conflict(f"device {spec.dev_eui.hex()} exists already, or its TKM info is in use") from None
         return result
 
-    async def import_devices(self, p: Principal, rows: AsyncIterable[RawRow]) -> list[ImportedDevice]:
+    async def import_devices(
+        self, p: Principal, rows: AsyncIterable[RawRow], import_id: str | None = None
+    ) -> list[ImportedDevice]:
         """A whole file, all or nothing: every bad row is reported with its line and nothing is written.
 
         Rows are checked and their keys wrapped chunk by chunk into a staging table, then moved into the
         registry in one transaction; the answer (tokens, generated keys) is held only until it is returned.
+        A client-chosen `import_id` lets it ask `import_progress` how far the import is while it runs.
         """
         self._need_maker(p)
-        batch_id = secrets.token_hex(16)
+        batch_id = secrets.token_hex(16) if import_id is None else _batch_id(p, import_id)
         problems = _Problems()
         results: list[ImportedDevice] = []
         seen: set[bytes] = set()
@@ -392,6 +396,18 @@ class OwnershipService:
         finally:
             await self._store.drop_batch(batch_id)
         return results
+
+    async def import_progress(self, p: Principal, import_id: str) -> int:
+        """Rows of a running import of this account that are checked and staged (keys in the HSM) so far.
+
+        Not found before the first chunk is staged and after the import ended (its staging rows are gone then);
+        the caller knows which from its own upload. Any worker process answers: the count is in the database.
+        """
+        self._need_maker(p)
+        staged = await self._store.staged(_batch_id(p, import_id))
+        if not staged:
+            raise NotFound(f"no rows of an import {import_id!r} of this account are staged now")
+        return staged
 
     async def _refused(self, p: Principal, failed: ImportFailed, rows: int, bad_rows: int) -> None:
         """Audit a refused import: who, how many rows and errors, the first errors (reasons name no secret)."""
@@ -1003,6 +1019,13 @@ def event_view(e: StoredEvent) -> EventView:
 
 
 # -- helpers ----------------------------------------------------------------------------------------------
+
+
+def _batch_id(p: Principal, import_id: object) -> str:
+    """The staging id of a client-named import: per account, so nobody sees another account's progress."""
+    if not isinstance(import_id, str) or not _IMPORT_ID.fullmatch(import_id):
+        raise _invalid("import_id", "16-64 characters from [A-Za-z0-9_-]")
+    return hashlib.sha256(f"jsd-import\0{p.account}\0{import_id}".encode()).hexdigest()[:32]
 
 
 def _need(p: Principal, scope: str) -> None:

@@ -387,6 +387,14 @@ class OwnershipStore:
                 ],
             )
 
+    async def staged(self, batch_id: str) -> int:
+        """How many rows of a bulk import are staged so far (0 once it is committed or dropped)."""
+        async with self._reader.connect() as conn:
+            count = await conn.execute(
+                select(func.count()).select_from(import_rows).where(import_rows.c.batch_id == batch_id)
+            )
+            return int(count.scalar() or 0)
+
     async def drop_batch(self, batch_id: str) -> None:
         async with self._writer.begin() as conn:
             await conn.execute(delete(import_rows).where(import_rows.c.batch_id == batch_id))
