@@ -10,6 +10,7 @@ file is written for the user alone (0600) and a new directory is 0700.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import os
@@ -127,22 +128,29 @@ def label_svg(symbol: segno.QRCode, captions: list[str]) -> str:
 
 def label_png(symbol: segno.QRCode, captions: list[str]) -> bytes:
     """The code with its caption lines centred below it, as one greyscale PNG (Pillow draws the text)."""
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
 
-    drawn = io.BytesIO()
-    symbol.save(drawn, kind="png", scale=SCALE, border=BORDER)
-    code = Image.open(io.BytesIO(drawn.getvalue())).convert("L")
-    size = max(10, code.width // 12)
-    font = ImageFont.load_default(size=size)
+    modules = len(symbol.matrix)
+    dark = bytes(0 if cell else 255 for row in symbol.matrix for cell in row)
+    side = (modules + 2 * BORDER) * SCALE
+    code = Image.frombytes("L", (modules, modules), dark).resize((modules * SCALE,) * 2, Image.Resampling.NEAREST)
+    size = max(10, side // 12)
     step = round(size * 1.25)
-    image = Image.new("L", (code.width, code.height + step * len(captions) + size // 2), 255)
-    image.paste(code, (0, 0))
+    image = Image.new("L", (side, side + step * len(captions) + size // 2), 255)
+    image.paste(code, (BORDER * SCALE, BORDER * SCALE))
     draw = ImageDraw.Draw(image)
     for index, caption in enumerate(captions):
-        draw.text((code.width / 2, code.height + step * index), caption, fill=0, font=font, anchor="ma")
+        draw.text((side / 2, side + step * index), caption, fill=0, font=_font(size), anchor="ma")
     out = io.BytesIO()
-    image.save(out, format="PNG", optimize=True)
+    image.save(out, format="PNG")
     return out.getvalue()
+
+
+@functools.cache
+def _font(size: int) -> Any:
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=size)
 
 
 def private_file(path: Path) -> IO[bytes]:

@@ -161,6 +161,12 @@ def test_the_png_prints_the_deveui_and_the_serial_under_the_code(tmp_path: Path)
     plain = _caption_rows(out / "0004A30B001C0530.png", qr["0004A30B001C0530"])
     with_serial = _caption_rows(out / "0004A30B001C0531.png", qr["0004A30B001C0531"])
     assert plain > 5 and with_serial > plain + 5, (plain, with_serial)
+    reference = io.BytesIO()  # the code above the text is exactly segno's rendering of the QR text
+    symbol = make_symbol(qr["0004A30B001C0531"])
+    symbol.save(reference, kind="png", scale=SCALE, border=BORDER)
+    expected = Image.open(io.BytesIO(reference.getvalue())).convert("L")
+    label = Image.open(out / "0004A30B001C0531.png").convert("L").crop((0, 0, expected.width, expected.height))
+    assert label.tobytes() == expected.tobytes()
     assert parse_qr(qr["0004A30B001C0531"]).serial == "SN42"
 
 
