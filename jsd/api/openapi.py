@@ -100,7 +100,10 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "import-failed": (422, "bulk import refused; `errors: [{line, field, reason}]`, `error_count`"),
     "conflict": (409, "exists already / state does not allow it"),
     "claim-failed": (403, "unknown device, wrong, spent or already-used token, already claimed: one answer"),
-    "rate-limited": (429, "too many failed claims for this account or device; `Retry-After` header"),
+    "rate-limited": (
+        429,
+        "too many failed claims by this account (or, over REST, from this address); `Retry-After` header",
+    ),
     "already-exported": (409, "a one-time export was already done, or the key was imported"),
     "payload-too-large": (413, "body over the limit"),
     "method-not-allowed": (405, "the path does not serve this method; `Allow` header"),
