@@ -571,7 +571,7 @@ def _paths() -> dict[str, dict[str, Schema]]:
                         },
                     }
                 },
-                ("ImportFailed",),
+                ("ImportFailed", "Conflict"),
                 body={
                     "required": True,
                     "description": "CSV with a header line of DeviceImport names, or one DeviceImport per line",

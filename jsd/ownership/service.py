@@ -336,6 +336,8 @@ class OwnershipService:
         """
         self._need_maker(p)
         batch_id = secrets.token_hex(16) if import_id is None else _batch_id(p, import_id)
+        if import_id is not None and await self._store.staged(batch_id):
+            raise Conflict(f"an import with Import-Id {import_id!r} is running; choose a new id")
         problems = _Problems()
         results: list[ImportedDevice] = []
         seen: set[bytes] = set()

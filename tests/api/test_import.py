@@ -160,6 +160,9 @@ async def test_a_running_import_reports_its_staged_rows_by_import_id(api: Any, e
         await asyncio.sleep(0.05)
     assert progress.body == {"import_id": import_id, "staged": 500}, seen  # the first chunk, not the rest yet
     assert (await api.call("GET", f"/devices/import/{import_id}", globex)).status == 404  # another account's id
+    twice = await api.call("POST", "/devices/import", acme, data=HEADER + row(eui()), headers={**CSV, "Import-Id": import_id})
+    assert (twice.status, twice.problem) == (409, "conflict")  # the running import's staged rows stay
+    assert (await api.ok("GET", f"/devices/import/{import_id}", acme))["staged"] == 500
     half_done.set()
     reply = await running
     assert reply.body[-1] == {"summary": {"created": 610, "unchanged": 0}}
