@@ -9,13 +9,16 @@ from collections.abc import AsyncIterable, AsyncIterator, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["IMPORT_FIELDS", "MAX_LINE_BYTES", "REQUIRED_COLUMNS", "RawRow", "csv_rows", "jsonl_rows"]
+__all__ = ["HEADER_PROBLEM", "IMPORT_FIELDS", "MAX_LINE_BYTES", "REQUIRED_COLUMNS", "RawRow", "csv_rows", "jsonl_rows"]
 
 IMPORT_FIELDS = (
     "dev_eui", "join_eui", "mac_version", "name", "admin_info", "secure_element", "app_key", "nwk_key",
     "generate_keys", "tkm_info", "hsm_group", "profile_id", "serial",
 )  # fmt: skip
 """The fields of a device to import (docs/api.md, DeviceImport), in the order the docs list them."""
+
+HEADER_PROBLEM = "header: "
+"""How the error of a refused CSV header starts (it is not a device row)."""
 
 REQUIRED_COLUMNS = ("dev_eui", "mac_version")
 """Columns every CSV needs; the others may be absent or depend on the row (keys, TKM info)."""
@@ -70,7 +73,7 @@ async def jsonl_rows(chunks: AsyncIterable[bytes]) -> AsyncIterator[RawRow]:
 def header_problem(header: list[str], columns: Collection[str] = IMPORT_FIELDS) -> str | None:
     """What is wrong with a CSV header, as one message with the expected names; None if it is fine."""
     if len(set(header)) != len(header) or not all(header):
-        return "the header names a column twice or has an empty name"
+        return HEADER_PROBLEM + "a column is named twice or has an empty name"
     unknown = [name for name in header if name not in columns]
     missing = [name for name in REQUIRED_COLUMNS if name not in header and name in columns]
     if not unknown and not missing:
@@ -81,7 +84,7 @@ def header_problem(header: list[str], columns: Collection[str] = IMPORT_FIELDS) 
         parts.append(f"unknown column {name!r}" + (f" (did you mean {close[0]}?)" if close else ""))
     if missing:
         parts.append(f"missing column(s) {', '.join(missing)}")
-    return f"header: {'; '.join(parts)}. The columns are: {', '.join(columns)}"
+    return f"{HEADER_PROBLEM}{'; '.join(parts)}. The columns are: {', '.join(columns)}"
 
 
 async def csv_rows(chunks: AsyncIterable[bytes], columns: Collection[str] = IMPORT_FIELDS) -> AsyncIterator[RawRow]:

@@ -23,7 +23,7 @@ from typing import Any, cast
 from jsd.hsm import Hsm, HsmError, HsmUnavailable, KekExists, KeyNotExportable, KeyNotFound
 from jsd.lorawan.tr005 import QrCodeError, parse_qr
 from jsd.ownership import se
-from jsd.ownership.imports import IMPORT_FIELDS, RawRow
+from jsd.ownership.imports import HEADER_PROBLEM, IMPORT_FIELDS, RawRow
 from jsd.ownership.model import (
     ACCOUNT_ID_RE,
     DEFAULT_SCOPES,
@@ -180,12 +180,18 @@ class _Problems:
         self.kept: list[FieldError] = []
         self.count = 0
         self.rows = 0
+        self.header = False
 
-    def add(self, *errors: FieldError) -> None:
-        """The errors of one bad row (or of the header)."""
-        self.rows += 1
+    def add(self, *errors: FieldError, header: bool = False) -> None:
+        """The errors of one bad row, or of a CSV header."""
+        self.header = self.header or header
+        self.rows += not header
         self.count += len(errors)
         self.kept.extend(errors[: max(0, _MAX_REPORTED_ERRORS - len(self.kept))])
+
+    def detail(self) -> str:
+        parts = (["the CSV header is wrong"] if self.header else []) + ([f"{self.rows} bad row(s)"] if self.rows else [])
+        return f"{', '.join(parts)}; nothing was imported"
 
 
 class OwnershipService:
@@ -348,7 +354,8 @@ class OwnershipService:
             async for raw in rows:
                 read += 1
                 if raw.fields is None:
-                    problems.add(FieldError(None, raw.error or "unreadable line", raw.line))
+                    error = raw.error or "unreadable line"
+                    problems.add(FieldError(None, error, raw.line), header=error.startswith(HEADER_PROBLEM))
                     continue
                 try:
                     spec = self._spec(raw.fields, raw.line)
@@ -372,11 +379,11 @@ class OwnershipService:
                 staged += await self._stage(p, batch_id, chunk, results, problems)
             if problems.count:
                 failed = ImportFailed(
-                    f"{problems.rows} bad row(s); nothing was imported",
+                    problems.detail(),
                     errors=sorted(problems.kept, key=_by_line),
                     error_count=problems.count,
                 )
-                await self._refused(p, failed, read, problems.rows)
+                await self._refused(p, failed, read - problems.header, problems.rows)
                 raise failed
             if staged:
                 try:

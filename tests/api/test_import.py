@@ -123,7 +123,7 @@ async def test_a_typo_in_the_csv_header_is_one_error_with_the_expected_names(api
     body = HEADER.replace("app_key", "appkey") + "".join(row(eui()) for _ in range(1000))
     reply = await api.call("POST", "/devices/import", acme, data=body, headers=CSV)
     assert (reply.status, reply.problem) == (422, "import-failed")
-    assert reply.body["error_count"] == 1 and reply.body["detail"] == "1 bad row(s); nothing was imported"
+    assert reply.body["error_count"] == 1 and reply.body["detail"] == "the CSV header is wrong; nothing was imported"
     (error,) = reply.body["errors"]
     assert error["line"] == 1 and "'appkey' (did you mean app_key?)" in error["reason"], error
     assert "dev_eui, join_eui, mac_version" in error["reason"]

@@ -180,6 +180,12 @@ async def test_story_import_label_claim_netid_astk_join_release_reclaim(cli: Cli
     assert mode(tmp_path / "more.csv.tokens.1.jsonl") == 0o600
     assert not [name for name in listing(tmp_path) if name.endswith(".partial")]
     ok(await cli("devices", "delete", "00a0000000000004", key=acme))
+    typo = tmp_path / "typo.csv"
+    typo.write_text("\n".join([rows[0].replace("app_key", "appkey"), *rows[1:]]) + "\n")
+    refused = await cli("devices", "import", str(typo), key=acme)
+    assert refused.exit_code != 0 and "did you mean app_key?" in refused.stderr, refused.stderr
+    assert refused.stderr.count("appkey") == 1 and "the CSV header is wrong" in refused.stderr, refused.stderr
+    assert not [name for name in listing(tmp_path) if name.startswith(("typo.csv.", ".typo"))]
 
     ok(await cli("labels", str(answer_file), "--out", str(tmp_path / "labels"), "--format", "svg"))
     with (tmp_path / "labels" / "labels.csv").open() as index:
