@@ -69,6 +69,7 @@ def ownership_policy(settings: Settings) -> OwnershipPolicy:
         default_join_eui=bytes.fromhex(join_eui) if join_eui else None,
         default_hsm_group=settings.get("join", "default_hsm_group"),
         claim_failures_per_account=settings.get("ownership", "claim_failures_per_account"),
+        claim_failures_per_source=settings.get("ownership", "claim_failures_per_source"),
         claim_failures_per_device=settings.get("ownership", "claim_failures_per_device"),
         claim_window=settings.get("ownership", "claim_window"),
         event_retention=settings.get("ownership", "event_retention"),

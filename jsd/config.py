@@ -72,8 +72,13 @@ SETTINGS: tuple[Setting, ...] = (
             "HomeNSReq only from the device's home NS or an NS with a roaming agreement with it "
             "(false = any registered NS may ask)."),
     Setting("ownership", "default_join_eui", "", "JoinEUI (16 hex) of imported devices that name none."),
-    Setting("ownership", "claim_failures_per_account", 20, "Failed claims an account may make per window."),
-    Setting("ownership", "claim_failures_per_device", 5, "Failed claims of one device allowed per window."),
+    Setting("ownership", "claim_failures_per_account", 20,
+            "Failed claims an account may make per window; then its claims wait (429) until the window ends."),
+    Setting("ownership", "claim_failures_per_source", 200,
+            "Failed REST claims from one source address per window (all its accounts); 0 = no such limit."),
+    Setting("ownership", "claim_failures_per_device", 5,
+            "Failed claims of one device per window after which each further wrong token uses up the "
+            "claimant's whole allowance; the right token is still accepted."),
     Setting("ownership", "claim_window", 900, "Length of the failed-claim window, seconds."),
     Setting("ownership", "event_retention", 100000, "Published events kept for GET /api/v1/events (newest)."),
     Setting("ownership", "event_prune_interval", 60.0,

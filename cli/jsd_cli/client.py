@@ -114,9 +114,12 @@ class ApiClient:
 
     @asynccontextmanager
     async def stream(
-        self, method: str, path: str, body: AsyncIterable[bytes], content_type: str
+        self, method: str, path: str, body: AsyncIterable[bytes], content_type: str, import_id: str | None = None
     ) -> AsyncIterator[AsyncIterator[bytes]]:
-        """Send ``body`` as a chunked upload; yields the answer's lines as they arrive (answer not buffered)."""
+        """Send ``body`` as a chunked upload; yields the answer's lines as they arrive (answer not buffered).
+
+        ``import_id`` goes in the Import-Id header, so the progress of a device import can be asked meanwhile.
+        """
         import aiohttp
 
         async def lines(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
@@ -126,7 +129,8 @@ class ApiClient:
             except aiohttp.ClientError as exc:
                 raise ApiUnreachable(f"the answer broke off: {exc}") from None
 
-        async with self._request(method, path, data=body, headers={"Content-Type": content_type}) as response:
+        headers = {"Content-Type": content_type} | ({"Import-Id": import_id} if import_id else {})
+        async with self._request(method, path, data=body, headers=headers) as response:
             yield lines(response)
 
     @asynccontextmanager

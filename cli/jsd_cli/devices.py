@@ -11,10 +11,13 @@ the owner tokens and generated keys that exist nowhere else) is written to a 060
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import os
+import secrets
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -23,15 +26,17 @@ import click
 
 from jsd_cli import output
 from jsd_cli.accounts import run_local
-from jsd_cli.client import ApiClient, ApiUnreachable
+from jsd_cli.client import ApiClient, ApiProblem, ApiUnreachable
 from jsd_cli.local import _eui, _open, _read_secret_hex, _run
 from jsd_cli.output import DEVICE_COLUMNS, json_option
+from jsd_cli.progress import Progress
 from jsd_cli.remote import Context, check_new_file, emit_secret, pass_context, read_secret, secret_file, segment
 
 if TYPE_CHECKING:
     from jsd.ownership import OwnershipService, Principal
 
 BLOCK = 64 * 1024
+POLL = 1.0  # seconds between two questions about a running import's progress
 CONTENT_TYPES = {"csv": "text/csv", "jsonl": "application/x-ndjson"}
 SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 DEVICE_FIELDS = (
@@ -82,33 +87,97 @@ class ImportResult:
     summary: dict[str, Any] | None = None
 
 
-async def _blocks(handle: IO[bytes], bar: Any) -> AsyncIterator[bytes]:
-    """The file in 64 KiB blocks, read off the event loop; the progress bar counts bytes handed to aiohttp."""
+def count_rows(source: Path, fmt: str) -> int:
+    """Device rows in the file (lines, less a CSV header), for the progress line; read in blocks."""
+    lines, last = 0, b"\n"
+    with source.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+    lines += last != b"\n"
+    return max(0, lines - (fmt == "csv"))
+
+
+async def _blocks(handle: IO[bytes]) -> AsyncIterator[bytes]:
+    """The file in 64 KiB blocks, read off the event loop."""
     while chunk := await asyncio.to_thread(handle.read, BLOCK):
-        bar.update(len(chunk))
         yield chunk
 
 
-async def upload(api: ApiClient, handle: IO[bytes], bar: Any, content_type: str, out: str) -> ImportResult:
+async def _follow(api: ApiClient, import_id: str, progress: Progress) -> None:
+    """Show the rows the daemon has checked and staged (keys in the HSM), asked once a second.
+
+    Bytes sent say little: kernel buffers swallow megabytes before the daemon reads them.
+    """
+    storing = False
+    while True:
+        await asyncio.sleep(POLL)
+        try:
+            staged = (await api.call("GET", f"/devices/import/{import_id}"))["staged"]
+        except ApiProblem as problem:
+            if problem.status != 404:  # 404: nothing staged yet, or the import is being committed
+                return
+            continue
+        except ApiUnreachable:
+            return
+        if storing:
+            continue
+        if staged >= progress.done:
+            progress.update(staged)
+        if progress.total and staged >= progress.total:
+            storing = True
+            progress.note(f"all {staged:,} devices checked; storing them in one transaction")
+
+
+async def upload(
+    api: ApiClient, handle: IO[bytes], progress: Progress, content_type: str, out: str
+) -> ImportResult:
     """Stream the file; ``out`` is created only once the daemon accepted the import (a refusal writes nothing)."""
     result = ImportResult()
-    async with api.stream("POST", "/devices/import", _blocks(handle, bar), content_type) as lines:
-        with secret_file(out) as sink:
-            async for line in lines:
-                if not line.strip():
-                    continue
-                sink.write(line if line.endswith(b"\n") else line + b"\n")
-                try:
-                    entry = json.loads(line)
-                except ValueError:
-                    raise ApiUnreachable(f"the answer has a line that is not JSON: {line[:80]!r}") from None
-                if isinstance(entry, dict) and "summary" in entry and "dev_eui" not in entry:
-                    result.summary = entry["summary"]
-                elif isinstance(entry, dict):
-                    result.statuses[str(entry.get("status"))] += 1
-                    result.tokens += entry.get("owner_token") is not None
-            sink.flush()
+    import_id = secrets.token_hex(16)
+    follower = asyncio.create_task(_follow(api, import_id, progress))
+    try:
+        async with api.stream("POST", "/devices/import", _blocks(handle), content_type, import_id) as lines:
+            follower.cancel()
+            with secret_file(out) as sink:
+                async for line in lines:
+                    if not line.strip():
+                        continue
+                    sink.write(line if line.endswith(b"\n") else line + b"\n")
+                    try:
+                        entry = json.loads(line)
+                    except ValueError:
+                        raise ApiUnreachable(f"the answer has a line that is not JSON: {line[:80]!r}") from None
+                    if isinstance(entry, dict) and "summary" in entry and "dev_eui" not in entry:
+                        result.summary = entry["summary"]
+                    elif isinstance(entry, dict):
+                        result.statuses[str(entry.get("status"))] += 1
+                        result.tokens += entry.get("owner_token") is not None
+                        progress.done = max(progress.done, sum(result.statuses.values()))
+                sink.flush()
+    finally:
+        follower.cancel()
     return result
+
+
+def _free_name(target: Path) -> Iterator[Path]:
+    """``target``, then ``name.1.suffix``, ``name.2.suffix``, ...: where a new answer may go."""
+    yield target
+    stem, suffix = (target.name[: -len(target.suffix)], target.suffix) if target.suffix else (target.name, "")
+    for number in itertools.count(1):
+        yield target.with_name(f"{stem}.{number}{suffix}")
+
+
+def keep_answer(partial: Path, target: Path) -> Path:
+    """Give the answer file its name without ever replacing a file (earlier tokens may be in it)."""
+    for name in _free_name(target):
+        try:
+            os.link(partial, name)
+        except FileExistsError:
+            continue
+        partial.unlink()
+        return name
+    raise AssertionError("unreachable")
 
 
 @devices.command("import")
@@ -117,7 +186,8 @@ async def upload(api: ApiClient, handle: IO[bytes], bar: Any, content_type: str,
 @click.option(
     "--out",
     help="Where the answer lines go (owner tokens, generated keys; mode 0600, '-' = stdout). "
-    "Default SOURCE.tokens.jsonl; never overwritten.",
+    "Default SOURCE.tokens.jsonl; never overwritten: a taken name gets .1, .2, ... before its suffix, "
+    "and an answer without new owner tokens (a re-run) is not written at all.",
 )
 @json_option
 @pass_context
@@ -128,32 +198,56 @@ def devices_import(obj: Context, source: Path, fmt: str | None, out: str | None,
         if fmt is None:
             raise click.UsageError(f"cannot tell the format of {source.name}: give --format csv or --format jsonl")
     target = out or f"{source}.tokens.jsonl"
-    check_new_file(target)
-    size = source.stat().st_size
-    with (
-        source.open("rb") as handle,
-        click.progressbar(length=size, label=f"uploading {source.name}", file=sys.stderr) as bar,
-    ):
+    if target != "-" and not Path(target).parent.resolve().is_dir():
+        raise click.UsageError(f"the directory of {target} does not exist")
+    partial = target if target == "-" else str(Path(target).with_name(f".{Path(target).name}.{os.getpid()}.partial"))
+    progress = Progress(f"importing {source.name}", count_rows(source, fmt))
+    try:
+        with source.open("rb") as handle:
 
-        async def body(api: ApiClient) -> ImportResult:
-            return await upload(api, handle, bar, CONTENT_TYPES[fmt], target)
+            async def body(api: ApiClient) -> ImportResult:
+                return await upload(api, handle, progress, CONTENT_TYPES[fmt], partial)
 
-        result = obj.run(body, timeout=None)
+            result = obj.run(body, timeout=None)
+    except BaseException:
+        if partial != "-" and Path(partial).exists():
+            if _has_tokens(Path(partial)):
+                kept = keep_answer(Path(partial), Path(target))
+                click.echo(f"error: the import was cut off; owner tokens already received are in {kept}: keep it",
+                           err=True)  # fmt: skip
+            else:
+                Path(partial).unlink()
+        raise
+    written: Path | None = None
+    if partial != "-":
+        if result.tokens:
+            written = keep_answer(Path(partial), Path(target))
+        else:
+            Path(partial).unlink()
+    progress.finish()
     if result.summary is None:
+        where = f" were written to {written}: keep that file" if written else ""
         click.echo(
             f"error: the answer ended before its summary; {sum(result.statuses.values())} device lines "
-            f"({result.tokens} owner tokens) were written to {target}: keep that file",
+            f"({result.tokens} owner tokens){where}",
             err=True,
         )
         raise click.exceptions.Exit(output.EXIT_OTHER)
     if as_json:
-        output.print_json({"summary": result.summary, "out": target})
+        output.print_json({"summary": result.summary, "out": str(written) if written else None})
         return
     created, unchanged = result.summary.get("created", 0), result.summary.get("unchanged", 0)
     message = f"imported {source.name}: {created} created, {unchanged} unchanged"
-    if target != "-":
-        message += f"; {result.tokens} owner tokens in {target} (mode 0600)"
+    if written is not None:
+        message += f"; {result.tokens} owner tokens in {written} (mode 0600)"
+    elif target != "-":
+        message += "; no new owner tokens, no answer file written"
     click.echo(message, err=target == "-")
+
+
+def _has_tokens(path: Path) -> bool:
+    with path.open("rb") as handle:
+        return any(b'"owner_token"' in line for line in handle)
 
 
 @devices.command("add")

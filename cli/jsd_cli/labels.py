@@ -1,14 +1,21 @@
-"""``jsd labels``: TR005 QR labels (PNG, SVG) and a CSV index from the JSON Lines a device import answers.
+"""``jsd labels``: TR005 QR labels (PNG, SVG) and a CSV index from the answers that carry owner tokens.
 
-That answer is the only place the owner tokens appear, so this reads it as it is, line by line, and needs
-neither the daemon nor the HSM. Lines without a token (``unchanged`` devices, the summary) get no label.
+Those answers are the only place the owner tokens appear, so this reads them as they are and needs neither the
+daemon nor the HSM: the JSON Lines of a device import, or the JSON of ``jsd devices release``/``reissue-token``
+(``{"device": {...}, "owner_token"}``; with ``--out`` the token is in its own file, given as ``--token-file``).
+Lines without a token (``unchanged`` devices, the summary) get no label. The labels hold owner tokens, so every
+file is written for the user alone (0600) and a new directory is 0700.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
+import io
 import json
+import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -16,6 +23,7 @@ from typing import IO, TYPE_CHECKING, Any
 import click
 
 from jsd.lorawan.tr005 import DeviceQr, QrCodeError, build_qr
+from jsd_cli.progress import Progress
 
 if TYPE_CHECKING:
     import segno
@@ -46,21 +54,35 @@ class Label:
     def dev_eui(self) -> str:
         return self.qr.dev_eui.hex().upper()
 
+    @property
+    def captions(self) -> list[str]:
+        """The human-readable lines under the code: the DevEUI, and the serial number when known."""
+        return [self.dev_eui] + ([f"S/N {self.qr.serial}"] if self.qr.serial else [])
+
     def csv_row(self) -> list[str]:
         """The values of CSV_COLUMNS, hex in uppercase as on the label."""
         return [self.dev_eui, self.qr.join_eui.hex().upper(), self.qr.profile_id.hex().upper(), self.name, self.text]
 
 
-def read_label(line: str, default_profile: bytes, checksum: bool) -> Label | None:
-    """The label for one import-answer line; None for the closing summary line."""
-    try:
-        entry = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise BadLine(f"not JSON: {exc.msg} at column {exc.colno}") from None
+def read_label(line: str | Any, default_profile: bytes, checksum: bool) -> Label | None:
+    """The label for one answer line (or parsed entry); None for the closing summary line of an import.
+
+    A release or reissue answer nests the device (``{"device": {...}, "owner_token"}``); its fields are read
+    from there.
+    """
+    if isinstance(line, str):
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise BadLine(f"not JSON: {exc.msg} at column {exc.colno}") from None
+    else:
+        entry = line
     if not isinstance(entry, dict):
         raise BadLine("not a JSON object")
     if "summary" in entry and "dev_eui" not in entry:
         return None
+    if isinstance(entry.get("device"), dict) and "dev_eui" not in entry:
+        entry = {**entry["device"], "owner_token": entry.get("owner_token")}
     dev_eui = _hex(entry, "dev_eui", 8)
     token = entry.get("owner_token")
     if token is None:
@@ -86,26 +108,83 @@ def make_symbol(text: str) -> segno.QRCode:
     return segno.make_qr(text, error="m", boost_error=False)
 
 
-def label_svg(symbol: segno.QRCode, caption: str) -> str:
-    """The code with its caption centred in a band below the quiet zone, as one SVG document."""
+def label_svg(symbol: segno.QRCode, captions: list[str]) -> str:
+    """The code with its caption lines centred in a band below the quiet zone, as one SVG document."""
     width, height = symbol.symbol_size(scale=SCALE, border=BORDER)
     font = round(width / 11, 1)  # 16 monospace characters at about 0.6 em fill 87 % of the width
-    total = round(height + 1.5 * font, 1)
+    total = round(height + (0.25 + 1.25 * len(captions)) * font, 1)
+    texts = "".join(
+        f'<text x="{width / 2}" y="{round(height + (1 + 1.25 * index) * font, 1)}" font-family="monospace" '
+        f'font-size="{font}" text-anchor="middle">{caption}</text>'
+        for index, caption in enumerate(captions)
+    )
     return (
         '<?xml version="1.0" encoding="utf-8"?>\n'
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{total}" viewBox="0 0 {width} {total}">'
         f'<rect width="100%" height="100%" fill="#fff"/>{symbol.svg_inline(scale=SCALE, border=BORDER)}'
-        f'<text x="{width / 2}" y="{height + font}" font-family="monospace" font-size="{font}" '
-        f'text-anchor="middle">{caption}</text></svg>\n'
+        f"{texts}</svg>\n"
     )
+
+
+def label_png(symbol: segno.QRCode, captions: list[str]) -> bytes:
+    """The code with its caption lines centred below it, as one greyscale PNG (Pillow draws the text)."""
+    from PIL import Image, ImageDraw
+
+    modules = len(symbol.matrix)
+    dark = bytes(0 if cell else 255 for row in symbol.matrix for cell in row)
+    side = (modules + 2 * BORDER) * SCALE
+    code = Image.frombytes("L", (modules, modules), dark).resize((modules * SCALE,) * 2, Image.Resampling.NEAREST)
+    size = max(10, side // 12)
+    step = round(size * 1.25)
+    image = Image.new("L", (side, side + step * len(captions) + size // 2), 255)
+    image.paste(code, (BORDER * SCALE, BORDER * SCALE))
+    draw = ImageDraw.Draw(image)
+    for index, caption in enumerate(captions):
+        draw.text((side / 2, side + step * index), caption, fill=0, font=_font(size), anchor="ma")
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+@functools.cache
+def _font(size: int) -> Any:
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=size)
+
+
+def private_file(path: Path) -> IO[bytes]:
+    """Open ``path`` for writing, readable by the user alone (also when it existed with a wider mode)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "wb")
 
 
 def write_label(label: Label, out_dir: Path, fmt: str) -> None:
     symbol = make_symbol(label.text)
     if fmt in ("png", "both"):
-        symbol.save(str(out_dir / f"{label.dev_eui}.png"), kind="png", scale=SCALE, border=BORDER)
+        with private_file(out_dir / f"{label.dev_eui}.png") as handle:
+            handle.write(label_png(symbol, label.captions))
     if fmt in ("svg", "both"):
-        (out_dir / f"{label.dev_eui}.svg").write_text(label_svg(symbol, label.dev_eui), encoding="utf-8")
+        with private_file(out_dir / f"{label.dev_eui}.svg") as handle:
+            handle.write(label_svg(symbol, label.captions).encode("utf-8"))
+
+
+def entries(text: str) -> Iterator[tuple[str, str | Any]]:
+    """(where, line or parsed entry) for each device of the input: one JSON document or JSON Lines."""
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError:
+        document = None
+    if isinstance(document, dict):
+        yield "input", document
+    elif isinstance(document, list):
+        for number, item in enumerate(document, start=1):
+            yield f"item {number}", item
+    else:
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                yield f"line {number}", line
 
 
 def _profile_option(ctx: click.Context, param: click.Parameter, value: str) -> bytes:
@@ -121,7 +200,7 @@ def _profile_option(ctx: click.Context, param: click.Parameter, value: str) -> b
     "out_dir",
     required=True,
     type=click.Path(file_okay=False, path_type=Path),
-    help="Directory for the labels.",
+    help="Directory for the labels (made 0700 if new; every file in it 0600).",
 )
 @click.option("--format", "fmt", type=click.Choice(["png", "svg", "both"]), default="both", show_default=True)
 @click.option(
@@ -132,43 +211,70 @@ def _profile_option(ctx: click.Context, param: click.Parameter, value: str) -> b
     callback=_profile_option,
     help="ProfileID for lines that carry none.",
 )
+@click.option(
+    "--token-file",
+    type=click.File("r", encoding="utf-8"),
+    help="The owner token of a release/reissue answer whose token went to its own file (--out).",
+)
 @click.option("--no-checksum", is_flag=True, help="Leave out the C (checksum) extension.")
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 def labels_command(
-    devices: IO[str], out_dir: Path, fmt: str, default_profile: bytes, no_checksum: bool, as_json: bool
+    devices: IO[str],
+    out_dir: Path,
+    fmt: str,
+    default_profile: bytes,
+    token_file: IO[str] | None,
+    no_checksum: bool,
+    as_json: bool,
 ) -> None:
-    """Write a TR005 QR label per device of DEVICES (the JSON Lines answer of a device import, or - for stdin).
+    """Write a TR005 QR label per device of DEVICES, or - for stdin: the JSON Lines answer of a device import,
+    or the JSON answer of ``jsd devices release`` / ``reissue-token`` (with --token-file if its token went to
+    a file).
 
-    Each label is <DEVEUI>.png and/or <DEVEUI>.svg in --out, listed in labels.csv. Bad lines are reported with
-    their numbers and skipped; the others still get labels, and the exit code says that some were bad.
+    Each label is <DEVEUI>.png and/or <DEVEUI>.svg in --out, the DevEUI (and the serial number) printed under
+    the code, all listed in labels.csv. Bad lines are reported with their numbers and skipped; the others still
+    get labels, and the exit code says that some were bad.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
+    found = list(entries(devices.read()))
+    if token_file is not None:
+        token = token_file.read().strip()
+        if len(found) != 1 or not isinstance(found[0][1], dict):
+            raise click.UsageError("--token-file goes with one release or reissue answer (one device)")
+        where, entry = found[0]
+        assert isinstance(entry, dict)
+        inner = entry["device"] if isinstance(entry.get("device"), dict) else entry
+        if entry.get("owner_token") not in (None, token):
+            raise click.UsageError("the answer has another owner token than --token-file")
+        found = [(where, {**inner, "owner_token": token})]
+    if not out_dir.exists():
+        out_dir.mkdir(parents=True, mode=0o700)
     written = without_token = bad = 0
-    seen: dict[bytes, int] = {}
-    with (out_dir / "labels.csv").open("w", newline="", encoding="utf-8") as index:
+    seen: dict[bytes, str] = {}
+    progress = Progress("printing labels", len(found), unit="entries")
+    with private_file(out_dir / "labels.csv") as raw, io.TextIOWrapper(raw, encoding="utf-8", newline="") as index:
         rows = csv.writer(index)
         rows.writerow(CSV_COLUMNS)
-        for number, line in enumerate(devices, start=1):
-            if not line.strip():
-                continue
+        for where, line in found:
+            progress.advance()
             try:
                 label = read_label(line, default_profile, checksum=not no_checksum)
                 if label is not None and label.qr.dev_eui in seen:
-                    raise BadLine(f"device {label.dev_eui} already on line {seen[label.qr.dev_eui]}")
+                    raise BadLine(f"device {label.dev_eui} already on {seen[label.qr.dev_eui]}")
             except NoToken as exc:
-                click.echo(f"line {number}: {exc}, skipped", err=True)
+                click.echo(f"{where}: {exc}, skipped", err=True)
                 without_token += 1
                 continue
             except BadLine as exc:
-                click.echo(f"line {number}: {exc}", err=True)
+                click.echo(f"{where}: {exc}", err=True)
                 bad += 1
                 continue
             if label is None:
                 continue
-            seen[label.qr.dev_eui] = number
+            seen[label.qr.dev_eui] = where
             write_label(label, out_dir, fmt)
             rows.writerow(label.csv_row())
             written += 1
+    progress.finish()
     if as_json:
         counts = {"written": written, "without_token": without_token, "bad": bad}
         click.echo(json.dumps({"out": str(out_dir), "format": fmt, **counts}, indent=2))

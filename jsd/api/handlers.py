@@ -195,7 +195,7 @@ class Api:
             rows = jsonl_rows(_lines(request.content, idle))
         else:
             raise invalid("Content-Type", "must be text/csv or application/x-ndjson")
-        imported = await service.import_devices(p, rows)
+        imported = await service.import_devices(p, rows, request.headers.get("Import-Id"))
         response = web.StreamResponse(status=200, headers={"Content-Type": NDJSON, "Cache-Control": NO_STORE})
         await response.prepare(request)
         created = sum(1 for item in imported if item.created)
@@ -211,6 +211,11 @@ class Api:
             # The answer has begun, so no problem document can follow; the import itself is committed.
             log.warning("import answer cut off: the client went away (%d devices created)", created)
         return response
+
+    async def import_progress(self, request: web.Request) -> web.StreamResponse:
+        service, p = await self.principal(request)
+        import_id = request.match_info["import_id"]
+        return _json({"import_id": import_id, "staged": await service.import_progress(p, import_id)})
 
     async def list_devices(self, request: web.Request) -> web.StreamResponse:
         service, p = await self.principal(request)
@@ -386,6 +391,7 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
     ("GET", "/accounts/{id}/keys", "list_api_keys"),
     ("DELETE", "/keys/{key_id}", "revoke_api_key"),
     ("POST", "/devices/import", "import_devices"),
+    ("GET", "/devices/import/{import_id}", "import_progress"),
     ("POST", "/devices", "add_device"),
     ("GET", "/devices", "list_devices"),
     ("GET", "/devices/{dev_eui}", "get_device"),

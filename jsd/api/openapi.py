@@ -100,7 +100,10 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "import-failed": (422, "bulk import refused; `errors: [{line, field, reason}]`, `error_count`"),
     "conflict": (409, "exists already / state does not allow it"),
     "claim-failed": (403, "unknown device, wrong, spent or already-used token, already claimed: one answer"),
-    "rate-limited": (429, "too many failed claims for this account or device; `Retry-After` header"),
+    "rate-limited": (
+        429,
+        "too many failed claims by this account (or, over REST, from this address); `Retry-After` header",
+    ),
     "already-exported": (409, "a one-time export was already done, or the key was imported"),
     "payload-too-large": (413, "body over the limit"),
     "request-timeout": (408, "the body did not arrive within `server.body_timeout`; the connection is closed"),
@@ -196,6 +199,7 @@ SCHEMAS: dict[str, Schema] = {
             "join_eui": ref("EUI"),
             "profile_id": hex_out(8, "TR005 ProfileID"),
             "name": nullable({"type": "string"}),
+            "serial": nullable({"type": "string", "description": "printed in the TR005 label's S field"}),
             "status": {"type": "string", "enum": ["created", "unchanged"]},
         },
         {
@@ -204,6 +208,10 @@ SCHEMAS: dict[str, Schema] = {
             "app_key": ref("Key"),
             "nwk_key": ref("Key"),
         },
+    ),
+    "ImportProgress": obj(
+        {"import_id": {"type": "string"}, "staged": {"type": "integer", "minimum": 0}},
+        description="Rows of a running import checked and staged so far (their keys are in the HSM)",
     ),
     "ImportSummary": obj(
         {
@@ -425,6 +433,10 @@ AFTER_SEQ = _param(
     "after", "query", {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}, "the previous page's `next`"
 )
 PATH_DEV_EUI = _param("dev_eui", "path", ref("EUIIn"), "DevEUI")
+IMPORT_ID_SCHEMA: Schema = {"type": "string", "pattern": "^[A-Za-z0-9_-]{16,64}$"}
+IMPORT_ID_HEADER = _param(
+    "Import-Id", "header", IMPORT_ID_SCHEMA, "client-chosen id to follow the import with GET /devices/import/{id}"
+)
 PATH_ACCOUNT = _param("id", "path", {"type": "string", "pattern": f"^{ACCOUNT_ID_RE}$"}, "account id")
 PATH_NET_ID = _param("net_id", "path", ref("NetIDIn"), "NetID")
 
@@ -575,7 +587,7 @@ def _paths() -> dict[str, dict[str, Schema]]:
                         },
                     }
                 },
-                ("ImportFailed",),
+                ("ImportFailed", "Conflict"),
                 body={
                     "required": True,
                     "description": "CSV with a header line of DeviceImport names, or one DeviceImport per line",
@@ -585,7 +597,19 @@ def _paths() -> dict[str, dict[str, Schema]]:
                         "application/jsonl": {"schema": {"type": "string"}},
                     },
                 },
+                params=[IMPORT_ID_HEADER],
                 size_limited=False,
+                tag="devices",
+            )
+        },
+        "/devices/import/{import_id}": {
+            "get": operation(
+                "import_progress",
+                "How many rows of a running import (sent with this Import-Id) are checked and staged",
+                "devices:write (manufacturer or operator)",
+                _ok(200, "rows staged so far", "ImportProgress"),
+                ("NotFound",),
+                params=[_param("import_id", "path", IMPORT_ID_SCHEMA, "the Import-Id of the running import")],
                 tag="devices",
             )
         },

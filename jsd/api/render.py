@@ -74,6 +74,7 @@ def imported_device(item: ImportedDevice) -> dict[str, Any]:
             "join_eui": item.join_eui.hex(),
             "profile_id": item.profile_id.hex(),
             "name": item.name,
+            "serial": item.serial,
             "status": "created" if item.created else "unchanged",
         }
     )

@@ -260,6 +260,7 @@ class ImportedDevice:
     created: bool
     line: int | None = None
     owner_token: str | None = None
+    serial: str | None = None
     app_key: bytes | None = None
     nwk_key: bytes | None = None
 

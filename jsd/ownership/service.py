@@ -24,7 +24,7 @@ from jsd import metrics
 from jsd.hsm import Hsm, HsmError, HsmUnavailable, KekExists, KeyNotExportable, KeyNotFound
 from jsd.lorawan.tr005 import QrCodeError, parse_qr
 from jsd.ownership import se
-from jsd.ownership.imports import RawRow
+from jsd.ownership.imports import HEADER_PROBLEM, IMPORT_FIELDS, RawRow
 from jsd.ownership.model import (
     ACCOUNT_ID_RE,
     DEFAULT_SCOPES,
@@ -78,11 +78,9 @@ _API_KEY = re.compile(r"jsd_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
 _ASTK_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _TOKEN = re.compile(r"[0-9A-Fa-f]{1,64}")
 _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,64}")
+_IMPORT_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 _MAC_VERSIONS = {"1.0.0", "1.0.1", "1.0.2", "1.0.3", "1.0.4", "1.1"}
-_IMPORT_FIELDS = {
-    "dev_eui", "join_eui", "mac_version", "name", "admin_info", "secure_element", "app_key", "nwk_key",
-    "generate_keys", "tkm_info", "hsm_group", "profile_id", "serial",
-}  # fmt: skip
+_IMPORT_FIELDS = frozenset(IMPORT_FIELDS)
 _NS_FIELDS = {
     "net_id", "name", "kek_label", "kek", "token", "generate_token", "cert_fingerprint", "answer_url", "async_mode",
 }  # fmt: skip
@@ -112,6 +110,7 @@ class OwnershipPolicy:
     default_join_eui: bytes | None = None
     default_hsm_group: str = "default"
     claim_failures_per_account: int = 20
+    claim_failures_per_source: int = 200
     claim_failures_per_device: int = 5
     claim_window: int = 900
     event_retention: int = 100_000
@@ -178,15 +177,24 @@ class _HsmCalls:
 
 
 class _Problems:
-    """The bad rows of an import: every one counted, the first `_MAX_REPORTED_ERRORS` kept for the answer."""
+    """The bad rows of an import: every row and error counted, the first `_MAX_REPORTED_ERRORS` errors kept."""
 
     def __init__(self) -> None:
         self.kept: list[FieldError] = []
         self.count = 0
+        self.rows = 0
+        self.header = False
 
-    def add(self, *errors: FieldError) -> None:
+    def add(self, *errors: FieldError, header: bool = False) -> None:
+        """The errors of one bad row, or of a CSV header."""
+        self.header = self.header or header
+        self.rows += not header
         self.count += len(errors)
         self.kept.extend(errors[: max(0, _MAX_REPORTED_ERRORS - len(self.kept))])
+
+    def detail(self) -> str:
+        parts = (["the CSV header is wrong"] if self.header else []) + ([f"{self.rows} bad row(s)"] if self.rows else [])
+        return f"{', '.join(parts)}; nothing was imported"
 
 
 class OwnershipService:
@@ -326,24 +334,31 @@ class OwnershipService:
             raise Conflict(f"device {spec.dev_eui.hex()} exists already, or its TKM info is in use") from None
         return result
 
-    async def import_devices(self, p: Principal, rows: AsyncIterable[RawRow]) -> list[ImportedDevice]:
+    async def import_devices(
+        self, p: Principal, rows: AsyncIterable[RawRow], import_id: str | None = None
+    ) -> list[ImportedDevice]:
         """A whole file, all or nothing: every bad row is reported with its line and nothing is written.
 
         Rows are checked and their keys wrapped chunk by chunk into a staging table, then moved into the
         registry in one transaction; the answer (tokens, generated keys) is held only until it is returned.
+        A client-chosen `import_id` lets it ask `import_progress` how far the import is while it runs.
         """
         self._need_maker(p)
-        batch_id = secrets.token_hex(16)
+        batch_id = secrets.token_hex(16) if import_id is None else _batch_id(p, import_id)
+        if import_id is not None and await self._store.staged(batch_id):
+            raise Conflict(f"an import with Import-Id {import_id!r} is running; choose a new id")
         problems = _Problems()
         results: list[ImportedDevice] = []
         seen: set[bytes] = set()
         seen_tokens: set[str] = set()
         chunk: list[_Spec] = []
-        staged = 0
+        staged = read = 0
         try:
             async for raw in rows:
+                read += 1
                 if raw.fields is None:
-                    problems.add(FieldError(None, raw.error or "unreadable line", raw.line))
+                    error = raw.error or "unreadable line"
+                    problems.add(FieldError(None, error, raw.line), header=error.startswith(HEADER_PROBLEM))
                     continue
                 try:
                     spec = self._spec(raw.fields, raw.line)
@@ -366,27 +381,57 @@ class OwnershipService:
             if chunk:
                 staged += await self._stage(p, batch_id, chunk, results, problems)
             if problems.count:
-                raise ImportFailed(
-                    f"{problems.count} bad row(s); nothing was imported",
+                failed = ImportFailed(
+                    problems.detail(),
                     errors=sorted(problems.kept, key=_by_line),
                     error_count=problems.count,
                 )
+                await self._refused(p, failed, read - problems.header, problems.rows)
+                raise failed
             if staged:
                 try:
                     await self._store.commit_batch(
                         batch_id,
-                        _audit(p, "devices.imported", details={"created": staged, "rows": len(results)}),
+                        _audit(
+                            p, "devices.imported", details={"created": staged, "rows": len(results), "import": batch_id}
+                        ),
                         lambda row: _precommissioned_events(row),
+                        _audit(p, "device.precommissioned", details={"import": batch_id}),
                     )
                     metrics.IMPORTED_DEVICES.inc(staged)
                 except DeviceExists:
-                    raise ImportFailed(
+                    failed = ImportFailed(
                         "a device or TKM info of the file was added meanwhile; nothing was imported",
                         errors=[FieldError("dev_eui", "added by another import meanwhile")],
-                    ) from None
+                    )
+                    await self._refused(p, failed, read, 0)
+                    raise failed from None
         finally:
             await self._store.drop_batch(batch_id)
         return results
+
+    async def import_progress(self, p: Principal, import_id: str) -> int:
+        """Rows of a running import of this account that are checked and staged (keys in the HSM) so far.
+
+        Not found before the first chunk is staged and after the import ended (its staging rows are gone then);
+        the caller knows which from its own upload. Any worker process answers: the count is in the database.
+        """
+        self._need_maker(p)
+        staged = await self._store.staged(_batch_id(p, import_id))
+        if not staged:
+            raise NotFound(f"no rows of an import {import_id!r} of this account are staged now")
+        return staged
+
+    async def _refused(self, p: Principal, failed: ImportFailed, rows: int, bad_rows: int) -> None:
+        """Audit a refused import: who, how many rows and errors, the first errors (reasons name no secret)."""
+        details = {
+            "rows": rows,
+            "bad_rows": bad_rows,
+            "errors": failed.error_count,
+            "first_errors": [e.as_dict() for e in failed.errors[:5]],
+            "detail": failed.detail,
+        }
+        await self._store.record([_audit(p, "devices.import_refused", details=details)])
 
     async def _stage(
         self, p: Principal, batch_id: str, chunk: list[_Spec], results: list[ImportedDevice], problems: _Problems
@@ -650,12 +695,10 @@ class OwnershipService:
             raise _invalid("owner_token", "hex digits (32 for a random token, 20 for TKM info)")
         eui = dev_eui.hex()
         window = int(time.time()) // self._policy.claim_window
-        buckets = [f"claim:account:{p.account}", f"claim:device:{eui}"]
-        counts = await self._store.failures(buckets, window)
-        if (
-            counts.get(buckets[0], 0) >= self._policy.claim_failures_per_account
-            or counts.get(buckets[1], 0) >= self._policy.claim_failures_per_device
-        ):
+        limits = self._claimant_limits(p)
+        device_bucket = f"claim:device:{eui}"
+        counts = await self._store.failures([*limits, device_bucket], window)
+        if any(counts.get(bucket, 0) >= limit for bucket, limit in limits.items()):
             wait = self._policy.claim_window - int(time.time()) % self._policy.claim_window
             metrics.CLAIMS.labels("rate_limited").inc()
             raise RateLimited("too many failed claims; try later", retry_after=wait)
@@ -683,14 +726,29 @@ class OwnershipService:
         ):
             return _view(p, device)  # a retried claim that already succeeded: the caller owns it already
         reason = "unknown device, or the owner token is not valid for it"
+        account_bucket = f"claim:account:{p.account}"
+        increments = dict.fromkeys([*limits, device_bucket], 1)
+        if counts.get(device_bucket, 0) >= self._policy.claim_failures_per_device:
+            # A device under attack: each further wrong token costs the claimant its whole allowance.
+            increments[account_bucket] = max(1, limits[account_bucket] - counts.get(account_bucket, 0))
         await self._store.count_failure(
-            buckets,
+            increments,
             window,
             _audit(p, "device.claim_failed", eui),
             [event_record("claim.failed", p.account, eui, {"reason": reason})],
         )
         metrics.CLAIMS.labels("failed").inc()
         raise ClaimFailed(reason)
+
+    def _claimant_limits(self, p: Principal) -> dict[str, int]:
+        """The failure buckets of whoever claims: the account, and for REST its source address too.
+
+        The device's own counter never refuses a claim: a stranger's wrong tokens must not lock the owner out.
+        """
+        limits = {f"claim:account:{p.account}": self._policy.claim_failures_per_account}
+        if p.source.startswith("http ") and self._policy.claim_failures_per_source > 0:
+            limits[f"claim:source:{p.source[5:][:80]}"] = self._policy.claim_failures_per_source
+        return limits
 
     async def set_net_id(self, p: Principal, dev_eui: bytes, net_id: bytes | None) -> DeviceView:
         device = await self._owned(p, dev_eui)
@@ -1017,6 +1075,13 @@ def event_view(e: StoredEvent) -> EventView:
 # -- helpers ----------------------------------------------------------------------------------------------
 
 
+def _batch_id(p: Principal, import_id: object) -> str:
+    """The staging id of a client-named import: per account, so nobody sees another account's progress."""
+    if not isinstance(import_id, str) or not _IMPORT_ID.fullmatch(import_id):
+        raise _invalid("import_id", "16-64 characters from [A-Za-z0-9_-]")
+    return hashlib.sha256(f"jsd-import\0{p.account}\0{import_id}".encode()).hexdigest()[:32]
+
+
 def _need(p: Principal, scope: str) -> None:
     if scope not in p.scopes:
         raise Forbidden(f"this API key lacks the {scope!r} scope")
@@ -1149,6 +1214,7 @@ def _imported(
         created=created,
         line=spec.line,
         owner_token=owner_token,
+        serial=spec.serial,
         app_key=app_key,
         nwk_key=nwk_key,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from typing import Any
 
@@ -114,3 +115,59 @@ async def test_a_jsonl_row_with_an_object_as_mac_version_is_a_bad_row(api: Any, 
     reply = await api.call("POST", "/devices/import", acme, data=line, headers={"Content-Type": "application/x-ndjson"})
     assert (reply.status, reply.problem) == (422, "import-failed")
     assert reply.body["errors"][0] == {"line": 1, "field": "mac_version", "reason": reply.body["errors"][0]["reason"]}
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+async def test_a_typo_in_the_csv_header_is_one_error_with_the_expected_names(api: Any, eui: Any) -> None:
+    acme = await api.account("acme", "manufacturer")
+    body = HEADER.replace("app_key", "appkey") + "".join(row(eui()) for _ in range(1000))
+    reply = await api.call("POST", "/devices/import", acme, data=body, headers=CSV)
+    assert (reply.status, reply.problem) == (422, "import-failed")
+    assert reply.body["error_count"] == 1 and reply.body["detail"] == "the CSV header is wrong; nothing was imported"
+    (error,) = reply.body["errors"]
+    assert error["line"] == 1 and "'appkey' (did you mean app_key?)" in error["reason"], error
+    assert "dev_eui, join_eui, mac_version" in error["reason"]
+    one_row = HEADER + row(eui(), "2.0", app_key="zz", join_eui="x")
+    refused = await api.call("POST", "/devices/import", acme, data=one_row, headers=CSV)
+    assert refused.body["detail"] == "1 bad row(s); nothing was imported" and refused.body["error_count"] == 3
+    assert (await api.ok("GET", "/devices", acme))["devices"] == []
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+async def test_a_running_import_reports_its_staged_rows_by_import_id(api: Any, eui: Any) -> None:
+    acme, globex = await api.account("acme", "manufacturer"), await api.account("globex", "manufacturer")
+    import_id = secrets.token_hex(16)
+    first, rest = [row(eui()) for _ in range(600)], [row(eui()) for _ in range(10)]
+    half_done = asyncio.Event()
+
+    async def body() -> Any:
+        yield (HEADER + "".join(first)).encode()
+        await half_done.wait()  # the upload stalls until a progress poll has seen the first chunk staged
+        yield "".join(rest).encode()
+
+    async def upload() -> Any:
+        headers = {**CSV, "Import-Id": import_id}
+        return await api.call("POST", "/devices/import", acme, data=body(), headers=headers)  # type: ignore[arg-type]
+
+    running = asyncio.create_task(upload())
+    seen: list[int] = []
+    for _ in range(600):
+        progress = await api.call("GET", f"/devices/import/{import_id}", acme)
+        seen.append(progress.status)
+        if progress.status == 200:
+            break
+        assert progress.problem == "not-found"  # nothing staged yet
+        await asyncio.sleep(0.05)
+    assert progress.body == {"import_id": import_id, "staged": 500}, seen  # the first chunk, not the rest yet
+    assert (await api.call("GET", f"/devices/import/{import_id}", globex)).status == 404  # another account's id
+    twice = await api.call("POST", "/devices/import", acme, data=HEADER + row(eui()), headers={**CSV, "Import-Id": import_id})
+    assert (twice.status, twice.problem) == (409, "conflict")  # the running import's staged rows stay
+    assert (await api.ok("GET", f"/devices/import/{import_id}", acme))["staged"] == 500
+    half_done.set()
+    reply = await running
+    assert reply.body[-1] == {"summary": {"created": 610, "unchanged": 0}}
+    assert (await api.call("GET", f"/devices/import/{import_id}", acme)).status == 404  # over: nothing staged
+    bad = await api.call("GET", "/devices/import/short", acme)
+    assert (bad.status, bad.problem) == (400, "invalid-request")
+    alice = await api.account("alice", "subscriber")
+    assert (await api.call("GET", f"/devices/import/{import_id}", alice)).status == 403

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
+import stat
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from jsd.lorawan.tr005 import DeviceQr, parse_qr
-from jsd_cli.labels import labels_command, make_symbol
+from jsd_cli.labels import BORDER, SCALE, labels_command, make_symbol
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SVG = "{http://www.w3.org/2000/svg}"
@@ -73,7 +76,8 @@ def test_labels_for_every_device_with_a_token(tmp_path: Path) -> None:
         png = (out / f"{dev_eui}.png").read_bytes()
         assert png.startswith(PNG_SIGNATURE) and len(png) > 100
         svg = ET.parse(out / f"{dev_eui}.svg").getroot()
-        assert [t.text for t in svg.iter(f"{SVG}text")] == [dev_eui]
+        serial = ["S/N SN42"] if dev_eui.endswith("31") else []
+        assert [t.text for t in svg.iter(f"{SVG}text")] == [dev_eui, *serial]
     rows = _csv(out)
     assert [r["dev_eui"] for r in rows] == ["0004A30B001C0530", "0004A30B001C0531"]
     assert [r["name"] for r in rows] == ["meter 1", ""]
@@ -139,3 +143,74 @@ def test_bad_profile_option(tmp_path: Path) -> None:
     result, _ = _run(tmp_path, [json.dumps(GOOD[0])], "--profile-id", "AABB")
     assert result.exit_code == 2
     assert "8 hex digits" in result.output
+
+
+def _caption_rows(png: Path, qr: str) -> int:
+    """Rows below the QR symbol (quiet zone included) that hold dark pixels: the printed text."""
+    image = Image.open(io.BytesIO(png.read_bytes())).convert("L")
+    _, code_height = make_symbol(qr).symbol_size(scale=SCALE, border=BORDER)
+    assert image.height > code_height
+    band = image.crop((0, code_height, image.width, image.height))
+    return sum(1 for y in range(band.height) if min(band.getpixel((x, y)) for x in range(band.width)) < 128)  # type: ignore[type-var]
+
+
+def test_the_png_prints_the_deveui_and_the_serial_under_the_code(tmp_path: Path) -> None:
+    result, out = _run(tmp_path, [json.dumps(d) for d in GOOD], "--format", "png")
+    assert result.exit_code == 0, result.output
+    qr = {r["dev_eui"]: r["qr"] for r in _csv(out)}
+    plain = _caption_rows(out / "0004A30B001C0530.png", qr["0004A30B001C0530"])
+    with_serial = _caption_rows(out / "0004A30B001C0531.png", qr["0004A30B001C0531"])
+    assert plain > 5 and with_serial > plain + 5, (plain, with_serial)
+    reference = io.BytesIO()  # the code above the text is exactly segno's rendering of the QR text
+    symbol = make_symbol(qr["0004A30B001C0531"])
+    symbol.save(reference, kind="png", scale=SCALE, border=BORDER)
+    expected = Image.open(io.BytesIO(reference.getvalue())).convert("L")
+    label = Image.open(out / "0004A30B001C0531.png").convert("L").crop((0, 0, expected.width, expected.height))
+    assert label.tobytes() == expected.tobytes()
+    assert parse_qr(qr["0004A30B001C0531"]).serial == "SN42"
+
+
+def test_labels_are_for_the_user_alone(tmp_path: Path) -> None:
+    result, out = _run(tmp_path, [json.dumps(GOOD[0])])
+    assert result.exit_code == 0, result.output
+    assert stat.S_IMODE(out.stat().st_mode) == 0o700
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()}
+    assert modes == dict.fromkeys(["labels.csv", "0004A30B001C0530.png", "0004A30B001C0530.svg"], 0o600)
+    (out / "labels.csv").chmod(0o644)
+    again, _ = _run(tmp_path, [json.dumps(GOOD[0])])
+    assert again.exit_code == 0 and stat.S_IMODE((out / "labels.csv").stat().st_mode) == 0o600
+
+
+RELEASED = {
+    "device": {
+        "dev_eui": "0004a30b001c0540", "join_eui": "70b3d57ed0000001", "mac_version": "1.0.4", "name": "meter 9",
+        "profile_id": "aabb0001", "serial": "SN9", "state": "unclaimed", "owner": "farm",
+    },
+    "owner_token": "00112233445566778899AABBCCDDEEFF",
+}  # fmt: skip
+
+
+def test_a_release_or_reissue_answer_prints_a_new_label(tmp_path: Path) -> None:
+    result, out = _run(tmp_path, json.dumps(RELEASED, indent=2).splitlines())  # as `--json` prints it
+    assert result.exit_code == 0, result.output
+    (row,) = _csv(out)
+    assert parse_qr(row["qr"]) == DeviceQr(
+        join_eui=bytes.fromhex("70b3d57ed0000001"), dev_eui=bytes.fromhex("0004a30b001c0540"),
+        profile_id=bytes.fromhex("aabb0001"), owner_token=RELEASED["owner_token"], serial="SN9",
+    )  # fmt: skip
+    assert row["name"] == "meter 9"
+    token = tmp_path / "new-token"
+    token.write_text(str(RELEASED["owner_token"]) + "\n")
+    without = {**RELEASED, "owner_token": None}  # `--json --out FILE` prints the answer without the token
+    source = tmp_path / "released.json"
+    source.write_text(json.dumps(without, indent=2))
+    second = CliRunner().invoke(labels_command, [str(source), "--out", str(tmp_path / "l2"), "--token-file", str(token)])
+    assert second.exit_code == 0, second.output
+    assert [r["qr"] for r in _csv(tmp_path / "l2")] == [row["qr"]]
+    alone = CliRunner().invoke(labels_command, [str(source), "--out", str(tmp_path / "l3")])
+    assert alone.exit_code == 0 and "has no owner_token, skipped" in alone.stderr
+
+
+def test_progress_is_shown_on_stderr(tmp_path: Path) -> None:
+    result, _ = _run(tmp_path, [json.dumps(d) for d in GOOD])
+    assert "printing labels: 2 entries in" in result.stderr

@@ -66,6 +66,10 @@ def ok(result: Result) -> str:
     return result.stdout
 
 
+def listing(directory: Path) -> list[str]:
+    return sorted(path.name for path in directory.iterdir())
+
+
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
@@ -163,12 +167,30 @@ async def test_story_import_label_claim_netid_astk_join_release_reclaim(cli: Cli
     assert by_eui["00a0000000000002"]["app_key"] and by_eui["00a0000000000002"]["nwk_key"]
     assert all(len(line["owner_token"]) == 32 for line in by_eui.values())
 
-    rerun = await cli("devices", "import", str(source), key=acme)
-    assert rerun.exit_code == 2 and "exists and may hold earlier secrets" in rerun.stderr
+    assert "importing batch.csv: 3 devices in" in result.stderr, result.stderr
+    before = listing(tmp_path)
+    rerun = ok(await cli("devices", "import", str(source), key=acme))
+    assert "0 created, 3 unchanged; no new owner tokens, no answer file written" in rerun
+    assert listing(tmp_path) == before and mode(answer_file) == 0o600
     again = json.loads(
         ok(await cli("devices", "import", str(source), "--out", str(tmp_path / "again.jsonl"), "--json", key=acme))
     )
-    assert again["summary"] == {"created": 0, "unchanged": 3}
+    assert again == {"summary": {"created": 0, "unchanged": 3}, "out": None}
+    more = tmp_path / "more.csv"
+    more.write_text(rows[0] + "\n" + rows[1] + "\n" + f"00a0000000000004,{JOIN_EUI},1.0.4,meter 4,,,true\n")
+    (tmp_path / "more.csv.tokens.jsonl").write_text("earlier tokens\n")
+    grown = ok(await cli("devices", "import", str(more), key=acme))
+    assert "1 created, 1 unchanged; 1 owner tokens in " + str(tmp_path / "more.csv.tokens.1.jsonl") in grown
+    assert (tmp_path / "more.csv.tokens.jsonl").read_text() == "earlier tokens\n"
+    assert mode(tmp_path / "more.csv.tokens.1.jsonl") == 0o600
+    assert not [name for name in listing(tmp_path) if name.endswith(".partial")]
+    ok(await cli("devices", "delete", "00a0000000000004", key=acme))
+    typo = tmp_path / "typo.csv"
+    typo.write_text("\n".join([rows[0].replace("app_key", "appkey"), *rows[1:]]) + "\n")
+    refused = await cli("devices", "import", str(typo), key=acme)
+    assert refused.exit_code != 0 and "did you mean app_key?" in refused.stderr, refused.stderr
+    assert refused.stderr.count("appkey") == 1 and "the CSV header is wrong" in refused.stderr, refused.stderr
+    assert not [name for name in listing(tmp_path) if name.startswith(("typo.csv.", ".typo"))]
 
     ok(await cli("labels", str(answer_file), "--out", str(tmp_path / "labels"), "--format", "svg"))
     with (tmp_path / "labels" / "labels.csv").open() as index:
@@ -283,7 +305,7 @@ async def test_problems_are_readable_with_their_exit_codes(cli: Cli, tmp_path: P
     unreachable = await cli("--url", "http://127.0.0.1:9", "devices", "list", key=keys["farm"])
     assert unreachable.exit_code == 1 and "error: cannot connect to http://127.0.0.1:9" in unreachable.stderr
 
-    for _ in range(5):  # ownership.claim_failures_per_device
+    for _ in range(6):  # ownership.claim_failures_per_device, then one more uses up the account's allowance
         failed = await cli("claim", "00a0000000000009", "--token-file", "-", stdin="00" * 16, key=keys["farm"])
         assert failed.exit_code == 5 and failed.stderr.startswith("error: Claim failed"), failed.stderr
     limited = await cli("claim", "00a0000000000009", "--token-file", "-", stdin="00" * 16, key=keys["farm"])
@@ -325,6 +347,15 @@ async def test_reissue_token_replaces_a_lost_one(cli: Cli, tmp_path: Path) -> No
                                       "--json", key=keys["farm"])))  # fmt: skip
     assert claimed["owner"] == "farm"
 
+    # The released device gets a new label from the release answer, and that label claims it.
+    answer = tmp_path / "released.json"
+    answer.write_text(ok(await cli("devices", "release", one["dev_eui"], "--json", key=keys["farm"])))
+    ok(await cli("labels", str(answer), "--out", str(tmp_path / "new-label"), "--format", "svg"))
+    with (tmp_path / "new-label" / "labels.csv").open() as index:
+        (row,) = csv.DictReader(index)
+    assert row["dev_eui"] == one["dev_eui"].upper()
+    again = json.loads(ok(await cli("claim", "--qr", row["qr"], "--json", key=keys["farm"])))
+    assert again["owner"] == "farm"
 
 async def test_one_command_tree_one_error_format_json_everywhere(cli: Cli, tmp_path: Path) -> None:
     """--version, click's own errors in the CLI's format, problem JSON under --json, deprecated aliases."""

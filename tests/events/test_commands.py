@@ -6,8 +6,10 @@ same device, so MQTT and REST agree on shapes and on who may do what.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -265,3 +267,26 @@ async def test_a_claim_whose_reply_was_lost_succeeds_when_retried(daemon: Any, s
     await bob_client.command(s.topic("bob", "commands"), bob, response_topic=bob_replies)
     (refused,) = await bob_client.wait(lambda ms: ms, what="bob's reply")
     assert refused.json["ok"] is False and refused.json["problem"]["type"] == "urn:jsd:problem:claim-failed"
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+async def test_a_strangers_failed_mqtt_claims_never_lock_the_owner_out(daemon: Any, subscribe: Any, prefix: str) -> None:
+    s = await _setup(daemon, subscribe, prefix, "3.1.1", devices=1)
+    window = s.d.settings.get("ownership", "claim_window")
+    if (left := window - time.time() % window) < 30:  # the failure counters must not restart mid-test
+        await asyncio.sleep(left + 0.1)
+    ((eui, token),) = s.tokens.items()
+    bob = await subscribe(s.topic("bob", "replies"), protocol=V311)
+    per_device = s.d.settings.get("ownership", "claim_failures_per_device")
+    for n in range(per_device + 2):
+        await bob.command(s.topic("bob", "commands"), {"request_id": f"guess-{n}", "command": "claim",
+                          "api_key": s.bob_key, "args": {"dev_eui": eui, "owner_token": secrets.token_hex(16)}})  # fmt: skip
+    await bob.wait(lambda ms: len(ms) == per_device + 2, what="bob's replies")
+    problems = [m.json["problem"] for m in bob.messages]
+    assert [p["type"].rsplit(":", 1)[1] for p in problems] == ["claim-failed"] * (per_device + 1) + ["rate-limited"]
+    assert problems[-1]["retry_after"] >= 1
+    alice = await subscribe(s.topic("alice", "replies"), protocol=V311)
+    await alice.command(s.topic("alice", "commands"), {"request_id": "mine", "command": "claim",
+                        "api_key": s.alice_key, "args": {"dev_eui": eui, "owner_token": token}})  # fmt: skip
+    (reply,) = await alice.wait(lambda ms: ms, what="alice's reply")
+    assert reply.json["ok"] and reply.json["result"]["owner"] == "alice", reply.json

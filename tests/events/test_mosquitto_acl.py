@@ -3,6 +3,7 @@
 Only the listener port, the password file and the persistence directory are changed for the test; the ACL
 file is used as it is. The daemon logs in as ``_jsd`` and the accounts as themselves; an account sees none of
 another's events, commands or replies, cannot command for it, and cannot forge events even on its own topics.
+No account client reads a command topic, not its own either: commands carry the account's API key.
 An event topic the ACL denies the daemon is refused in its PUBACK (MQTT 5): the event stays in the outbox.
 """
 
@@ -113,6 +114,49 @@ async def test_each_account_is_confined_to_its_own_topics(
     replies = [m.json for m in alice_eyes.messages if m.topic == topics.replies("alice")]
     assert [r["request_id"] for r in replies] == ["a1"] and replies[0]["ok"], "a0 never reached the daemon"
     assert all(m.json.get("request_id") != "a0" for m in bob.messages if m.topic.startswith(topics.replies("bob")))
+    # Commands carry the account's API key: no client of the account reads them, not even its own topic.
+    assert not any(m.topic.endswith("/commands") for m in alice_eyes.messages + bob.messages)
+    assert not any(alice_key in m.payload.decode() for m in alice_eyes.messages)
+    assert not any(bob_key in m.payload.decode() or bob_token in m.payload.decode() for m in bob.messages)
+
+
+async def test_command_topics_are_write_only_for_accounts(shipped_broker: Any, daemon: Any, subscribe: Any,
+                                                          tmp_path: Path) -> None:  # fmt: skip
+    port = shipped_broker.port
+    secret = tmp_path / "mqtt-password"
+    secret.write_text(PASSWORDS["_jsd"] + "\n")
+    d = await daemon(mqtt__host="127.0.0.1", mqtt__port=port, mqtt__username="_jsd", mqtt__password_file=str(secret))
+    topics = Topics("jsd/v1")
+    maker, _ = await d.account("maker", "manufacturer")
+    _, alice_key = await d.account("alice", "subscriber")
+    await d.account("bob", "subscriber")
+    listener = await subscribe(topics.commands("alice"), port=port, username="alice", password=PASSWORDS["alice"])
+    events = await subscribe("jsd/v1/accounts/alice/#", port=port, username="alice", password=PASSWORDS["alice"])
+    bob = await subscribe("jsd/v1/accounts/+/replies/#", "jsd/v1/accounts/+/replies", port=port,
+                          username="bob", password=PASSWORDS["bob"])  # fmt: skip
+    sender = await subscribe(port=port, username="alice", password=PASSWORDS["alice"])
+    eui = secrets.token_hex(8)
+    token = (await d.service.add_device(
+        maker, {"dev_eui": eui, "join_eui": JOIN_EUI, "mac_version": "1.0.4", "generate_keys": True}
+    )).owner_token  # fmt: skip
+    assert token
+    stolen = {**_claim("steal", alice_key, eui, token), "reply_to": topics.replies("bob") + "/x"}
+    await sender.command(topics.commands("alice"), stolen)
+    await sender.command(topics.commands("alice"), {**_claim("c1", alice_key, eui, token),
+                                                    "reply_to": topics.replies("alice") + "/app"})  # fmt: skip
+    await events.wait(
+        lambda ms: (
+            any(m.topic == topics.replies("alice") + "/app" and m.json.get("ok") for m in ms)
+            and any(m.topic == topics.event("alice", eui, "device.claimed") for m in ms)
+            and any(m.topic == topics.replies("alice") and m.json.get("request_id") == "steal" for m in ms)
+        ),
+        what="alice's reply, the refusal of a reply_to into bob's topics, and her claim event",
+    )
+    assert listener.messages == [] and not any(m.topic.endswith("/commands") for m in events.messages)
+    refused = next(m.json for m in events.messages if m.json.get("request_id") == "steal")
+    assert not refused["ok"] and refused["problem"]["type"] == "urn:jsd:problem:invalid-request"
+    assert not any(alice_key in m.payload.decode() or token in m.payload.decode() for m in events.messages)
+    assert bob.messages == [], [m.topic for m in bob.messages]
 
 
 async def test_a_puback_refusal_keeps_the_event_in_the_outbox(

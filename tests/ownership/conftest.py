@@ -23,6 +23,8 @@ class World:
     maker: Principal
     alice: Principal
     bob: Principal
+    hsm: Hsm
+    policy: OwnershipPolicy
 
 
 @pytest.fixture
@@ -40,6 +42,6 @@ async def world(database: object, hsm: Hsm) -> AsyncIterator[World]:
         _, key = await service.create_account(OPERATOR, name, kind, None)
         principals.append(await service.authenticate(key.key, "test"))
     try:
-        yield World(service, registry, store, *principals)
+        yield World(service, registry, store, *principals, hsm, policy)
     finally:
         await engine.dispose()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
@@ -18,6 +20,7 @@ from jsd.ownership import (
     ImportFailed,
     InvalidRequest,
     NotFound,
+    OwnershipService,
     RateLimited,
     Unauthenticated,
     token_hash,
@@ -151,7 +154,15 @@ async def test_a_spent_token_never_works_again_even_for_another_device(world: Wo
         await s.claim(world.alice, bytes.fromhex(other), first.owner_token)
 
 
+async def _one_window(world: World, needed: float = 60.0) -> None:
+    """Start a failed-claim test in a fresh counting window, so the counters do not restart in its middle."""
+    left = world.policy.claim_window - time.time() % world.policy.claim_window
+    if left < needed:
+        await asyncio.sleep(left + 0.1)
+
+
 async def test_unknown_device_and_wrong_token_look_the_same_and_are_rate_limited(world: World) -> None:
+    await _one_window(world)
     s = world.service
     (dev,) = await s.import_devices(world.maker, _rows([_row()]))
     answers = []
@@ -160,12 +171,55 @@ async def test_unknown_device_and_wrong_token_look_the_same_and_are_rate_limited
             await s.claim(world.alice, eui, token)
         answers.append((type(caught.value), str(caught.value)))
     assert answers[0] == answers[1]
-    for _ in range(2):
+    for _ in range(4):  # claim_failures_per_account = 6 in this world
         with pytest.raises(ClaimFailed):
-            await s.claim(world.bob, dev.dev_eui, "22" * 16)
-    with pytest.raises(RateLimited) as limited:
-        await s.claim(world.bob, dev.dev_eui, dev.owner_token or "")
+            await s.claim(world.alice, secrets.token_bytes(8), "22" * 16)
+    with pytest.raises(RateLimited) as limited:  # over its own allowance, even the right token waits
+        await s.claim(world.alice, dev.dev_eui, dev.owner_token or "")
     assert limited.value.retry_after and limited.value.retry_after > 0
+    assert (await s.claim(world.bob, dev.dev_eui, dev.owner_token or "")).owner == "bob"
+
+
+async def test_the_right_token_claims_after_100_wrong_attempts_from_other_accounts(world: World) -> None:
+    await _one_window(world)
+    s = world.service
+    (dev,) = await s.import_devices(world.maker, _rows([_row()]))
+    strangers = []
+    for n in range(10):
+        _, key = await s.create_account(OPERATOR, f"stranger{n}", "subscriber", None)
+        strangers.append(await s.authenticate(key.key, f"http 192.0.2.{n}"))
+    checked = refused = 0
+    for attempt in range(100):
+        try:
+            await s.claim(strangers[attempt % 10], dev.dev_eui, secrets.token_hex(16))
+        except ClaimFailed:
+            checked += 1
+        except RateLimited:
+            refused += 1
+    assert checked + refused == 100
+    # A device under attack: after claim_failures_per_device (3) failures, one more guess per account.
+    assert checked <= 3 + 10, checked
+    assert (await s.claim(world.alice, dev.dev_eui, dev.owner_token or "")).owner == "alice"
+
+
+async def test_failed_rest_claims_are_limited_per_source_address(world: World) -> None:
+    await _one_window(world)
+    from dataclasses import replace
+
+    s = OwnershipService(world.store, world.registry, world.hsm, replace(world.policy, claim_failures_per_source=4))
+    (dev,) = await s.import_devices(world.maker, _rows([_row()]))
+    keys = [(await s.create_account(OPERATOR, f"nat{n}", "subscriber", None))[1] for n in range(3)]
+    same = [await s.authenticate(k.key, "http 198.51.100.7") for k in keys]
+    for n in range(4):
+        with pytest.raises(ClaimFailed):
+            await s.claim(same[n % 2], secrets.token_bytes(8), secrets.token_hex(16))
+    with pytest.raises(RateLimited):  # a third account behind the same address shares the address's allowance
+        await s.claim(same[2], dev.dev_eui, dev.owner_token or "")
+    elsewhere = await s.authenticate(keys[2].key, "http 203.0.113.9")
+    assert (await s.claim(elsewhere, dev.dev_eui, dev.owner_token or "")).owner == "nat2"
+    over_mqtt = await s.authenticate(keys[0].key, "mqtt")  # MQTT claims count against the account only
+    with pytest.raises(ClaimFailed):
+        await s.claim(over_mqtt, secrets.token_bytes(8), secrets.token_hex(16))
 
 
 async def test_claim_with_a_tr005_string(world: World) -> None:
@@ -371,3 +425,42 @@ async def test_failed_claim_counters_start_again_in_a_new_window(world: World) -
     await world.store.count_failure(buckets[:1], 6, audit)
     assert await world.store.failures(buckets, 6) == {buckets[0]: 1}
     assert await world.store.failures(buckets, 5) == {buckets[1]: 2}
+
+
+async def test_every_precommissioned_device_has_its_audit_entry(world: World) -> None:
+    s = world.service
+    rows = [_row(serial=f"SN{n}") for n in range(3)]
+    imported = await s.import_devices(world.maker, _rows(rows))
+    single = await s.add_device(world.maker, _row())
+    assert [d.serial for d in imported] == ["SN0", "SN1", "SN2"]
+    entries = await s.audit(OPERATOR, limit=1000)
+    per_device = [e for e in entries if e.action == "device.precommissioned"]
+    assert sorted(e.dev_eui for e in per_device if e.dev_eui) == sorted([d.dev_eui for d in imported] + [single.dev_eui])
+    assert all(e.account == "maker" for e in per_device)
+    (summary,) = [e for e in entries if e.action == "devices.imported"]
+    assert summary.details == {"created": 3, "rows": 3, "import": summary.details["import"]}
+    bulk = [e for e in per_device if e.dev_eui != single.dev_eui]
+    assert [e.details for e in bulk] == [{"import": summary.details["import"]}] * 3
+    assert [e.dev_eui for e in bulk] == [d.dev_eui for d in imported]  # in line order
+    assert all(e.source == "test" and e.key_id == world.maker.key_id for e in bulk)
+    again = await s.import_devices(world.maker, _rows(rows))  # a re-run creates nothing and audits no device
+    assert not any(d.created for d in again)
+    entries = await s.audit(OPERATOR, limit=1000)
+    assert sum(e.action == "device.precommissioned" for e in entries) == 4
+
+
+async def test_a_refused_import_is_audited_without_secrets_and_counts_rows(world: World) -> None:
+    s = world.service
+    good = _row()
+    bad = {"dev_eui": "nothex", "mac_version": "9", "app_key": "zz", "nwk_key": secrets.token_hex(16)}
+    with pytest.raises(ImportFailed) as failed:
+        await s.import_devices(world.maker, _rows([good, bad]))
+    assert str(failed.value) == "1 bad row(s); nothing was imported", str(failed.value)
+    assert failed.value.error_count == 4
+    (entry,) = [e for e in await s.audit(world.maker, limit=1000) if e.action == "devices.import_refused"]
+    assert entry.account == "maker" and entry.dev_eui is None
+    assert {k: entry.details[k] for k in ("rows", "bad_rows", "errors")} == {"rows": 2, "bad_rows": 1, "errors": 4}
+    assert [e["field"] for e in entry.details["first_errors"]] == ["dev_eui", "mac_version", "app_key", "nwk_key"]
+    text = repr(entry.details).lower()
+    assert good["app_key"] not in text and bad["nwk_key"] not in text
+    assert await s.list_devices(world.maker) == []
