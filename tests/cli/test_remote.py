@@ -184,7 +184,7 @@ async def test_story_import_label_claim_netid_astk_join_release_reclaim(cli: Cli
     assert (tmp_path / "more.csv.tokens.jsonl").read_text() == "earlier tokens\n"
     assert mode(tmp_path / "more.csv.tokens.1.jsonl") == 0o600
     assert not [name for name in listing(tmp_path) if name.endswith(".partial")]
-    ok(await cli("devices", "delete", "00a0000000000004", key=acme))
+    ok(await cli("devices", "delete", "00a0000000000004", "--yes", key=acme))
     typo = tmp_path / "typo.csv"
     typo.write_text("\n".join([rows[0].replace("app_key", "appkey"), *rows[1:]]) + "\n")
     refused = await cli("devices", "import", str(typo), key=acme)
