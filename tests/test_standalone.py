@@ -62,7 +62,7 @@ def problems_in(path: Path, line: str) -> list[str]:
         found.append("names a directory beside the checkout or on a developer's machine")
     for match in MARKDOWN_REF.finditer(line):
         ref = match.group(1)
-        if "/" not in ref and ref.removesuffix(".md") in NOTE_NAMES:
+        if "/" not in ref and ref.removesuffix(".md") in NOTE_NAMES and not (here / ref).exists():
             found.append(f"cites {ref}, which is not in the repository (cite docs/... or the public source)")
         elif "/" in ref and not ((ROOT / ref).exists() or (here / ref).exists()):
             found.append(f"cites {ref}, which does not exist in the repository")
