@@ -22,6 +22,9 @@ CONTEXT_FIELDS = (
 )
 MAX_VALUE = 128
 """Longest string argument or context field written as is; longer ones are cut with a marker."""
+QUIET_LIBRARIES = ("aiosqlite", "alembic.runtime.plugins")
+"""Libraries held at warning whatever the level: aiosqlite's debug lines quote every SQL call with its
+parameters (token hashes, wrapped keys, pages of rows) several times a second; alembic's plugin lines are noise."""
 MAX_MESSAGE = 1024
 """Longest message written; a longer one is cut with a marker."""
 
@@ -99,3 +102,5 @@ def setup_logging(fmt: str = "plain", level: str = "info") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -53,3 +54,32 @@ def test_ordinary_lines_are_unchanged() -> None:
     assert line.endswith("jsd.lbi: worker 0 listening on 127.0.0.1:8090 request_id=ab-1")
     entry = json.loads(JsonFormatter().format(record("lbi %s", "JoinReq", transaction_id=7, dev_eui="0102")))
     assert (entry["msg"], entry["transaction_id"], entry["dev_eui"]) == ("lbi JoinReq", 7, "0102")
+
+
+def test_debug_level_does_not_quote_sql_parameters(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """At level debug a real aiosqlite connection writes nothing: its lines would carry the SQL parameters."""
+    import asyncio
+
+    import aiosqlite
+
+    from jsd.logs import setup_logging
+
+    secret = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+
+    async def query() -> None:
+        async with aiosqlite.connect(str(tmp_path / "x.sqlite3")) as db:
+            await db.execute("CREATE TABLE t (v TEXT)")
+            await db.execute("INSERT INTO t VALUES (?)", (secret,))
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        setup_logging("plain", "debug")
+        logging.getLogger("jsd.test").debug("debug lines of our own still come")
+        asyncio.run(query())
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    err = capfd.readouterr().err
+    assert "debug lines of our own still come" in err
+    assert secret not in err and "aiosqlite" not in err
