@@ -94,10 +94,24 @@ class PlainFormatter(logging.Formatter):
         return base + (" " + " ".join(fields) if fields else "")
 
 
+class ClientHttpErrors(logging.Filter):
+    """aiohttp logs a request it could not parse (lying Content-Length, two Content-Lengths, ...) at level
+    error, though it is the client's fault and answered 400: any peer could raise error lines (and pages) at
+    will. Such records become warnings that say so; a handler's own exception stays an error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if record.levelno > logging.WARNING and type(exc).__module__ == "aiohttp.http_exceptions":
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg, record.args = "malformed HTTP request from %s, answered 400", record.args
+        return True
+
+
 def setup_logging(fmt: str = "plain", level: str = "info") -> None:
     """Configure the root logger once per process (workers call it too)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else PlainFormatter())
+    handler.addFilter(ClientHttpErrors())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -83,3 +83,54 @@ def test_debug_level_does_not_quote_sql_parameters(tmp_path: Path, capfd: pytest
     err = capfd.readouterr().err
     assert "debug lines of our own still come" in err
     assert secret not in err and "aiosqlite" not in err
+
+
+def test_malformed_http_from_a_client_is_a_warning_and_a_handler_failure_an_error(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """A real aiohttp server: a request with two Content-Lengths must not raise an error line; a crash must."""
+    import asyncio
+
+    from aiohttp import web
+
+    from jsd.logs import setup_logging
+
+    async def crash(_request: web.Request) -> web.Response:
+        raise RuntimeError("boom")
+
+    async def exchange(port: int, request: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request)
+        answer = await reader.read()
+        writer.close()
+        return answer
+
+    async def scenario() -> tuple[bytes, bytes]:
+        app = web.Application()
+        app.router.add_post("/", crash)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        try:
+            bad = await exchange(port, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab")
+            failed = await exchange(port, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        finally:
+            await runner.cleanup()
+        return bad, failed
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        setup_logging("json", "info")
+        bad, failed = asyncio.run(scenario())
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    assert bad.startswith(b"HTTP/1.0 400") and failed.startswith(b"HTTP/1.1 500")
+    entries = [json.loads(line) for line in capfd.readouterr().err.splitlines()]
+    client = [e for e in entries if e.get("error") == "BadHttpMessage"]
+    crashed = [e for e in entries if e.get("error") == "RuntimeError"]
+    assert [(e["level"], e["msg"]) for e in client] == [("warning", "malformed HTTP request from 127.0.0.1, answered 400")]
+    assert [e["level"] for e in crashed] == ["error"]
