@@ -183,9 +183,11 @@ class _Problems:
     def __init__(self) -> None:
         self.kept: list[FieldError] = []
         self.count = 0
+        self.lines: set[int | None] = set()
 
     def add(self, *errors: FieldError) -> None:
         self.count += len(errors)
+        self.lines.update(e.line for e in errors)
         self.kept.extend(errors[: max(0, _MAX_REPORTED_ERRORS - len(self.kept))])
 
 
@@ -367,7 +369,7 @@ class OwnershipService:
                 staged += await self._stage(p, batch_id, chunk, results, problems)
             if problems.count:
                 raise ImportFailed(
-                    f"{problems.count} bad row(s); nothing was imported",
+                    f"{len(problems.lines)} bad row(s), {problems.count} problem(s); nothing was imported",
                     errors=sorted(problems.kept, key=_by_line),
                     error_count=problems.count,
                 )

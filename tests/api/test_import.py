@@ -114,3 +114,13 @@ async def test_a_jsonl_row_with_an_object_as_mac_version_is_a_bad_row(api: Any, 
     reply = await api.call("POST", "/devices/import", acme, data=line, headers={"Content-Type": "application/x-ndjson"})
     assert (reply.status, reply.problem) == (422, "import-failed")
     assert reply.body["errors"][0] == {"line": 1, "field": "mac_version", "reason": reply.body["errors"][0]["reason"]}
+
+
+async def test_the_refusal_counts_bad_rows_and_their_problems_apart(api: Any, eui: Any) -> None:
+    """One row with three missing fields is one bad row (the detail said "3 bad row(s)")."""
+    acme = await api.account("acme", "manufacturer")
+    body = f'{{"dev_eui": "{eui()}"}}\n[]\n'
+    reply = await api.call("POST", "/devices/import", acme, data=body.encode(), headers={"Content-Type": "application/x-ndjson"})
+    assert (reply.status, reply.problem) == (422, "import-failed")
+    assert [e["line"] for e in reply.body["errors"]] == [1, 1, 1, 2]
+    assert reply.body["detail"] == "2 bad row(s), 4 problem(s); nothing was imported"
