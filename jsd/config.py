@@ -178,6 +178,8 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
             raise ConfigError(f"config file {path} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path}: {exc}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {path} is not text (UTF-8)") from None
     known = {(s.section, s.name) for s in SETTINGS}
     for section, table in file_values.items():
         if not isinstance(table, dict):

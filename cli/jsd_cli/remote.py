@@ -50,6 +50,8 @@ def load_profile() -> dict[str, str]:
         return {}
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise click.UsageError(f"cannot read the profile {path}: {exc}") from None
+    except UnicodeDecodeError:
+        raise click.UsageError(f"cannot read the profile {path}: it is not text (UTF-8)") from None
     return {k: str(v) for k, v in data.items() if k in ("url", "api_key_file") and isinstance(v, str)}
 
 

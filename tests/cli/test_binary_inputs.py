@@ -53,3 +53,19 @@ def test_labels_of_a_binary_file_report_bad_lines(tmp_path: Path, binary: Path) 
     done = run(tmp_path, "labels", str(binary), "--out", str(tmp_path / "labels"))
     assert "Traceback" not in done.stderr and done.returncode != 0, done.stderr
     assert "line 1: not JSON" in done.stderr and "bad input line(s) skipped" in done.stderr
+
+
+def test_binary_keys_config_and_profile_files_get_a_message(tmp_path: Path, binary: Path) -> None:
+    keys = run(tmp_path, "--local", "devices", "add", "0102030405060799", "--join-eui", "70b3d57ed0000001",
+               "--mac-version", "1.0.3", "--keys-file", str(binary), JSD_GENERAL_STATE_DIR=str(tmp_path / "state"))  # fmt: skip
+    assert (keys.returncode, "Traceback" in keys.stderr) == (2, False), keys.stderr
+    assert "not text (UTF-8): byte 0 is 0x80" in keys.stderr
+    config = run(tmp_path, "-c", str(binary), "serve")
+    assert config.returncode != 0 and "Traceback" not in config.stderr, config.stderr
+    assert f"config file {binary} is not text (UTF-8)" in config.stderr
+    profile = tmp_path / ".config" / "jsd" / "profile.toml"
+    profile.parent.mkdir(parents=True)
+    profile.write_bytes(BINARY)
+    whoami = run(tmp_path, "whoami")
+    assert (whoami.returncode, "Traceback" in whoami.stderr) == (2, False), whoami.stderr
+    assert f"cannot read the profile {profile}: it is not text (UTF-8)" in whoami.stderr
