@@ -7,11 +7,15 @@ A malformed multipart body is the client's fault (400 page), never a 500; a body
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 import pytest
+
+from .conftest import PASSWORD
 
 BODY_TIMEOUT = 1.0
 
@@ -71,3 +75,37 @@ async def test_a_stalled_form_body_is_cut_off_at_the_body_timeout(jsd_server: An
     assert status == 408, answer[:300]
     assert BODY_TIMEOUT <= took < BODY_TIMEOUT + 5, took  # answered, and the connection closed, without lingering
     assert b"did not arrive in time" in answer
+
+
+def _csrf(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found, html[:500]
+    return found.group(1)
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+async def test_claim_brute_force_in_the_console_gets_429_with_retry_after(console: Any) -> None:
+    """Wrong tokens typed into the claim form until refused: 429, a Retry-After, and the wait said rightly."""
+    await console.account("guess-co", "subscriber")
+    await console.user("guess-co", "guesser")
+    dev_eui, _ = await console.maker_device("maker-co")
+    jar = aiohttp.CookieJar(unsafe=True)
+    async with aiohttp.ClientSession(cookie_jar=jar) as client:
+        async with client.get(console.url + "sign-in") as r:
+            csrf = _csrf(await r.text())
+        signed = {"csrf": csrf, "username": "guesser", "password": PASSWORD}
+        async with client.post(console.url + "sign-in", data=signed, allow_redirects=False) as r:
+            assert r.status == 303
+        async with client.get(console.url + "claim") as r:
+            csrf = _csrf(await r.text())
+        statuses = []
+        for attempt in range(20):
+            form = {"csrf": csrf, "how": "token", "dev_eui": dev_eui, "owner_token": f"{attempt:032X}"}
+            async with client.post(console.url + "claim", data=form, allow_redirects=False) as r:
+                statuses.append(r.status)
+                if r.status == 429:
+                    wait, page = int(r.headers["Retry-After"]), await r.text()
+                    break
+    assert statuses[0] == 403 and statuses[-1] == 429, statuses
+    minutes = -(-wait // 60)
+    assert 0 < wait and f"Try again in {minutes} minute{'s' if minutes != 1 else ''}." in page
