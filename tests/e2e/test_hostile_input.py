@@ -393,7 +393,7 @@ FIELD_CASES = [
     field_case("phy-payload-upper-accepted", "PHYPayload", USED.hex().upper(), JRF, "DevNonce", USED),
     field_case("mac-version-1-0-0-0", "MACVersion", "1.0.0.0", M, "MACVersion '1.0.0.0'"),
     field_case("mac-version-newline", "MACVersion", "1.0.3\n", M, "MACVersion"),
-    field_case("mac-version-number", "MACVersion", 1.1, M, "MACVersion is missing"),
+    field_case("mac-version-number", "MACVersion", 1.1, M, "MACVersion must be a string"),
     field_case("mac-version-space", "MACVersion", " 1.0.3", M, "MACVersion"),
     field_case("mac-version-2", "MACVersion", "2.0", M, "MACVersion '2.0'"),
 ]
