@@ -41,7 +41,7 @@ SETTINGS: tuple[Setting, ...] = (
             "Worker processes sharing the port (SO_REUSEPORT); each has its own PKCS#11 thread."),
     Setting("server", "max_body_bytes", 32768, "Largest accepted request body; larger gets HTTP 413."),
     Setting("server", "body_timeout", 5.0,
-            "Seconds a client has to send a whole request body (an import: between two chunks); "
+            "Seconds a client has to send a whole request body (an import or a console upload: between two chunks); "
             "slower gets HTTP 408 and the connection is closed."),
     Setting("server", "shutdown_timeout", 5.0,
             "Seconds a worker waits for requests in progress after SIGTERM before cutting them off."),
@@ -183,6 +183,8 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
             raise ConfigError(f"config file {path} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path}: {exc}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {path} is not text (UTF-8)") from None
     known = {(s.section, s.name) for s in SETTINGS}
     for section, table in file_values.items():
         if not isinstance(table, dict):

@@ -22,6 +22,9 @@ CONTEXT_FIELDS = (
 )
 MAX_VALUE = 128
 """Longest string argument or context field written as is; longer ones are cut with a marker."""
+QUIET_LIBRARIES = ("aiosqlite", "alembic.runtime.plugins")
+"""Libraries held at warning whatever the level: aiosqlite's debug lines quote every SQL call with its
+parameters (token hashes, wrapped keys, pages of rows) several times a second; alembic's plugin lines are noise."""
 MAX_MESSAGE = 1024
 """Longest message written; a longer one is cut with a marker."""
 
@@ -91,11 +94,27 @@ class PlainFormatter(logging.Formatter):
         return base + (" " + " ".join(fields) if fields else "")
 
 
+class ClientHttpErrors(logging.Filter):
+    """aiohttp logs a request it could not parse (lying Content-Length, two Content-Lengths, ...) at level
+    error, though it is the client's fault and answered 400: any peer could raise error lines (and pages) at
+    will. Such records become warnings that say so; a handler's own exception stays an error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if record.levelno > logging.WARNING and type(exc).__module__ == "aiohttp.http_exceptions":
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg, record.args = "malformed HTTP request from %s, answered 400", record.args
+        return True
+
+
 def setup_logging(fmt: str = "plain", level: str = "info") -> None:
     """Configure the root logger once per process (workers call it too)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else PlainFormatter())
+    handler.addFilter(ClientHttpErrors())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -53,3 +54,83 @@ def test_ordinary_lines_are_unchanged() -> None:
     assert line.endswith("jsd.lbi: worker 0 listening on 127.0.0.1:8090 request_id=ab-1")
     entry = json.loads(JsonFormatter().format(record("lbi %s", "JoinReq", transaction_id=7, dev_eui="0102")))
     assert (entry["msg"], entry["transaction_id"], entry["dev_eui"]) == ("lbi JoinReq", 7, "0102")
+
+
+def test_debug_level_does_not_quote_sql_parameters(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """At level debug a real aiosqlite connection writes nothing: its lines would carry the SQL parameters."""
+    import asyncio
+
+    import aiosqlite
+
+    from jsd.logs import setup_logging
+
+    secret = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+
+    async def query() -> None:
+        async with aiosqlite.connect(str(tmp_path / "x.sqlite3")) as db:
+            await db.execute("CREATE TABLE t (v TEXT)")
+            await db.execute("INSERT INTO t VALUES (?)", (secret,))
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        setup_logging("plain", "debug")
+        logging.getLogger("jsd.test").debug("debug lines of our own still come")
+        asyncio.run(query())
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    err = capfd.readouterr().err
+    assert "debug lines of our own still come" in err
+    assert secret not in err and "aiosqlite" not in err
+
+
+def test_malformed_http_from_a_client_is_a_warning_and_a_handler_failure_an_error(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """A real aiohttp server: a request with two Content-Lengths must not raise an error line; a crash must."""
+    import asyncio
+
+    from aiohttp import web
+
+    from jsd.logs import setup_logging
+
+    async def crash(_request: web.Request) -> web.Response:
+        raise RuntimeError("boom")
+
+    async def exchange(port: int, request: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request)
+        answer = await reader.read()
+        writer.close()
+        return answer
+
+    async def scenario() -> tuple[bytes, bytes]:
+        app = web.Application()
+        app.router.add_post("/", crash)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        try:
+            bad = await exchange(port, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab")
+            failed = await exchange(port, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        finally:
+            await runner.cleanup()
+        return bad, failed
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        setup_logging("json", "info")
+        bad, failed = asyncio.run(scenario())
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    assert bad.startswith(b"HTTP/1.0 400") and failed.startswith(b"HTTP/1.1 500")
+    entries = [json.loads(line) for line in capfd.readouterr().err.splitlines()]
+    client = [e for e in entries if e.get("error") == "BadHttpMessage"]
+    crashed = [e for e in entries if e.get("error") == "RuntimeError"]
+    assert [(e["level"], e["msg"]) for e in client] == [("warning", "malformed HTTP request from 127.0.0.1, answered 400")]
+    assert [e["level"] for e in crashed] == ["error"]

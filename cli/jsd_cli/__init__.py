@@ -36,6 +36,9 @@ def run_standalone(group: click.Group, argv: list[str], prog_name: str, **extra:
         sys.exit(output.fail_cli(exc.format_message(), code=exc.exit_code).exit_code)
     except click.Abort:
         sys.exit(output.fail_cli("aborted", code=1).exit_code)
+    except UnicodeDecodeError as exc:  # a file or standard input that is binary, wherever a command reads it
+        message = f"an input file or standard input is not text (UTF-8): byte {exc.start} is 0x{exc.object[exc.start]:02x}"
+        sys.exit(output.fail_cli(message, "invalid-request", 2).exit_code)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -194,7 +194,7 @@ def _profile_option(ctx: click.Context, param: click.Parameter, value: str) -> b
 
 
 @click.command("labels")
-@click.argument("devices", type=click.File("r", encoding="utf-8"))
+@click.argument("devices", type=click.File("r", encoding="utf-8", errors="replace"))  # bad bytes: a bad line
 @click.option(
     "--out",
     "out_dir",

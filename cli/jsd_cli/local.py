@@ -371,9 +371,10 @@ def ns_list(obj: Context, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(answer, indent=2))
         return
-    for row in answer["network_servers"]:
-        auth = "token" if row.get("has_token") else "certificate"
-        click.echo(f"{row['net_id']}  {row['kek_label']:<20} {auth:<12} {row['name']}")
+    from jsd_cli import output
+
+    rows = [{**row, "auth": "token" if row.get("has_token") else "certificate"} for row in answer["network_servers"]]
+    click.echo(output.table(rows, (("NET_ID", "net_id"), ("KEK_LABEL", "kek_label"), ("AUTH", "auth"), ("NAME", "name"))))
 
 
 @ns.command("remove")

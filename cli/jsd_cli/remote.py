@@ -50,6 +50,8 @@ def load_profile() -> dict[str, str]:
         return {}
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise click.UsageError(f"cannot read the profile {path}: {exc}") from None
+    except UnicodeDecodeError:
+        raise click.UsageError(f"cannot read the profile {path}: it is not text (UTF-8)") from None
     return {k: str(v) for k, v in data.items() if k in ("url", "api_key_file") and isinstance(v, str)}
 
 
@@ -150,17 +152,23 @@ def segment(value: str) -> str:
 
 def read_secret(source: str | None, what: str) -> str:
     """A secret from a file, '-' (standard input), or a hidden prompt when no source was given."""
-    if source is None and not sys.stdin.isatty():
-        text = sys.stdin.read()  # piped or redirected: read it, as '-' would (no prompt, no echo warning)
-    elif source is None:
-        text = str(click.prompt(what, hide_input=True))
-    elif source == "-":
-        text = sys.stdin.read()
-    else:
-        try:
-            text = Path(source).read_text()
-        except OSError as exc:
-            raise click.UsageError(f"cannot read the {what} file: {exc.strerror or exc}") from None
+    try:
+        if source is None and not sys.stdin.isatty():
+            text = sys.stdin.read()  # piped or redirected: read it, as '-' would (no prompt, no echo warning)
+        elif source is None:
+            text = str(click.prompt(what, hide_input=True))
+        elif source == "-":
+            text = sys.stdin.read()
+        else:
+            try:
+                text = Path(source).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise click.UsageError(f"cannot read the {what} file: {exc.strerror or exc}") from None
+            except UnicodeDecodeError:
+                raise click.UsageError(f"the {what} file {source} is not text (UTF-8)") from None
+        text.encode("utf-8")  # standard input may carry undecodable bytes as surrogate escapes
+    except (UnicodeDecodeError, UnicodeEncodeError):
+        raise click.UsageError(f"the {what} is not text (UTF-8)") from None
     text = text.strip()
     if not text:
         raise click.UsageError(f"the {what} is empty")

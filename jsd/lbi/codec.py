@@ -82,24 +82,26 @@ def decode_int(message: dict[str, Any], field: str, low: int, high: int) -> int:
     return value
 
 
+def _text(message: dict[str, Any], field: str, *, empty: bool = False) -> str:
+    """A string member; a missing one and one of another JSON type are told apart in the error."""
+    value = message.get(field)
+    if value is None or (value == "" and not empty):
+        raise DecodeError(f"{field} is missing")
+    if not isinstance(value, str):
+        raise DecodeError(f"{field} must be a string")
+    return value
+
+
 def decode_header(message: Any) -> Header:
     """The header common to every message; raises ``DecodeError`` if it is unusable."""
     if not isinstance(message, dict):
         raise DecodeError("the body must be a JSON object")
-    message_type = message.get("MessageType")
-    if not isinstance(message_type, str) or not message_type:
-        raise DecodeError("MessageType is missing")
-    protocol_version = message.get("ProtocolVersion")
-    sender_id = message.get("SenderID")
-    receiver_id = message.get("ReceiverID")
+    message_type = _text(message, "MessageType")
+    protocol_version = _text(message, "ProtocolVersion", empty=True)
+    sender_id = _text(message, "SenderID")
+    receiver_id = _text(message, "ReceiverID", empty=True)
     transaction_id = message.get("TransactionID")
     sender_token = message.get("SenderToken")
-    if not isinstance(protocol_version, str):
-        raise DecodeError("ProtocolVersion is missing")
-    if not isinstance(sender_id, str) or not sender_id:
-        raise DecodeError("SenderID is missing")
-    if not isinstance(receiver_id, str):
-        raise DecodeError("ReceiverID is missing")
     if transaction_id is None:
         raise DecodeError("TransactionID is missing")
     if isinstance(transaction_id, bool) or not isinstance(transaction_id, int) or not 0 <= transaction_id < 2**32:
@@ -111,9 +113,7 @@ def decode_header(message: Any) -> Header:
 
 def decode_join_params(message: dict[str, Any], header: Header) -> JoinParams:
     """JoinReq and RejoinReq share their fields."""
-    version_text = message.get("MACVersion")
-    if not isinstance(version_text, str):
-        raise DecodeError("MACVersion is missing")
+    version_text = _text(message, "MACVersion")
     try:
         mac_version = parse_mac_version(version_text)
     except ValueError:

@@ -193,7 +193,8 @@ class _Problems:
         self.kept.extend(errors[: max(0, _MAX_REPORTED_ERRORS - len(self.kept))])
 
     def detail(self) -> str:
-        parts = (["the CSV header is wrong"] if self.header else []) + ([f"{self.rows} bad row(s)"] if self.rows else [])
+        rows = [f"{self.rows} bad row(s), {self.count - self.header} problem(s)"] if self.rows else []
+        parts = (["the CSV header is wrong"] if self.header else []) + rows
         return f"{', '.join(parts)}; nothing was imported"
 
 

@@ -63,6 +63,12 @@ STATE_LABELS = {
 }
 
 
+def _minutes(seconds: int) -> str:
+    """A wait in whole minutes, rounded up: "1 minute", "15 minutes"."""
+    minutes = max(1, -(-seconds // 60))
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"
+
+
 async def posted(request: web.Request, max_file_bytes: int = 0) -> Form:
     form = await read_form(request, max_file_bytes)
     await check_csrf(request, form)
@@ -132,7 +138,7 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
             )
     except RateLimited as exc:
         wait = exc.retry_after or 60
-        form.error("_form", f"Too many failed sign-ins. Try again in {wait // 60 + 1} minutes.")
+        form.error("_form", f"Too many failed sign-ins. Try again in {_minutes(wait)}.")
         limited = render(request, "sign_in.html", status=429, form=form, mode=mode)
         limited.headers["Retry-After"] = str(wait)
         return limited
@@ -390,10 +396,11 @@ async def claim(request: web.Request) -> web.StreamResponse:
         form.take(exc, {"qr": "photo" if how == "photo" else "qr"})
         return render(request, "claim.html", status=400, form=form)
     except RateLimited as exc:
-        form.error(
-            _claim_field(how), f"Too many failed claims. Try again in {(exc.retry_after or 60) // 60 + 1} minutes."
-        )
-        return render(request, "claim.html", status=429, form=form)
+        wait = exc.retry_after or 60
+        form.error(_claim_field(how), f"Too many failed claims. Try again in {_minutes(wait)}.")
+        limited = render(request, "claim.html", status=429, form=form)
+        limited.headers["Retry-After"] = str(wait)
+        return limited
     except OwnershipError as exc:
         if exc.problem != "claim-failed":
             raise

@@ -129,7 +129,7 @@ async def test_a_typo_in_the_csv_header_is_one_error_with_the_expected_names(api
     assert "dev_eui, join_eui, mac_version" in error["reason"]
     one_row = HEADER + row(eui(), "2.0", app_key="zz", join_eui="x")
     refused = await api.call("POST", "/devices/import", acme, data=one_row, headers=CSV)
-    assert refused.body["detail"] == "1 bad row(s); nothing was imported" and refused.body["error_count"] == 3
+    assert refused.body["detail"] == "1 bad row(s), 3 problem(s); nothing was imported" and refused.body["error_count"] == 3
     assert (await api.ok("GET", "/devices", acme))["devices"] == []
 
 
@@ -171,3 +171,13 @@ async def test_a_running_import_reports_its_staged_rows_by_import_id(api: Any, e
     assert (bad.status, bad.problem) == (400, "invalid-request")
     alice = await api.account("alice", "subscriber")
     assert (await api.call("GET", f"/devices/import/{import_id}", alice)).status == 403
+
+
+async def test_the_refusal_counts_bad_rows_and_their_problems_apart(api: Any, eui: Any) -> None:
+    """One row with three missing fields is one bad row (the detail said "3 bad row(s)")."""
+    acme = await api.account("acme", "manufacturer")
+    body = f'{{"dev_eui": "{eui()}"}}\n[]\n'
+    reply = await api.call("POST", "/devices/import", acme, data=body.encode(), headers={"Content-Type": "application/x-ndjson"})
+    assert (reply.status, reply.problem) == (422, "import-failed")
+    assert [e["line"] for e in reply.body["errors"]] == [1, 1, 1, 2]
+    assert reply.body["detail"] == "2 bad row(s), 4 problem(s); nothing was imported"

@@ -452,5 +452,8 @@ async def test_local_ns_add_writes_generated_secrets_to_files_and_stays_quiet(cl
     assert again.returncode == 2 and "exists and may hold an earlier secret" in again.stderr
     listed = await cli.local("ns", "list", "--json")
     assert net_id in [n["net_id"] for n in json.loads(listed.stdout)["network_servers"]]
+    text = (await cli.local("ns", "list")).stdout.splitlines()
+    assert text[0].split() == ["NET_ID", "KEK_LABEL", "AUTH", "NAME"]  # a header, as every other list has
+    assert [net_id, f"ns-{net_id}-t", "token"] in [line.split()[:3] for line in text[1:]]
     removed = await cli.local("ns", "remove", net_id, "--json")
     assert json.loads(removed.stdout) == {"net_id": net_id, "removed": True}

@@ -455,7 +455,7 @@ async def test_a_refused_import_is_audited_without_secrets_and_counts_rows(world
     bad = {"dev_eui": "nothex", "mac_version": "9", "app_key": "zz", "nwk_key": secrets.token_hex(16)}
     with pytest.raises(ImportFailed) as failed:
         await s.import_devices(world.maker, _rows([good, bad]))
-    assert str(failed.value) == "1 bad row(s); nothing was imported", str(failed.value)
+    assert str(failed.value) == "1 bad row(s), 4 problem(s); nothing was imported", str(failed.value)
     assert failed.value.error_count == 4
     (entry,) = [e for e in await s.audit(world.maker, limit=1000) if e.action == "devices.import_refused"]
     assert entry.account == "maker" and entry.dev_eui is None
