@@ -177,6 +177,27 @@ def build_bodies(path: Path, version: str, count: int, devices: int, offset: int
             out.write(json.dumps(body, separators=(",", ":")) + "\n")
 
 
+async def verify_sample(port: int, token: str, kek: bytes, version: str, devices: int, offset: int,
+                        nonce_base: int, count: int = 64) -> int:
+    """Joins of `count` devices checked end to end while the daemon is under test: the device opens the
+    join-accept and checks its MIC, and the network and application server unwrap keys equal to the device's
+    (``jsd_sim``'s independent code). Any deviation stops the bench."""
+    from jsd_sim import SimDevice, SimNetworkServer
+
+    indexes = [i for i in range(devices) if version_of(i) == version]
+    async with SimNetworkServer(f"http://127.0.0.1:{port}/", HOME, token=token, kek_label="ns-bench", kek=kek,
+                                astks={"astk-bench": kek}) as ns:
+        for n in range(count):
+            dev_eui = dev_eui_of(indexes[(offset + n * 97) % len(indexes)])
+            app_key, nwk_key = device_keys(dev_eui)
+            sim = SimDevice(dev_eui, JOIN_EUI, version, app_key, nwk_key if version == "1.1" else None,
+                            next_dev_nonce=nonce_base)
+            outcome = await ns.join(sim)
+            if not outcome.ok or outcome.device_session is None or not outcome.app_s_key_checked:
+                raise RuntimeError(f"join of {dev_eui.hex()} not verified: {outcome.result_code}")
+    return count
+
+
 class RssSampler(threading.Thread):
     """Peak resident memory of a process tree (the supervisor and its workers), sampled every 200 ms."""
 
@@ -207,6 +228,17 @@ class RssSampler(threading.Thread):
             total += int(match.group(1)) if match else 0
         return total
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time used so far by the whole tree (what a join costs, whatever else runs)."""
+        ticks = 0
+        for pid in self.tree():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     def run(self) -> None:
         while not self.stop.wait(0.2):
             self.peak_kb = max(self.peak_kb, self.rss_kb())
@@ -230,6 +262,7 @@ def run_wrk(port: int, bodies: Path, token: str, seconds: float, connections: in
     seconds_run = values["duration_us"] / 1e6
     return {
         "joins_per_s": values["success"] / seconds_run,
+        "joins": values["success"],
         "requests_per_s": values["requests"] / seconds_run,
         "non_success": values["other"] + values["errors"],
         "replayed_bodies": values["wrapped"],
@@ -312,7 +345,11 @@ def main() -> None:
             run_wrk(port, bodies, token, 2, 8, 0)  # warm-up: KEK copies, connection pools
             build_bodies(bodies, version, int(args.seconds * 3000), args.devices, run_offset + 7919,
                          next_nonce_base(state))
+            cpu_before = sampler.cpu_seconds()
             peak = run_wrk(port, bodies, token, args.seconds, args.connections, 0)
+            peak["cpu_ms_per_join"] = 1000 * (sampler.cpu_seconds() - cpu_before) / max(1.0, peak["joins"])
+            peak["verified_accepts"] = asyncio.run(verify_sample(
+                port, token, kek, version, args.devices, run_offset + 5 * 7919, next_nonce_base(state)))
             rate = args.paced_rate[label] or peak["joins_per_s"] / 2
             connections = 16
             # Each connection waits `delay`, then makes one round trip: calibrate the delay for the rate.
@@ -333,21 +370,25 @@ def main() -> None:
               f"{half['joins_per_s']:.0f}/s, peak RSS {sampler.peak_kb / 1024:.0f} MB", file=sys.stderr)
 
     if not args.skip_hsm:
-        from hsm_crypto import measure
+        from hsm_crypto import measure_with_cpu
 
         for label in ("1.0", "1.1"):
-            results[label]["hsm_only_joins_per_s"] = measure(label, args.seconds, args.workers)
+            rate, cpu = measure_with_cpu(label, args.seconds, args.workers)
+            results[label]["hsm_only_joins_per_s"], results[label]["hsm_only_cpu_ms_per_join"] = rate, cpu
 
     print()
     print(f"{'':6} {'joins/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'at /s':>7} {'p50 ms':>7} {'p99 ms':>7} "
-          f"{'RSS MB':>7} {'HSM-only/s':>10} {'ratio':>6}")
+          f"{'RSS MB':>7} {'HSM-only/s':>10} {'ratio':>6} {'CPU ms/join':>11} {'HSM-only':>8} {'CPU ratio':>9}")
     for label in ("1.0", "1.1"):
         r = results[label]
         hsm_only = r.get("hsm_only_joins_per_s")
         ratio = f"{r['max']['joins_per_s'] / hsm_only:.2f}" if hsm_only else "-"
+        hsm_cpu = r.get("hsm_only_cpu_ms_per_join")
+        cpu_ratio = f"{hsm_cpu / r['max']['cpu_ms_per_join']:.2f}" if hsm_cpu else "-"
         print(f"{label:6} {r['max']['joins_per_s']:9.0f} {r['max']['p50_ms']:7.1f} {r['max']['p99_ms']:7.1f} "
               f"{r['half_rate']['joins_per_s']:7.0f} {r['half_rate']['p50_ms']:7.1f} {r['half_rate']['p99_ms']:7.1f} "
-              f"{r['peak_rss_mb']:7.0f} {hsm_only or 0:10.0f} {ratio:>6}")
+              f"{r['peak_rss_mb']:7.0f} {hsm_only or 0:10.0f} {ratio:>6} {r['max']['cpu_ms_per_join']:11.2f} "
+              f"{hsm_cpu or 0:8.2f} {cpu_ratio:>9}")
         if r["max"]["non_success"] or r["half_rate"]["non_success"]:
             print(f"       non-Success answers: {r['max']['non_success']:.0f} (max), "
                   f"{r['half_rate']['non_success']:.0f} (half rate)")
