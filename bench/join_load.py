@@ -67,8 +67,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+DATABASE_URL = ""  # set by --database-url; empty: the SQLite file in the state dir
+
+
 def daemon_env(state: Path, port: int, workers: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JSD_", "SOFTHSM2"))}
+    if DATABASE_URL:
+        env["JSD_DATABASE_URL"] = DATABASE_URL
     env.update({
         "JSD_GENERAL_STATE_DIR": str(state),
         "JSD_SERVER_PORT": str(port),
@@ -312,6 +317,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--state", type=Path, help="keep the provisioned registry here between runs")
+    parser.add_argument("--database-url", default="",
+                        help="registry database (e.g. postgresql+asyncpg://user@host/db, a database of its own: the "
+                             "bench provisions into it); default: SQLite in the state dir")
     parser.add_argument("--skip-hsm", action="store_true", help="skip the crypto-only measurement")
     parser.add_argument("--paced-10", type=float, default=500.0,
                         help="rate of the paced 1.0 run (default: half the 1,000/s target; 0 = half the max)")
@@ -319,6 +327,8 @@ def main() -> None:
                         help="rate of the paced 1.1 run (default: half the 500/s target; 0 = half the max)")
     args = parser.parse_args()
     args.paced_rate = {"1.0": args.paced_10, "1.1": args.paced_11}
+    global DATABASE_URL
+    DATABASE_URL = args.database_url
     ensure_wrk()
 
     state = args.state or Path(tempfile.mkdtemp(prefix="jsd-bench-"))
@@ -330,6 +340,7 @@ def main() -> None:
     results: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()} {os.cpu_count()} cores",
         "devices": args.devices, "seconds": args.seconds, "workers": args.workers,
+        "database": "postgresql" if args.database_url.startswith("postgres") else "sqlite",
     }
     run_offset = secrets.randbelow(args.devices)
 
