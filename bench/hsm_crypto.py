@@ -135,7 +135,7 @@ def _worker(token: _Token, version: str, seconds: float, in_flight: int, barrier
 
     recipes = [_recipe(version, device, nonce) for device in token.devices for nonce in range(_VARIANTS)]
 
-    async def run() -> float:
+    async def run() -> tuple[float, float]:
         async with await Hsm.open(HsmSettings(token.module, token.label, Pin(token.pin))) as hsm:
             for recipe in recipes[:4]:
                 await hsm.run_join(recipe)
@@ -151,15 +151,23 @@ def _worker(token: _Token, version: str, seconds: float, in_flight: int, barrier
                     done += 1
                     index += in_flight
 
-            started = time.monotonic()
+            started, cpu = time.monotonic(), time.process_time()
             await asyncio.gather(*(loop(offset) for offset in range(in_flight)))
-            return done / (time.monotonic() - started)
+            return done / (time.monotonic() - started), 1000 * (time.process_time() - cpu) / max(1, done)
 
     results.put(asyncio.run(run()))
 
 
 def measure(version: str, seconds: float, processes: int, *, devices: int = 64, in_flight: int = 4) -> float:
     """Aggregate `run_join` rate (joins/s) of `processes` spawned workers on one fresh SoftHSM2 token."""
+    return measure_with_cpu(version, seconds, processes, devices=devices, in_flight=in_flight)[0]
+
+
+def measure_with_cpu(
+    version: str, seconds: float, processes: int, *, devices: int = 64, in_flight: int = 4
+) -> tuple[float, float]:
+    """The aggregate rate and the CPU milliseconds per join (the workers' own CPU time, so other work on a
+    shared machine changes the rate but hardly this)."""
     if version not in VERSIONS:
         raise ValueError(f"version must be one of {VERSIONS}")
     context = multiprocessing.get_context("spawn")
@@ -175,11 +183,12 @@ def measure(version: str, seconds: float, processes: int, *, devices: int = 64, 
         for worker in workers:
             worker.start()
         try:
-            rates: list[float] = [results.get(timeout=seconds + 120) for _ in workers]
+            answers: list[tuple[float, float]] = [results.get(timeout=seconds + 120) for _ in workers]
         finally:
             for worker in workers:
                 worker.join(timeout=30)
-        return sum(rates)
+        rate = sum(r for r, _ in answers)
+        return rate, sum(r * cpu for r, cpu in answers) / max(rate, 1e-9)
 
 
 def main() -> None:

@@ -67,8 +67,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+DATABASE_URL = ""  # set by --database-url; empty: the SQLite file in the state dir
+
+
 def daemon_env(state: Path, port: int, workers: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JSD_", "SOFTHSM2"))}
+    if DATABASE_URL:
+        env["JSD_DATABASE_URL"] = DATABASE_URL
     env.update({
         "JSD_GENERAL_STATE_DIR": str(state),
         "JSD_SERVER_PORT": str(port),
@@ -177,6 +182,27 @@ def build_bodies(path: Path, version: str, count: int, devices: int, offset: int
             out.write(json.dumps(body, separators=(",", ":")) + "\n")
 
 
+async def verify_sample(port: int, token: str, kek: bytes, version: str, devices: int, offset: int,
+                        nonce_base: int, count: int = 64) -> int:
+    """Joins of `count` devices checked end to end while the daemon is under test: the device opens the
+    join-accept and checks its MIC, and the network and application server unwrap keys equal to the device's
+    (``jsd_sim``'s independent code). Any deviation stops the bench."""
+    from jsd_sim import SimDevice, SimNetworkServer
+
+    indexes = [i for i in range(devices) if version_of(i) == version]
+    async with SimNetworkServer(f"http://127.0.0.1:{port}/", HOME, token=token, kek_label="ns-bench", kek=kek,
+                                astks={"astk-bench": kek}) as ns:
+        for n in range(count):
+            dev_eui = dev_eui_of(indexes[(offset + n * 97) % len(indexes)])
+            app_key, nwk_key = device_keys(dev_eui)
+            sim = SimDevice(dev_eui, JOIN_EUI, version, app_key, nwk_key if version == "1.1" else None,
+                            next_dev_nonce=nonce_base)
+            outcome = await ns.join(sim)
+            if not outcome.ok or outcome.device_session is None or not outcome.app_s_key_checked:
+                raise RuntimeError(f"join of {dev_eui.hex()} not verified: {outcome.result_code}")
+    return count
+
+
 class RssSampler(threading.Thread):
     """Peak resident memory of a process tree (the supervisor and its workers), sampled every 200 ms."""
 
@@ -207,6 +233,17 @@ class RssSampler(threading.Thread):
             total += int(match.group(1)) if match else 0
         return total
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time used so far by the whole tree (what a join costs, whatever else runs)."""
+        ticks = 0
+        for pid in self.tree():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     def run(self) -> None:
         while not self.stop.wait(0.2):
             self.peak_kb = max(self.peak_kb, self.rss_kb())
@@ -230,6 +267,7 @@ def run_wrk(port: int, bodies: Path, token: str, seconds: float, connections: in
     seconds_run = values["duration_us"] / 1e6
     return {
         "joins_per_s": values["success"] / seconds_run,
+        "joins": values["success"],
         "requests_per_s": values["requests"] / seconds_run,
         "non_success": values["other"] + values["errors"],
         "replayed_bodies": values["wrapped"],
@@ -279,6 +317,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--state", type=Path, help="keep the provisioned registry here between runs")
+    parser.add_argument("--database-url", default="",
+                        help="registry database (e.g. postgresql+asyncpg://user@host/db, a database of its own: the "
+                             "bench provisions into it); default: SQLite in the state dir")
     parser.add_argument("--skip-hsm", action="store_true", help="skip the crypto-only measurement")
     parser.add_argument("--paced-10", type=float, default=500.0,
                         help="rate of the paced 1.0 run (default: half the 1,000/s target; 0 = half the max)")
@@ -286,6 +327,8 @@ def main() -> None:
                         help="rate of the paced 1.1 run (default: half the 500/s target; 0 = half the max)")
     args = parser.parse_args()
     args.paced_rate = {"1.0": args.paced_10, "1.1": args.paced_11}
+    global DATABASE_URL
+    DATABASE_URL = args.database_url
     ensure_wrk()
 
     state = args.state or Path(tempfile.mkdtemp(prefix="jsd-bench-"))
@@ -297,6 +340,7 @@ def main() -> None:
     results: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()} {os.cpu_count()} cores",
         "devices": args.devices, "seconds": args.seconds, "workers": args.workers,
+        "database": "postgresql" if args.database_url.startswith("postgres") else "sqlite",
     }
     run_offset = secrets.randbelow(args.devices)
 
@@ -312,7 +356,11 @@ def main() -> None:
             run_wrk(port, bodies, token, 2, 8, 0)  # warm-up: KEK copies, connection pools
             build_bodies(bodies, version, int(args.seconds * 3000), args.devices, run_offset + 7919,
                          next_nonce_base(state))
+            cpu_before = sampler.cpu_seconds()
             peak = run_wrk(port, bodies, token, args.seconds, args.connections, 0)
+            peak["cpu_ms_per_join"] = 1000 * (sampler.cpu_seconds() - cpu_before) / max(1.0, peak["joins"])
+            peak["verified_accepts"] = asyncio.run(verify_sample(
+                port, token, kek, version, args.devices, run_offset + 5 * 7919, next_nonce_base(state)))
             rate = args.paced_rate[label] or peak["joins_per_s"] / 2
             connections = 16
             # Each connection waits `delay`, then makes one round trip: calibrate the delay for the rate.
@@ -333,21 +381,25 @@ def main() -> None:
               f"{half['joins_per_s']:.0f}/s, peak RSS {sampler.peak_kb / 1024:.0f} MB", file=sys.stderr)
 
     if not args.skip_hsm:
-        from hsm_crypto import measure
+        from hsm_crypto import measure_with_cpu
 
         for label in ("1.0", "1.1"):
-            results[label]["hsm_only_joins_per_s"] = measure(label, args.seconds, args.workers)
+            rate, cpu = measure_with_cpu(label, args.seconds, args.workers)
+            results[label]["hsm_only_joins_per_s"], results[label]["hsm_only_cpu_ms_per_join"] = rate, cpu
 
     print()
     print(f"{'':6} {'joins/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'at /s':>7} {'p50 ms':>7} {'p99 ms':>7} "
-          f"{'RSS MB':>7} {'HSM-only/s':>10} {'ratio':>6}")
+          f"{'RSS MB':>7} {'HSM-only/s':>10} {'ratio':>6} {'CPU ms/join':>11} {'HSM-only':>8} {'CPU ratio':>9}")
     for label in ("1.0", "1.1"):
         r = results[label]
         hsm_only = r.get("hsm_only_joins_per_s")
         ratio = f"{r['max']['joins_per_s'] / hsm_only:.2f}" if hsm_only else "-"
+        hsm_cpu = r.get("hsm_only_cpu_ms_per_join")
+        cpu_ratio = f"{hsm_cpu / r['max']['cpu_ms_per_join']:.2f}" if hsm_cpu else "-"
         print(f"{label:6} {r['max']['joins_per_s']:9.0f} {r['max']['p50_ms']:7.1f} {r['max']['p99_ms']:7.1f} "
               f"{r['half_rate']['joins_per_s']:7.0f} {r['half_rate']['p50_ms']:7.1f} {r['half_rate']['p99_ms']:7.1f} "
-              f"{r['peak_rss_mb']:7.0f} {hsm_only or 0:10.0f} {ratio:>6}")
+              f"{r['peak_rss_mb']:7.0f} {hsm_only or 0:10.0f} {ratio:>6} {r['max']['cpu_ms_per_join']:11.2f} "
+              f"{hsm_cpu or 0:8.2f} {cpu_ratio:>9}")
         if r["max"]["non_success"] or r["half_rate"]["non_success"]:
             print(f"       non-Success answers: {r['max']['non_success']:.0f} (max), "
                   f"{r['half_rate']['non_success']:.0f} (half rate)")

@@ -63,6 +63,10 @@ def context(record: logging.LogRecord) -> dict[str, object]:
     return fields
 
 
+# Built once: ``json.dumps`` with any argument builds a new encoder per call (one per log line).
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
@@ -75,7 +79,7 @@ class JsonFormatter(logging.Formatter):
         entry.update(context(record))
         if record.exc_info and record.exc_info[0] is not None:
             entry["error"] = record.exc_info[0].__name__
-        return json.dumps(entry, separators=(",", ":"))
+        return _COMPACT.encode(entry)
 
 
 def _plain_value(value: object) -> object:

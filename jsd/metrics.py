@@ -14,7 +14,7 @@ counts each request once, and times its HSM call and its database commit.
 from __future__ import annotations
 
 import os
-from typing import Final
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client import multiprocess as _multiprocess
@@ -32,6 +32,7 @@ __all__ = [
     "LBI_SECONDS",
     "MQTT_CONNECTED",
     "MULTIPROC_ENV",
+    "lbi_request",
     "mac_version_label",
     "mark_process_dead",
     "mqtt_connected",
@@ -68,6 +69,20 @@ IMPORTED_DEVICES = Counter("jsd_imported_devices", "Devices created by bulk impo
 MQTT_CONNECTED = Gauge(
     "jsd_mqtt_connected", "1 while the event publisher is connected to the MQTT broker", multiprocess_mode="livemax"
 )
+
+
+_LBI_CHILDREN: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+
+def lbi_request(message_type: str, result: str, mac_version: str, seconds: float) -> None:
+    """Count one answered LBI request and its time. The labelled series are looked up once per label
+    combination (all bounded: types, ResultCodes, `mac_version_label`), not on every request."""
+    key = (message_type, result, mac_version)
+    children = _LBI_CHILDREN.get(key)
+    if children is None:
+        children = _LBI_CHILDREN[key] = (LBI_REQUESTS.labels(*key), LBI_SECONDS.labels(message_type))
+    children[0].inc()
+    children[1].observe(seconds)
 
 
 def mac_version_label(value: object) -> str:

@@ -98,8 +98,12 @@ def _error_body(code: str, description: str) -> dict[str, Any]:
     return {"Result": _result(code, description)}
 
 
+# Built once: ``json.dumps`` with any argument builds a new encoder per call.
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
 def _json(status: int, body: dict[str, Any]) -> web.Response:
-    return web.Response(status=status, text=json.dumps(body, separators=(",", ":")), content_type="application/json")
+    return web.Response(status=status, text=_COMPACT.encode(body), content_type="application/json")
 
 
 async def _authenticate(request: web.Request, service: JoinService) -> Sender:
@@ -359,8 +363,7 @@ async def lbi_endpoint(request: web.Request) -> web.Response:
         result = (body or {}).get("Result", {}).get("ResultCode", "-")
         latency = time.perf_counter() - started
         kind = message_type if message_type in REQUEST_TYPES else "other"
-        metrics.LBI_REQUESTS.labels(kind, result, metrics.mac_version_label(mac_version)).inc()
-        metrics.LBI_SECONDS.labels(kind).observe(latency)
+        metrics.lbi_request(kind, result, metrics.mac_version_label(mac_version), latency)
         log.info(
             "lbi %s",
             message_type or "-",

@@ -94,6 +94,8 @@ _COMMIT_NONCES = (
         updated_at=func.now(),
     )
 )
+# Built once for the join's event data: ``json.dumps`` with any argument builds a new encoder per call.
+_SORTED_JSON = json.JSONEncoder(sort_keys=True)
 _NONCE_CHECK = select(device_nonces.c.version, device_nonces.c.join_nonce).where(
     device_nonces.c.dev_eui == bindparam("p_dev_eui")
 )
@@ -304,7 +306,7 @@ class Registry:
             event_id=None if event is None else event.event_id,
             event_type=None if event is None else event.type,
             event_account=None if event is None else event.account,
-            event_data=None if event is None else json.dumps(dict(event.data), sort_keys=True),
+            event_data=None if event is None else _SORTED_JSON.encode(dict(event.data)),
         )
 
     async def get_session_key(self, dev_eui: bytes, session_key_id: str) -> SessionKey | None:
