@@ -40,8 +40,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from jsd.config import Settings, database_url
 from jsd.logs import setup_logging
@@ -137,6 +138,7 @@ def run_worker(settings: Settings, index: int) -> None:
     setup_logging(settings.get("log", "format"), settings.get("log", "level"))
     loop = _new_event_loop()
     app = build_app(settings, events=index == 0)
+    app.on_shutdown.append(_stop_deadline(_worker_grace(settings)))
     log.info("worker %d listening on %s:%s", index, settings.get("server", "host"), settings.get("server", "port"))
     web.run_app(
         app,
@@ -149,6 +151,32 @@ def run_worker(settings: Settings, index: int) -> None:
         shutdown_timeout=settings.get("server", "shutdown_timeout"),
         loop=loop,
     )
+
+
+def _worker_grace(settings: Settings) -> float:
+    """How long a stopping worker may take: requests in progress (``shutdown_timeout``; a slow body ends at
+    ``body_timeout``) and asynchronous answers still being delivered (``answer_timeout``), plus a margin."""
+    return float(settings.get("server", "shutdown_timeout")) + float(settings.get("lbi", "answer_timeout")) + 2.0
+
+
+def _stop_deadline(grace: float) -> Callable[[Any], Awaitable[None]]:
+    """An ``on_shutdown`` hook that ends the process if its stop outlasts `grace` seconds.
+
+    aiohttp's ``run_app`` waits without a bound for the tasks it cancels at the end; one that ignores its
+    cancellation would keep a stopping worker (and so ``docker stop``, systemd, the supervisor) waiting.
+    Everything a join answered was committed before its answer, so exiting here loses nothing.
+    """
+
+    async def arm(_app: Any) -> None:
+        def expire() -> None:
+            time.sleep(grace)
+            log.error("worker %d did not stop within %.0f s; exiting", os.getpid(), grace)
+            logging.shutdown()
+            os._exit(1)
+
+        threading.Thread(target=expire, name="jsd-stop-deadline", daemon=True).start()
+
+    return arm
 
 
 def _new_event_loop() -> asyncio.AbstractEventLoop:
@@ -206,12 +234,13 @@ def serve(settings: Settings) -> None:
                 workers[index] = _spawn(settings, "worker", index, lock_fds)
     # A worker's stop is bounded by shutdown_timeout (requests in progress; a slow body ends at body_timeout)
     # and answer_timeout (asynchronous answers still being delivered); past that it is killed.
-    grace = settings.get("server", "shutdown_timeout") + settings.get("lbi", "answer_timeout") + 5.0
+    deadline = time.monotonic() + _worker_grace(settings) + 3.0  # one deadline for all workers, not one each
     for process in workers.values():
         try:
-            process.wait(timeout=grace)
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             process.kill()
+            process.wait()
     log.info("stopped")
 
 

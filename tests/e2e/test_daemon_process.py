@@ -93,7 +93,10 @@ class Daemon:
                 self.process.wait(15)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
-            self.process = None
+                self.process.wait(10)
+                raise AssertionError("the daemon did not stop within 15 s of SIGTERM") from None
+            finally:
+                self.process = None
 
     def post(self, body: dict[str, Any], token: str) -> dict[str, Any]:
         request = urllib.request.Request(
