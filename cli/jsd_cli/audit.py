@@ -6,16 +6,10 @@ entry per line (JSON Lines) so a script can consume the stream.
 
 from __future__ import annotations
 
-import asyncio
-import json
-from typing import Any
-
 import click
 
-from jsd_cli import output
-from jsd_cli.client import ApiClient
 from jsd_cli.output import json_option
-from jsd_cli.remote import Context, pass_context
+from jsd_cli.remote import Context, pass_context, show_log
 
 AUDIT_COLUMNS = (
     ("ID", "id"),
@@ -49,33 +43,5 @@ def audit(
     obj: Context, dev_eui: str | None, limit: int, after: int | None, follow: bool, interval: float, as_json: bool
 ) -> None:
     """Who did what to which device, and when (never keys or tokens)."""
-    if not follow:
-        answer = obj.run(lambda api: api.call("GET", "/audit", params=_params(dev_eui, after, limit)))
-        if as_json:
-            output.print_json(answer)
-            return
-        click.echo(output.table(answer["entries"], AUDIT_COLUMNS))
-        if answer.get("next") is not None:
-            click.echo(f"more: --after {answer['next']}", err=True)
-        return
-
-    async def poll(api: ApiClient) -> None:
-        cursor, header = after, not as_json
-        while True:
-            page = await api.call("GET", "/audit", params=_params(dev_eui, cursor, limit))
-            entries: list[dict[str, Any]] = page["entries"]
-            for entry in entries:
-                if as_json:
-                    click.echo(json.dumps(entry, separators=(",", ":")))
-                else:
-                    lines = output.table([entry], AUDIT_COLUMNS).splitlines()
-                    click.echo("\n".join(lines if header else lines[1:]))
-                    header = False
-                cursor = max(cursor or 0, int(entry["id"]))
-            if page.get("next") is None:
-                await asyncio.sleep(interval)
-
-    try:
-        obj.run(poll)
-    except KeyboardInterrupt:
-        pass
+    query = lambda cursor: _params(dev_eui, cursor, limit)  # noqa: E731
+    show_log(obj, "/audit", "entries", "id", AUDIT_COLUMNS, query, after, follow, interval, as_json)

@@ -7,16 +7,10 @@ with ``--json`` it prints one event per line (JSON Lines), the same objects MQTT
 
 from __future__ import annotations
 
-import asyncio
-import json
-from typing import Any
-
 import click
 
-from jsd_cli import output
-from jsd_cli.client import ApiClient
 from jsd_cli.output import json_option
-from jsd_cli.remote import Context, pass_context
+from jsd_cli.remote import Context, pass_context, show_log
 
 EVENT_COLUMNS = (("SEQ", "seq"), ("TIME", "time"), ("TYPE", "type"), ("DEV_EUI", "dev_eui"), ("DATA", "data"))
 
@@ -52,33 +46,5 @@ def events(
     as_json: bool,
 ) -> None:
     """Events of this account's devices, oldest first (what MQTT subscribers get; never keys or tokens)."""
-    if not follow:
-        answer = obj.run(lambda api: api.call("GET", "/events", params=_params(dev_eui, kind, after, limit)))
-        if as_json:
-            output.print_json(answer)
-            return
-        click.echo(output.table(answer["events"], EVENT_COLUMNS))
-        if answer.get("next") is not None:
-            click.echo(f"more: --after {answer['next']}", err=True)
-        return
-
-    async def poll(api: ApiClient) -> None:
-        cursor, header = after, not as_json
-        while True:
-            page = await api.call("GET", "/events", params=_params(dev_eui, kind, cursor, limit))
-            found: list[dict[str, Any]] = page["events"]
-            for event in found:
-                if as_json:
-                    click.echo(json.dumps(event, separators=(",", ":")))
-                else:
-                    lines = output.table([event], EVENT_COLUMNS).splitlines()
-                    click.echo("\n".join(lines if header else lines[1:]))
-                    header = False
-                cursor = max(cursor or 0, int(event["seq"]))
-            if page.get("next") is None:
-                await asyncio.sleep(interval)
-
-    try:
-        obj.run(poll)
-    except KeyboardInterrupt:
-        pass
+    query = lambda cursor: _params(dev_eui, kind, cursor, limit)  # noqa: E731
+    show_log(obj, "/events", "events", "seq", EVENT_COLUMNS, query, after, follow, interval, as_json)

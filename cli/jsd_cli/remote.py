@@ -9,6 +9,7 @@ hold the only copy of an earlier secret. The remote half of ``jsd ns`` is here t
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import sys
@@ -244,3 +245,51 @@ def ns_list_remote(obj: local.Context) -> dict[str, Any]:
 def ns_remove_remote(obj: local.Context, net_id: str) -> None:
     assert isinstance(obj, Context)
     obj.run(lambda api: api.call("DELETE", f"/network-servers/{segment(net_id)}"))
+
+
+def show_log(
+    obj: Context,
+    path: str,
+    items: str,
+    cursor: str,
+    columns: tuple[tuple[str, str], ...],
+    params: Callable[[int | None], dict[str, str]],
+    after: int | None,
+    follow: bool,
+    interval: float,
+    as_json: bool,
+) -> None:
+    """One page of an append-only log (``/events``, ``/audit``), or with `follow` every new item as it comes.
+
+    Following polls after the highest `cursor` seen and prints one JSON object per line with `as_json`
+    (JSON Lines), else table rows under one header.
+    """
+    if not follow:
+        answer = obj.run(lambda api: api.call("GET", path, params=params(after)))
+        if as_json:
+            output.print_json(answer)
+            return
+        click.echo(output.table(answer[items], columns))
+        if answer.get("next") is not None:
+            click.echo(f"more: --after {answer['next']}", err=True)
+        return
+
+    async def poll(api: ApiClient) -> None:
+        position, header = after, not as_json
+        while True:
+            page = await api.call("GET", path, params=params(position))
+            for item in page[items]:
+                if as_json:
+                    click.echo(json.dumps(item, separators=(",", ":")))
+                else:
+                    lines = output.table([item], columns).splitlines()
+                    click.echo("\n".join(lines if header else lines[1:]))
+                    header = False
+                position = max(position or 0, int(item[cursor]))
+            if page.get("next") is None:
+                await asyncio.sleep(interval)
+
+    try:
+        obj.run(poll)
+    except KeyboardInterrupt:
+        pass
