@@ -23,7 +23,8 @@ from multidict import MultiDict
 
 from jsd.bodies import BODY_TIMEOUT, answer_and_close
 from jsd.ownership import OwnershipService, Principal
-from jsd.ownership.model import FieldError, NotFound, OwnershipError
+from jsd.ownership.model import FieldError, InvalidRequest, NotFound, OwnershipError
+from jsd.ownership.parse import parse_eui
 from jsd.registry.console import ConsoleStore, SessionRecord
 from jsd.ui.auth import ConsoleAuth
 
@@ -200,6 +201,27 @@ async def check_csrf(request: web.Request, form: Form) -> None:
         raise web.HTTPForbidden(
             text="This form has expired or did not come from this site. Reload the page and try again."
         )
+
+
+async def posted(request: web.Request, max_file_bytes: int = 0) -> Form:
+    """The form of a state-changing POST, after the CSRF check."""
+    form = await read_form(request, max_file_bytes)
+    await check_csrf(request, form)
+    return form
+
+
+def in_minutes(seconds: int) -> str:
+    """A wait in whole minutes, rounded up: "1 minute", "15 minutes"."""
+    minutes = max(1, -(-seconds // 60))
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"
+
+
+def eui_from_path(request: web.Request) -> bytes:
+    """The DevEUI of a ``/devices/{dev_eui}`` URL; a malformed one is a device not found."""
+    try:
+        return parse_eui(request.match_info["dev_eui"])
+    except InvalidRequest:
+        raise NotFound(f"device {request.match_info['dev_eui'][:32]!r} not found") from None
 
 
 @web.middleware
