@@ -121,9 +121,25 @@ class Form:
         for e in exc.errors:
             self.error(mapping.get(e.field or "", e.field or default) if e.field else default, _reason(e))
 
+    def refusal(self, exc: OwnershipError, name: str, problems: tuple[str, ...] = ("conflict",)) -> int:
+        """Show a refusal and return the page's status: an invalid request's field errors (400), or a refusal of
+        one of `problems` next to field `name` as a sentence (409); any other kind is raised."""
+        if isinstance(exc, InvalidRequest):
+            self.take(exc)
+            return 400
+        if exc.problem not in problems:
+            raise exc
+        self.error(name, sentence(exc.detail))
+        return 409
+
 
 def _reason(e: FieldError) -> str:
     return e.reason[:1].upper() + e.reason[1:] + ("" if e.reason.endswith(".") else ".")
+
+
+def sentence(detail: str) -> str:
+    """A refusal's detail as a sentence under a field: capital first letter, full stop."""
+    return detail[:1].upper() + detail[1:] + "."
 
 
 async def read_form(request: web.Request, max_file_bytes: int = 0) -> Form:
@@ -268,6 +284,16 @@ def signed_in(handler: Handler) -> Handler:
     wrapped.__name__ = handler.__name__
     wrapped.__doc__ = handler.__doc__
     return wrapped
+
+
+def form_page(template: str) -> Handler:
+    """A signed-in page that shows its form empty (the POST handler renders it again with errors)."""
+
+    @signed_in
+    async def page(request: web.Request) -> web.StreamResponse:
+        return render(request, template, form=Form())
+
+    return page
 
 
 def set_cookie(request: web.Request, response: web.StreamResponse, name: str, value: str, **kw: Any) -> None:

@@ -55,14 +55,8 @@ async def add_network_server(request: web.Request) -> web.StreamResponse:
         fields["answer_url"] = form.get("answer_url")
     try:
         view, token = await c.service.add_network_server(p, fields)
-    except InvalidRequest as exc:
-        form.take(exc)
-        return await _ns_page(request, form, 400)
     except OwnershipError as exc:
-        if exc.problem != "conflict":
-            raise
-        form.error("net_id", exc.detail[:1].upper() + exc.detail[1:] + ".")
-        return await _ns_page(request, form, 409)
+        return await _ns_page(request, form, form.refusal(exc, "net_id"))
     return render(request, "ns_added.html", ns=view, token=token, kek=kek_hex.upper() if kek_hex else None)
 
 
@@ -77,14 +71,8 @@ async def roaming(request: web.Request) -> web.StreamResponse:
             await c.service.remove_roaming(p, home, visited)
             return redirect(request, "/ui/admin/network-servers", "Roaming agreement removed.")
         await c.service.add_roaming(p, home, visited)
-    except InvalidRequest as exc:
-        form.take(exc)
-        return await _ns_page(request, form, 400)
     except OwnershipError as exc:
-        if exc.problem not in ("conflict", "not-found"):
-            raise
-        form.error("home", exc.detail[:1].upper() + exc.detail[1:] + ".")
-        return await _ns_page(request, form, 409)
+        return await _ns_page(request, form, form.refusal(exc, "home", ("conflict", "not-found")))
     return redirect(request, "/ui/admin/network-servers", "Roaming agreement added.")
 
 
@@ -107,14 +95,8 @@ async def create_account(request: web.Request) -> web.StreamResponse:
     form = await posted(request)
     try:
         view, key = await c.service.create_account(p, form.get("id"), form.get("kind"), form.get("name") or None)
-    except InvalidRequest as exc:
-        form.take(exc)
-        return await _accounts_page(request, form, 400)
     except OwnershipError as exc:
-        if exc.problem != "conflict":
-            raise
-        form.error("id", exc.detail[:1].upper() + exc.detail[1:] + ".")
-        return await _accounts_page(request, form, 409)
+        return await _accounts_page(request, form, form.refusal(exc, "id"))
     return render(request, "key_created.html", account=view.id, key=key, headline=f"Account {view.id} created")
 
 

@@ -9,12 +9,9 @@ from aiohttp import web
 from jsd.ownership.model import InvalidRequest, OwnershipError, RateLimited
 from jsd.ownership.parse import parse_eui
 from jsd.ui import labels
-from jsd.ui.site import Form, console, in_minutes, posted, principal, redirect, render, signed_in
+from jsd.ui.site import console, form_page, in_minutes, posted, principal, redirect, render, signed_in
 
-
-@signed_in
-async def claim_page(request: web.Request) -> web.StreamResponse:
-    return render(request, "claim.html", form=Form())
+claim_page = form_page("claim.html")
 
 
 @signed_in

@@ -97,20 +97,9 @@ async def _device_page(request: web.Request, form: Form, status: int = 200, **ex
     if last_seq == 0:
         newest = await c.service.events(p, dev_eui=dev_eui, limit=1, newest_first=True)
         last_seq = newest[0].seq if newest else 0
-    return render(
-        request,
-        "device.html",
-        status=status,
-        device=device,
-        joins=[join_row(e) for e in joins],
-        last_seq=last_seq,
-        history=history,
-        choices=choices,
-        astks=astks,
-        can_write=can_write,
-        form=form,
-        **extra,
-    )
+    return render(request, "device.html", status=status, device=device, joins=[join_row(e) for e in joins],
+                  last_seq=last_seq, history=history, choices=choices, astks=astks, can_write=can_write, form=form,
+                  **extra)  # fmt: skip
 
 
 @signed_in
@@ -167,10 +156,7 @@ async def set_astk(request: web.Request) -> web.StreamResponse:
         form.take(exc, {"name": "new_name", "astk": "astk"})
         return await _device_page(request, form, 400)
     except OwnershipError as exc:
-        if exc.problem != "conflict":
-            raise
-        form.error("new_name" if action != "pick" else "astk", exc.detail[:1].upper() + exc.detail[1:] + ".")
-        return await _device_page(request, form, 409)
+        return await _device_page(request, form, form.refusal(exc, "new_name" if action != "pick" else "astk"))
     if shown_key is not None:
         return render(request, "astk_key.html", device_eui=dev_eui.hex(), name=name, key=shown_key)
     return redirect(request, f"/ui/devices/{dev_eui.hex()}", f"ASTK {name} set.")

@@ -21,6 +21,7 @@ from jsd.ui.site import (
     read_form,
     redirect,
     render,
+    sentence,
     session_of,
     set_cookie,
     signed_in,
@@ -69,7 +70,7 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
         limited.headers["Retry-After"] = str(wait)
         return limited
     except SignInFailed as exc:
-        form.error("_form", exc.detail[:1].upper() + exc.detail[1:] + ".")
+        form.error("_form", sentence(exc.detail))
         return render(request, "sign_in.html", status=401, form=form, mode=mode)
     response = redirect(request, "/ui/")
     set_cookie(request, response, SESSION_COOKIE, session_id, max_age=c.session_lifetime)

@@ -14,15 +14,13 @@ from aiohttp import web
 from jsd.ownership import AccountKind
 from jsd.ownership.model import NotFound
 from jsd.ui import labels
-from jsd.ui.site import Form, console, posted, principal, redirect, render, session_of, set_cookie, signed_in
+from jsd.ui.site import console, form_page, posted, principal, redirect, render, session_of, set_cookie, signed_in
 from jsd.ui.uploads import MAX_UPLOAD_BYTES, decrypt, start_upload
 
 JOB_COOKIE = "jsd_job"
 
 
-@signed_in
-async def upload_page(request: web.Request) -> web.StreamResponse:
-    return render(request, "upload.html", form=Form())
+upload_page = form_page("upload.html")
 
 
 @signed_in
@@ -124,6 +122,17 @@ def _labels(lines: list[dict[str, Any]]) -> list[dict[str, str]]:
     return out
 
 
+def _attachment(body: bytes, content_type: str, filename: str) -> web.Response:
+    return web.Response(body=body, content_type=content_type,
+                        headers={"Content-Disposition": f'attachment; filename="{filename}"'})  # fmt: skip
+
+
+async def _job_labels(request: web.Request) -> tuple[Any, list[dict[str, str]]]:
+    """The job and the labels of its devices (the result stays stored: labels can be fetched again)."""
+    job = await _job(request)
+    return job, _labels(await _answer(request, job, take=False))
+
+
 @signed_in
 async def upload_tokens(request: web.Request) -> web.StreamResponse:
     """The import answer (JSON Lines, the shape of the REST answer that ``jsd labels`` reads), once."""
@@ -131,29 +140,19 @@ async def upload_tokens(request: web.Request) -> web.StreamResponse:
     await posted(request)
     lines = await _answer(request, job, take=True)
     body = "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines)
-    return web.Response(
-        body=body.encode(),
-        content_type="application/x-ndjson",
-        headers={"Content-Disposition": f'attachment; filename="tokens-{job.id[:8]}.jsonl"'},
-    )
+    return _attachment(body.encode(), "application/x-ndjson", f"tokens-{job.id[:8]}.jsonl")
 
 
 @signed_in
 async def upload_labels_zip(request: web.Request) -> web.StreamResponse:
-    job = await _job(request)
-    found = _labels(await _answer(request, job, take=False))
+    job, found = await _job_labels(request)
     data = await asyncio.to_thread(labels.labels_zip, [(item["dev_eui"], item["qr"]) for item in found])
-    return web.Response(
-        body=data,
-        content_type="application/zip",
-        headers={"Content-Disposition": f'attachment; filename="labels-{job.id[:8]}.zip"'},
-    )
+    return _attachment(data, "application/zip", f"labels-{job.id[:8]}.zip")
 
 
 @signed_in
 async def upload_sheet(request: web.Request) -> web.StreamResponse:
-    job = await _job(request)
-    found = _labels(await _answer(request, job, take=False))
+    job, found = await _job_labels(request)
     for item in found[:2000]:
         item["svg"] = labels.label_svg(item["qr"])
     return render(request, "sheet.html", labels=found[:2000], more=max(0, len(found) - 2000), job=job)
