@@ -1,7 +1,7 @@
-"""``jsd devices``: pre-commissioned and claimed devices through the REST API of a (remote) daemon, and, on
-the daemon's machine without an API key (or with ``--local``), the operator's shortcut: ``add`` a device whose
-keys are at hand with its home NetID and ASTK label, ``show``, ``list``, ``reset-nonces`` and ``delete``
-on the local database and HSM, printing the same shapes as the API.
+"""``jsd devices``: pre-commissioned and claimed devices through the REST API of a daemon, and, on the
+daemon's machine, the operator's shortcut: ``add`` with ``--home-net-id``/``--astk-label`` puts a device whose
+keys are at hand straight into the local database and HSM (jsd_cli.bootstrap), owned by no account, with its
+home NetID and ASTK label; the API has no such call (an owner sets those after the claim).
 
 ``import`` streams the file: it is read in blocks while it is sent, and the answer (one line per device, with
 the owner tokens and generated keys that exist nowhere else) is written to a 0600 file as it arrives, so
@@ -20,20 +20,16 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 import click
 
-from jsd_cli import output
-from jsd_cli.accounts import run_local
+from jsd_cli import bootstrap, output
 from jsd_cli.client import ApiClient, ApiProblem, ApiUnreachable
-from jsd_cli.local import _eui, _open, _read_secret_hex, _run
+from jsd_cli.inputs import eui, read_secret_hex
 from jsd_cli.output import DEVICE_COLUMNS, json_option
 from jsd_cli.progress import Progress
 from jsd_cli.remote import Context, check_new_file, emit_secret, pass_context, read_secret, secret_file, segment
-
-if TYPE_CHECKING:
-    from jsd.ownership import OwnershipService, Principal
 
 BLOCK = 64 * 1024
 POLL = 1.0  # seconds between two questions about a running import's progress
@@ -314,8 +310,8 @@ def devices_add(
             raise click.UsageError("give DEV_EUI and --mac-version (or --from-file)")
         if (keys_file is None) == (not generate_keys):
             raise click.UsageError("give --keys-file or --generate-keys")
-        dev_eui = _eui(dev_eui, "DevEUI").hex()  # refused here before any key is read
-        join_eui = None if join_eui is None else _eui(join_eui, "JoinEUI").hex()
+        dev_eui = eui(dev_eui, "DevEUI").hex()  # refused here before any key is read
+        join_eui = None if join_eui is None else eui(join_eui, "JoinEUI").hex()
         fields = {"dev_eui": dev_eui, "mac_version": mac_version}
         fields |= {k: v for k, v in (("join_eui", join_eui), ("name", name), ("hsm_group", hsm_group)) if v}
         if keys_file is not None:
@@ -323,27 +319,20 @@ def devices_add(
         else:
             fields["generate_keys"] = True
     check_new_file(out)
-    if obj.remote:
+    if obj.remote and any(local_only.values()):
         used = [o for o, v in local_only.items() if v]
-        if used:
-            raise click.UsageError(
-                f"{', '.join(used)}: only on the daemon's machine (--local, or no API key); through the API a "
-                "device's home NetID and ASTK are set by its owner after the claim"
-            )
-        answer = obj.run(lambda api: api.call("POST", "/devices", body=fields))
-    elif any(local_only.values()):
+        raise click.UsageError(
+            f"{', '.join(used)}: only on the daemon's machine (--local, or no API key); through the API a "
+            "device's home NetID and ASTK are set by its owner after the claim"
+        )
+    if any(local_only.values()):
         if generate_keys or from_file is not None:
             raise click.UsageError("--home-net-id and --astk-label go with --keys-file")
         _add_local_owned_by_nobody(obj, fields, home_net_id, astk_label, astk_file)
         answer = {**fields, "status": "created"}
         answer.pop("app_key", None), answer.pop("nwk_key", None)
     else:
-        from jsd.api import render
-
-        async def body(service: OwnershipService, principal: Principal) -> dict[str, Any]:
-            return render.imported_device(await service.add_device(principal, fields))
-
-        answer = run_local(obj, body)
+        answer = obj.run(lambda api: api.call("POST", "/devices", body=fields))
     _show_added(answer, out, as_json)
 
 
@@ -369,20 +358,23 @@ def _add_local_owned_by_nobody(
     """The operator's shortcut: a device with its home NetID and ASTK label, straight into the registry."""
     from jsd.registry import NewDevice
 
-    dev = _eui(fields["dev_eui"], "DevEUI")
+    dev = eui(fields["dev_eui"], "DevEUI")
     join_eui = fields.get("join_eui") or obj.settings().get("ownership", "default_join_eui")
     if not join_eui:
         raise click.UsageError("give --join-eui (ownership.default_join_eui is not set)")
-    join = _eui(join_eui, "JoinEUI")
-    home = _eui(home_net_id, "home NetID", 3) if home_net_id else None
+    join = eui(join_eui, "JoinEUI")
+    home = eui(home_net_id, "home NetID", 3) if home_net_id else None
     if astk_file and not astk_label:
         raise click.UsageError("--astk-file needs --astk-label")
-    astk = _read_secret_hex(astk_file, "ASTK") if astk_file else None
+    astk = read_secret_hex(astk_file, "ASTK") if astk_file else None
     app_key, nwk_key = bytes.fromhex(fields["app_key"]), bytes.fromhex(fields.get("nwk_key") or "")
 
     async def body() -> None:
-        async with _open(obj.settings()) as (registry, hsm):
+        from jsd.registry import Registry
+
+        async with bootstrap.opened(obj.settings()) as (db, hsm):
             assert hsm is not None
+            registry = Registry(db)
             group = fields.get("hsm_group") or obj.settings().get("join", "default_hsm_group")
             await hsm.ensure_storage_kek(group)
             if astk_label and not await hsm.has_kek(astk_label):
@@ -404,7 +396,7 @@ def _add_local_owned_by_nobody(
                 )
             )
 
-    _run(body())
+    bootstrap.run(body())
     fields["dev_eui"], fields["join_eui"] = dev.hex(), join.hex()
 
 
@@ -445,22 +437,7 @@ def devices_list(obj: Context, limit: int, after: str | None, all_pages: bool, a
             if not all_pages or not cursor:
                 return {"devices": found, "next": cursor}
 
-    if obj.remote:
-        answer = obj.run(body)
-    else:
-        from jsd.api import render
-
-        async def local(service: OwnershipService, principal: Principal) -> dict[str, Any]:
-            found: list[dict[str, Any]] = []
-            cursor = None if after is None else bytes.fromhex(after)
-            while True:
-                page = await service.list_devices(principal, limit, cursor)
-                found.extend(render.device(d) for d in page)
-                cursor = page[-1].dev_eui if len(page) == limit else None
-                if not all_pages or cursor is None:
-                    return {"devices": found, "next": None if cursor is None else cursor.hex()}
-
-        answer = run_local(obj, local)
+    answer = obj.run(body)
     if as_json:
         output.print_json(answer)
         return
@@ -474,24 +451,8 @@ def devices_list(obj: Context, limit: int, after: str | None, all_pages: bool, a
 @json_option
 @pass_context
 def devices_show(obj: Context, dev_eui: str, as_json: bool) -> None:
-    """One device (never its keys); on the daemon's machine also its nonce state."""
-    if obj.remote:
-        show_device(as_json, obj.run(lambda api: api.call("GET", f"/devices/{segment(dev_eui)}")))
-        return
-    dev = _eui(dev_eui, "DevEUI")
-
-    async def body(service: OwnershipService, principal: Principal) -> dict[str, Any]:
-        from jsd.api import render
-
-        shown = render.device(await service.get_device(principal, dev))
-        found = await service._registry.get_device(dev)  # the nonce state only the registry knows
-        if found is not None:
-            shown["join_nonce"] = found.nonces.join_nonce
-            shown["last_dev_nonce"] = found.nonces.last_dev_nonce
-            shown["used_dev_nonces"] = len(found.nonces.used_dev_nonces)
-        return shown
-
-    show_device(as_json, run_local(obj, body))
+    """One device (never its keys)."""
+    show_device(as_json, obj.run(lambda api: api.call("GET", f"/devices/{segment(dev_eui)}")))
 
 
 def _value_or_clear(value: str | None, clear: bool, what: str) -> str | None:
@@ -566,17 +527,7 @@ def devices_reissue_token(obj: Context, dev_eui: str, out: str | None, as_json: 
 @pass_context
 def devices_reset_nonces(obj: Context, dev_eui: str, as_json: bool) -> None:
     """Forget the DevNonces seen (after a device reset); the JoinNonce keeps counting."""
-    if obj.remote:
-        device = obj.run(lambda api: api.call("POST", f"/devices/{segment(dev_eui)}/reset-nonces"))
-    else:
-        dev = _eui(dev_eui, "DevEUI")
-
-        async def body(service: OwnershipService, principal: Principal) -> dict[str, Any]:
-            from jsd.api import render
-
-            return render.device(await service.reset_nonces(principal, dev))
-
-        device = run_local(obj, body)
+    device = obj.run(lambda api: api.call("POST", f"/devices/{segment(dev_eui)}/reset-nonces"))
     if as_json:
         output.print_json(device)
     else:
@@ -594,15 +545,7 @@ def devices_delete(obj: Context, dev_eui: str, yes: bool, as_json: bool) -> None
         if not sys.stdin.isatty():
             raise click.UsageError(f"deleting {dev_eui} cannot be undone: give --yes to confirm")
         click.confirm(f"Delete device {dev_eui} and its keys for good?", abort=True, err=True)
-    if obj.remote:
-        obj.run(lambda api: api.call("DELETE", f"/devices/{segment(dev_eui)}"))
-    else:
-        dev = _eui(dev_eui, "DevEUI")
-
-        async def body(service: OwnershipService, principal: Principal) -> None:
-            await service.delete_device(principal, dev)
-
-        run_local(obj, body)
+    obj.run(lambda api: api.call("DELETE", f"/devices/{segment(dev_eui)}"))
     if as_json:
         output.print_json({"dev_eui": dev_eui.lower(), "deleted": True})
     else:
