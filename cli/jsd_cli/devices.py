@@ -446,19 +446,27 @@ def devices_list(obj: Context, limit: int, after: str | None, all_pages: bool, a
         click.echo(f"more: --after {answer['next']} (or --all)", err=True)
 
 
+def _device_path(dev_eui: str) -> str:
+    """The device's API path; a DevEUI that is not 8 bytes of hex is refused here, before any call."""
+    return f"/devices/{eui(dev_eui, 'DevEUI').hex()}"
+
+
 @devices.command("show")
 @click.argument("dev_eui")
 @json_option
 @pass_context
 def devices_show(obj: Context, dev_eui: str, as_json: bool) -> None:
     """One device (never its keys)."""
-    show_device(as_json, obj.run(lambda api: api.call("GET", f"/devices/{segment(dev_eui)}")))
+    path = _device_path(dev_eui)
+    show_device(as_json, obj.run(lambda api: api.call("GET", path)))
 
 
-def _value_or_clear(value: str | None, clear: bool, what: str) -> str | None:
+def _put_setting(obj: Context, dev_eui: str, setting: str, value: str | None, clear: bool, as_json: bool) -> None:
+    """PUT one setting of a device (``net-id`` or ``astk``: a value, or null with --clear); show the device."""
     if (value is None) == (not clear):
-        raise click.UsageError(f"give {what} or --clear")
-    return value
+        raise click.UsageError(f"give {'NET_ID' if setting == 'net-id' else 'ASTK'} or --clear")
+    body = {setting.replace("-", "_"): value}
+    show_device(as_json, obj.run(lambda api: api.call("PUT", f"/devices/{segment(dev_eui)}/{setting}", body=body)))
 
 
 @devices.command("set-netid")
@@ -469,9 +477,7 @@ def _value_or_clear(value: str | None, clear: bool, what: str) -> str | None:
 @pass_context
 def devices_set_netid(obj: Context, dev_eui: str, net_id: str | None, clear: bool, as_json: bool) -> None:
     """Set the home NetID of a claimed device (which network server may join it)."""
-    value = _value_or_clear(net_id, clear, "NET_ID")
-    path = f"/devices/{segment(dev_eui)}/net-id"
-    show_device(as_json, obj.run(lambda api: api.call("PUT", path, body={"net_id": value})))
+    _put_setting(obj, dev_eui, "net-id", net_id, clear, as_json)
 
 
 @devices.command("set-astk")
@@ -482,9 +488,7 @@ def devices_set_netid(obj: Context, dev_eui: str, net_id: str | None, clear: boo
 @pass_context
 def devices_set_astk(obj: Context, dev_eui: str, astk: str | None, clear: bool, as_json: bool) -> None:
     """Choose the application server transport key (by name) the device's AppSKey is wrapped with."""
-    value = _value_or_clear(astk, clear, "ASTK")
-    path = f"/devices/{segment(dev_eui)}/astk"
-    show_device(as_json, obj.run(lambda api: api.call("PUT", path, body={"astk": value})))
+    _put_setting(obj, dev_eui, "astk", astk, clear, as_json)
 
 
 @devices.command("release")
@@ -527,7 +531,8 @@ def devices_reissue_token(obj: Context, dev_eui: str, out: str | None, as_json: 
 @pass_context
 def devices_reset_nonces(obj: Context, dev_eui: str, as_json: bool) -> None:
     """Forget the DevNonces seen (after a device reset); the JoinNonce keeps counting."""
-    device = obj.run(lambda api: api.call("POST", f"/devices/{segment(dev_eui)}/reset-nonces"))
+    path = f"{_device_path(dev_eui)}/reset-nonces"
+    device = obj.run(lambda api: api.call("POST", path))
     if as_json:
         output.print_json(device)
     else:
@@ -545,7 +550,8 @@ def devices_delete(obj: Context, dev_eui: str, yes: bool, as_json: bool) -> None
         if not sys.stdin.isatty():
             raise click.UsageError(f"deleting {dev_eui} cannot be undone: give --yes to confirm")
         click.confirm(f"Delete device {dev_eui} and its keys for good?", abort=True, err=True)
-    obj.run(lambda api: api.call("DELETE", f"/devices/{segment(dev_eui)}"))
+    path = _device_path(dev_eui)
+    obj.run(lambda api: api.call("DELETE", path))
     if as_json:
         output.print_json({"dev_eui": dev_eui.lower(), "deleted": True})
     else:
