@@ -461,68 +461,66 @@ def devices_show(obj: Context, dev_eui: str, as_json: bool) -> None:
     show_device(as_json, obj.run(lambda api: api.call("GET", path)))
 
 
-def _put_setting(obj: Context, dev_eui: str, setting: str, value: str | None, clear: bool, as_json: bool) -> None:
-    """PUT one setting of a device (``net-id`` or ``astk``: a value, or null with --clear); show the device."""
-    if (value is None) == (not clear):
-        raise click.UsageError(f"give {'NET_ID' if setting == 'net-id' else 'ASTK'} or --clear")
-    body = {setting.replace("-", "_"): value}
-    show_device(as_json, obj.run(lambda api: api.call("PUT", f"/devices/{segment(dev_eui)}/{setting}", body=body)))
+def _setting_command(name: str, setting: str, metavar: str, clear_help: str, doc: str) -> click.Command:
+    """``devices set-netid|set-astk``: PUT one setting of a device (a value, or null with --clear)."""
+
+    @devices.command(name, help=doc)
+    @click.argument("dev_eui")
+    @click.argument("value", metavar=f"[{metavar}]", required=False)
+    @click.option("--clear", is_flag=True, help=clear_help)
+    @json_option
+    @pass_context
+    def command(obj: Context, dev_eui: str, value: str | None, clear: bool, as_json: bool) -> None:
+        if (value is None) == (not clear):
+            raise click.UsageError(f"give {metavar} or --clear")
+        path, body = f"/devices/{segment(dev_eui)}/{setting}", {setting.replace("-", "_"): value}
+        show_device(as_json, obj.run(lambda api: api.call("PUT", path, body=body)))
+
+    return command
 
 
-@devices.command("set-netid")
-@click.argument("dev_eui")
-@click.argument("net_id", required=False)
-@click.option("--clear", is_flag=True, help="No home network: no NS may join the device.")
-@json_option
-@pass_context
-def devices_set_netid(obj: Context, dev_eui: str, net_id: str | None, clear: bool, as_json: bool) -> None:
-    """Set the home NetID of a claimed device (which network server may join it)."""
-    _put_setting(obj, dev_eui, "net-id", net_id, clear, as_json)
+devices_set_netid = _setting_command(
+    "set-netid", "net-id", "NET_ID", "No home network: no NS may join the device.",
+    "Set the home NetID of a claimed device (which network server may join it).",
+)  # fmt: skip
+devices_set_astk = _setting_command(
+    "set-astk", "astk", "ASTK", "No ASTK: the AppSKey is not sent with JoinAns.",
+    "Choose the application server transport key (by name) the device's AppSKey is wrapped with.",
+)  # fmt: skip
 
 
-@devices.command("set-astk")
-@click.argument("dev_eui")
-@click.argument("astk", required=False)
-@click.option("--clear", is_flag=True, help="No ASTK: the AppSKey is not sent with JoinAns.")
-@json_option
-@pass_context
-def devices_set_astk(obj: Context, dev_eui: str, astk: str | None, clear: bool, as_json: bool) -> None:
-    """Choose the application server transport key (by name) the device's AppSKey is wrapped with."""
-    _put_setting(obj, dev_eui, "astk", astk, clear, as_json)
+def _token_command(name: str, action: str, done: str, doc: str) -> click.Command:
+    """``devices release|reissue-token``: POST an action that answers the device and a new owner token, which
+    goes to --out or is shown once."""
+
+    @devices.command(name, help=doc)
+    @click.argument("dev_eui")
+    @click.option("--out", help="Write the new owner token to this new 0600 file instead of printing it.")
+    @json_option
+    @pass_context
+    def command(obj: Context, dev_eui: str, out: str | None, as_json: bool) -> None:
+        check_new_file(out)
+        path = f"/devices/{segment(dev_eui)}/{action}"
+        answer = obj.run(lambda api: api.call("POST", path))
+        if as_json:
+            if out is not None:
+                emit_secret(out, answer["owner_token"], "new owner token", note_to_stderr=True)
+                answer["owner_token"] = None
+            output.print_json(answer)
+            return
+        click.echo(f"device {answer['device']['dev_eui']} {done}")
+        emit_secret(out, answer["owner_token"], "new owner token")
+
+    return command
 
 
-@devices.command("release")
-@click.argument("dev_eui")
-@click.option("--out", help="Write the new owner token to this new 0600 file instead of printing it.")
-@json_option
-@pass_context
-def devices_release(obj: Context, dev_eui: str, out: str | None, as_json: bool) -> None:
-    """Give a device up; it gets a fresh owner token (shown once) for its next owner."""
-    _new_token(obj, f"/devices/{segment(dev_eui)}/release", out, as_json, "released")
-
-
-def _new_token(obj: Context, path: str, out: str | None, as_json: bool, done: str) -> None:
-    """POST an action that answers a device and a new owner token: the token to --out or shown once."""
-    check_new_file(out)
-    answer = obj.run(lambda api: api.call("POST", path))
-    if as_json:
-        if out is not None:
-            emit_secret(out, answer["owner_token"], "new owner token", note_to_stderr=True)
-            answer["owner_token"] = None
-        output.print_json(answer)
-        return
-    click.echo(f"device {answer['device']['dev_eui']} {done}")
-    emit_secret(out, answer["owner_token"], "new owner token")
-
-
-@devices.command("reissue-token")
-@click.argument("dev_eui")
-@click.option("--out", help="Write the new owner token to this new 0600 file instead of printing it.")
-@json_option
-@pass_context
-def devices_reissue_token(obj: Context, dev_eui: str, out: str | None, as_json: bool) -> None:
-    """Replace the owner token of an unclaimed device (lost label or import answer); the old one dies."""
-    _new_token(obj, f"/devices/{segment(dev_eui)}/owner-token", out, as_json, "has a new owner token")
+devices_release = _token_command(
+    "release", "release", "released", "Give a device up; it gets a fresh owner token (shown once) for its next owner."
+)
+devices_reissue_token = _token_command(
+    "reissue-token", "owner-token", "has a new owner token",
+    "Replace the owner token of an unclaimed device (lost label or import answer); the old one dies.",
+)  # fmt: skip
 
 
 @devices.command("reset-nonces")

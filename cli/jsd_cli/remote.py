@@ -16,7 +16,7 @@ import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 import click
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from jsd.config import Settings
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_URL = "http://127.0.0.1:8090"
 
@@ -248,23 +249,48 @@ def show_list(obj: Context, path: str, items: str, columns: tuple[tuple[str, str
         click.echo(output.table(answer[items], columns))
 
 
+def log_options(noun: str, cursor: str) -> Callable[[F], F]:
+    """``--limit``, ``--after``, ``--follow`` and ``--interval`` of a log command (``jsd audit``, ``jsd events``)."""
+    options = (
+        click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True,
+                     help=f"{noun.capitalize()} per request."),
+        click.option("--after", type=int, help=f"Only {noun} after this {cursor} (the 'next' of an earlier answer)."),
+        click.option("--follow", "-f", is_flag=True, help=f"Keep polling for new {noun} until interrupted."),
+        click.option("--interval", type=click.FloatRange(0.1), default=2.0, show_default=True,
+                     help="Seconds between polls."),
+    )  # fmt: skip
+
+    def wrap(func: F) -> F:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return wrap
+
+
 def show_log(
     obj: Context,
     path: str,
     items: str,
     cursor: str,
     columns: tuple[tuple[str, str], ...],
-    params: Callable[[int | None], dict[str, str]],
+    filters: dict[str, str | None],
+    as_json: bool,
+    *,
+    limit: int,
     after: int | None,
     follow: bool,
     interval: float,
-    as_json: bool,
 ) -> None:
     """One page of an append-only log (``/events``, ``/audit``), or with `follow` every new item as it comes.
 
     Following polls after the highest `cursor` seen and prints one JSON object per line with `as_json`
-    (JSON Lines), else table rows under one header.
+    (JSON Lines), else table rows under one header. ``filters`` are query parameters, left out when None.
     """
+
+    def params(position: int | None) -> dict[str, str]:
+        given = {"limit": str(limit)} | {k: v for k, v in filters.items() if v}
+        return given | ({"after": str(position)} if position is not None else {})
     if not follow:
         answer = obj.run(lambda api: api.call("GET", path, params=params(after)))
         if as_json:
