@@ -7,16 +7,13 @@ account is made (``jsd accounts create admin --kind operator``). It prints the A
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
 from jsd_cli import bootstrap, output
 from jsd_cli.output import json_option
 from jsd_cli.remote import Context, check_new_file, emit_secret, pass_context, segment, show_list
-
-if TYPE_CHECKING:
-    from jsd.ownership import OwnershipService, Principal
 
 KINDS = ("manufacturer", "subscriber", "operator")
 ACCOUNT_COLUMNS = (("ID", "id"), ("KIND", "kind"), ("NAME", "name"), ("CREATED", "created_at"))
@@ -44,13 +41,7 @@ def account_create(obj: Context, account_id: str, kind: str, name: str | None, o
         payload = {"id": account_id, "kind": kind} | ({"name": name} if name is not None else {})
         answer = obj.run(lambda api: api.call("POST", "/accounts", body=payload))
     else:
-        from jsd.api import render
-
-        async def body(service: OwnershipService, principal: Principal) -> dict[str, Any]:
-            view, key = await service.create_account(principal, account_id, kind, name)
-            return {"account": render.account(view), "api_key": render.new_api_key(key)}
-
-        answer = bootstrap.run_as_operator(obj, body)
+        answer = bootstrap.create_account(obj, account_id, kind, name)
     _show_new_key(answer["api_key"], out, as_json, answer, f"account {answer['account']['id']} ({kind}) created")
 
 

@@ -95,6 +95,44 @@ async def opened_hsm(settings: Settings) -> AsyncIterator[Hsm]:
         yield hsm
 
 
+def add_unowned_device(
+    obj: Context, fields: dict[str, Any], home_net_id: bytes | None, astk_label: str | None, astk: bytes | None
+) -> None:
+    """The operator's shortcut: a device whose keys are at hand (``fields``: hex ``dev_eui``, ``join_eui``,
+    ``app_key``, ``nwk_key``, and ``mac_version``, ``hsm_group``, ``name``) straight into the HSM and the
+    registry, owned by no account, with its home NetID and ASTK label (the ASTK imported if it is not there).
+    The API has no such call: through it a device's owner sets those after the claim."""
+    from jsd.registry import NewDevice, Registry
+
+    settings = obj.settings()
+    app_key, nwk_key = bytes.fromhex(fields["app_key"]), bytes.fromhex(fields.get("nwk_key") or "")
+
+    async def body() -> None:
+        async with opened(settings) as (db, hsm):
+            assert hsm is not None
+            group = fields.get("hsm_group") or settings.get("join", "default_hsm_group")
+            await hsm.ensure_storage_kek(group)
+            if astk_label and not await hsm.has_kek(astk_label):
+                if astk is None:
+                    raise click.ClickException(f"ASTK {astk_label} is not in the HSM: give --astk-file")
+                await hsm.import_kek(astk_label, astk)
+            device = NewDevice(
+                dev_eui=bytes.fromhex(fields["dev_eui"]),
+                join_eui=bytes.fromhex(fields["join_eui"]),
+                mac_version=fields["mac_version"],
+                hsm_group=group,
+                app_key_blob=await hsm.import_root_key(group, app_key),
+                nwk_key_blob=await hsm.import_root_key(group, nwk_key) if nwk_key else None,
+                home_net_id=home_net_id,
+                astk_label=astk_label,
+                owner_account=None,
+                name=fields.get("name"),
+            )
+            await Registry(db).add_device(device)
+
+    run(body())
+
+
 @dataclass(frozen=True)
 class Operator:
     """The ownership service on the local database and HSM, and the local operator who calls it."""
@@ -138,9 +176,16 @@ def _as_operator(obj: Context, body: Callable[[Operator], Awaitable[T]]) -> T:
         raise output.fail(problem) from None
 
 
-def run_as_operator(obj: Context, body: Callable[[OwnershipService, Principal], Awaitable[T]]) -> T:
-    """An ownership service call as the local operator (the first operator account)."""
-    return _as_operator(obj, lambda local: body(local.service, local.principal))
+def create_account(obj: Context, account_id: str, kind: str, name: str | None) -> dict[str, Any]:
+    """An account and its first API key, made as the local operator (the first operator account), in the
+    API's answer shape: ``{"account": ..., "api_key": ...}``."""
+    from jsd.api import render
+
+    async def body(local: Operator) -> dict[str, Any]:
+        view, key = await local.service.create_account(local.principal, account_id, kind, name)
+        return {"account": render.account(view), "api_key": render.new_api_key(key)}
+
+    return _as_operator(obj, body)
 
 
 def run_console(obj: Context, body: Callable[[ConsoleAuth, Principal], Awaitable[T]]) -> T:

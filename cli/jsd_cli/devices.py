@@ -355,9 +355,7 @@ def _root_keys(keys_file: str, mac_version: str) -> dict[str, str]:
 def _add_local_owned_by_nobody(
     obj: Context, fields: dict[str, Any], home_net_id: str | None, astk_label: str | None, astk_file: str | None
 ) -> None:
-    """The operator's shortcut: a device with its home NetID and ASTK label, straight into the registry."""
-    from jsd.registry import NewDevice
-
+    """The operator's shortcut (jsd_cli.bootstrap), its inputs checked here before the HSM is opened."""
     dev = eui(fields["dev_eui"], "DevEUI")
     join_eui = fields.get("join_eui") or obj.settings().get("ownership", "default_join_eui")
     if not join_eui:
@@ -367,37 +365,8 @@ def _add_local_owned_by_nobody(
     if astk_file and not astk_label:
         raise click.UsageError("--astk-file needs --astk-label")
     astk = read_secret_hex(astk_file, "ASTK") if astk_file else None
-    app_key, nwk_key = bytes.fromhex(fields["app_key"]), bytes.fromhex(fields.get("nwk_key") or "")
-
-    async def body() -> None:
-        from jsd.registry import Registry
-
-        async with bootstrap.opened(obj.settings()) as (db, hsm):
-            assert hsm is not None
-            registry = Registry(db)
-            group = fields.get("hsm_group") or obj.settings().get("join", "default_hsm_group")
-            await hsm.ensure_storage_kek(group)
-            if astk_label and not await hsm.has_kek(astk_label):
-                if astk is None:
-                    raise click.ClickException(f"ASTK {astk_label} is not in the HSM: give --astk-file")
-                await hsm.import_kek(astk_label, astk)
-            await registry.add_device(
-                NewDevice(
-                    dev_eui=dev,
-                    join_eui=join,
-                    mac_version=fields["mac_version"],
-                    hsm_group=group,
-                    app_key_blob=await hsm.import_root_key(group, app_key),
-                    nwk_key_blob=await hsm.import_root_key(group, nwk_key) if nwk_key else None,
-                    home_net_id=home,
-                    astk_label=astk_label,
-                    owner_account=None,
-                    name=fields.get("name"),
-                )
-            )
-
-    bootstrap.run(body())
     fields["dev_eui"], fields["join_eui"] = dev.hex(), join.hex()
+    bootstrap.add_unowned_device(obj, fields, home, astk_label, astk)
 
 
 def _show_added(answer: dict[str, Any], out: str | None, as_json: bool) -> None:
