@@ -149,55 +149,25 @@ _SIGNATURES: Final[Mapping[str, tuple[Any, ...]]] = {
     "GenerateRandom": (_SESSION, _BYTES, CK_ULONG),
 }
 
-# Return codes we meet, as python-pkcs11's exception classes.
+# Return codes we meet (hex CKR value: python-pkcs11 exception class), so callers handle one family.
 _ERRORS: Final[Mapping[int, type[p11err.PKCS11Error]]] = {
-    0x002: p11err.HostMemory,
-    0x003: p11err.SlotIDInvalid,
-    0x005: p11err.GeneralError,
-    0x006: p11err.FunctionFailed,
-    0x007: p11err.ArgumentsBad,
-    0x010: p11err.AttributeReadOnly,
-    0x011: p11err.AttributeSensitive,
-    0x012: p11err.AttributeTypeInvalid,
-    0x013: p11err.AttributeValueInvalid,
-    0x020: p11err.DataInvalid,
-    0x021: p11err.DataLenRange,
-    0x030: p11err.DeviceError,
-    0x031: p11err.DeviceMemory,
-    0x032: p11err.DeviceRemoved,
-    0x040: p11err.EncryptedDataInvalid,
-    0x041: p11err.EncryptedDataLenRange,
-    0x060: p11err.KeyHandleInvalid,
-    0x062: p11err.KeySizeRange,
-    0x063: p11err.KeyTypeInconsistent,
-    0x069: p11err.KeyNotWrappable,
-    0x06A: p11err.KeyUnextractable,
-    0x070: p11err.MechanismInvalid,
-    0x071: p11err.MechanismParamInvalid,
-    0x082: p11err.ObjectHandleInvalid,
-    0x090: p11err.OperationActive,
-    0x091: p11err.OperationNotInitialized,
-    0x0A0: p11err.PinIncorrect,
-    0x0A1: p11err.PinInvalid,
-    0x0A2: p11err.PinLenRange,
-    0x0A3: p11err.PinExpired,
-    0x0A4: p11err.PinLocked,
-    0x0B0: p11err.SessionClosed,
-    0x0B3: p11err.SessionHandleInvalid,
-    0x0B6: p11err.SessionExists,
-    0x0C0: p11err.SignatureInvalid,
-    0x0C1: p11err.SignatureLenRange,
-    0x0D0: p11err.TemplateIncomplete,
-    0x0D1: p11err.TemplateInconsistent,
-    0x0E0: p11err.TokenNotPresent,
-    0x0E1: p11err.TokenNotRecognised,
-    0x0F0: p11err.UnwrappingKeyHandleInvalid,
-    0x100: p11err.UserAlreadyLoggedIn,
-    0x101: p11err.UserNotLoggedIn,
-    0x102: p11err.UserPinNotInitialized,
-    0x110: p11err.WrappedKeyInvalid,
-    0x112: p11err.WrappedKeyLenRange,
-    0x113: p11err.WrappingKeyHandleInvalid,
+    int(code, 16): getattr(p11err, name)
+    for code, name in (
+        item.split(":")
+        for item in (
+            "002:HostMemory 003:SlotIDInvalid 005:GeneralError 006:FunctionFailed 007:ArgumentsBad "
+            "010:AttributeReadOnly 011:AttributeSensitive 012:AttributeTypeInvalid 013:AttributeValueInvalid "
+            "020:DataInvalid 021:DataLenRange 030:DeviceError 031:DeviceMemory 032:DeviceRemoved "
+            "040:EncryptedDataInvalid 041:EncryptedDataLenRange 060:KeyHandleInvalid 062:KeySizeRange "
+            "063:KeyTypeInconsistent 069:KeyNotWrappable 06a:KeyUnextractable 070:MechanismInvalid "
+            "071:MechanismParamInvalid 082:ObjectHandleInvalid 090:OperationActive 091:OperationNotInitialized "
+            "0a0:PinIncorrect 0a1:PinInvalid 0a2:PinLenRange 0a3:PinExpired 0a4:PinLocked 0b0:SessionClosed "
+            "0b3:SessionHandleInvalid 0b6:SessionExists 0c0:SignatureInvalid 0c1:SignatureLenRange "
+            "0d0:TemplateIncomplete 0d1:TemplateInconsistent 0e0:TokenNotPresent 0e1:TokenNotRecognised "
+            "0f0:UnwrappingKeyHandleInvalid 100:UserAlreadyLoggedIn 101:UserNotLoggedIn 102:UserPinNotInitialized "
+            "110:WrappedKeyInvalid 112:WrappedKeyLenRange 113:WrappingKeyHandleInvalid"
+        ).split()
+    )
 }
 
 
@@ -259,7 +229,7 @@ class Template:
 
 
 # Key objects (docs/design.md "jsd.hsm: keys in the token", docs/pkcs11.md §5.10). Every session key starts
-# from NO_USAGE: sensitive, private, and no capability at all unless its template turns one on.
+# from _NO_USAGE: sensitive, private, and no capability at all unless its template turns one on.
 _NO_USAGE: Final[Mapping[int, TemplateValue]] = {
     Attribute.CLASS: ObjectClass.SECRET_KEY,
     Attribute.KEY_TYPE: KeyType.AES,
@@ -276,7 +246,8 @@ _NO_USAGE: Final[Mapping[int, TemplateValue]] = {
 }
 # What the storage KEKs force on every key unwrapped under them. Root keys: non-extractable, so a PIN holder
 # with a DB blob cannot unwrap it extractable and re-wrap it under their own KEK. Stored session keys: only
-# sensitive, because an AppSKey kept for AppSKeyReq must be re-wrapped for an AS later.
+# sensitive, because an AppSKey kept for AppSKeyReq must be re-wrapped for an AS later; a root blob does not
+# unwrap under that second KEK (RFC 3394 integrity check), so root keys never leave through a rewrap.
 ROOT_UNWRAP: Final[Mapping[int, TemplateValue]] = {Attribute.EXTRACTABLE: False, Attribute.SENSITIVE: True}
 SESSION_UNWRAP: Final[Mapping[int, TemplateValue]] = {Attribute.SENSITIVE: True}
 
@@ -308,6 +279,7 @@ def storage_kek(label: str, unwrap: Mapping[int, TemplateValue]) -> Template:
 WRAPPABLE: Final = Template({**_NO_USAGE, Attribute.EXTRACTABLE: True})
 # Transport KEKs (NS KEKs, ASTKs): imported token objects, WRAP only, modifiable and copyable so that each
 # process copies them once into a non-modifiable session object (token objects are slow, docs/pkcs11.md §2).
+# The copy lives as long as the login: a KEK deleted from the token works in a running daemon until it restarts.
 TRANSPORT_KEK: Final = Template(
     {
         **_NO_USAGE,
