@@ -25,7 +25,7 @@ from jsd.hsm.recipe import JoinOutput, JoinRecipe, session_store_kek_label, stor
 log = logging.getLogger("jsd.hsm")
 
 BLOB_LEN: Final = 24
-_KEY_BITS_128: Final = 16
+_KEY_BYTES: Final = 16
 _TRUE: Final = cryptoki.encode(True)
 _FALSE: Final = cryptoki.encode(False)
 # What a storage KEK must show before it is used: its own template's protections, read back from the token.
@@ -169,7 +169,7 @@ def import_root_key(login: Login, group: str, key: bytes) -> bytes:
 
 
 def generate_root_key(login: Login, group: str) -> tuple[bytes, bytes]:
-    key = login.lib.generate_random(login.live, _KEY_BITS_128)
+    key = login.lib.generate_random(login.live, _KEY_BYTES)
     return import_root_key(login, group, key), key
 
 
@@ -232,7 +232,7 @@ def run_join(login: Login, recipe: JoinRecipe) -> JoinOutput:
 
 
 def generate_exportable_kek(login: Login, label: str) -> None:
-    value = login.lib.generate_random(login.live, _KEY_BITS_128)
+    value = login.lib.generate_random(login.live, _KEY_BYTES)
     _create_token_key(login, label, cryptoki.EXPORTABLE_ASTK, value, "generated exportable KEK")
 
 

@@ -58,6 +58,7 @@ _UNAVAILABLE: Final = CK_ULONG(-1).value
 _CKU_SO: Final = 0
 _CKU_USER: Final = 1
 _RW_SERIAL_SESSION: Final = 0x2 | 0x4
+_NOT_INITIALIZED: Final = 0x190
 _ALREADY_INITIALIZED: Final = 0x191
 _SENSITIVE: Final = 0x011
 _TYPE_INVALID: Final = 0x012
@@ -363,7 +364,9 @@ class Cryptoki:
 
     def reinitialize(self) -> None:
         """C_Finalize + C_Initialize: every session and session object of this process is gone (docs/pkcs11.md §4)."""
-        _check(self._c["Finalize"](None), "C_Finalize")
+        rv = self._c["Finalize"](None)
+        if rv != _NOT_INITIALIZED:
+            _check(rv, "C_Finalize")
         self.generation += 1
         self._initialize()
 
@@ -443,18 +446,21 @@ class Cryptoki:
     # Objects
 
     def find(self, session: int, template: Template) -> list[int]:
-        """Handles of every object matching the template."""
+        """Handles of every object matching the template (batches until the token returns none)."""
         _check(self._c["FindObjectsInit"](session, template.array, template.count), "C_FindObjectsInit")
         found: list[int] = []
         batch, count = (CK_ULONG * 16)(), CK_ULONG()
         try:
             while True:
                 _check(self._c["FindObjects"](session, batch, 16, ctypes.byref(count)), "C_FindObjects")
+                if count.value == 0:
+                    break
                 found.extend(batch[: count.value])
-                if count.value < 16:
-                    return found
-        finally:
-            _check(self._c["FindObjectsFinal"](session), "C_FindObjectsFinal")
+        except BaseException:
+            self._c["FindObjectsFinal"](session)
+            raise
+        _check(self._c["FindObjectsFinal"](session), "C_FindObjectsFinal")
+        return found
 
     def create_object(self, session: int, template: Template) -> int:
         handle = CK_ULONG()
