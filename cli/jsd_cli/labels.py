@@ -9,9 +9,11 @@ file is written for the user alone (0600) and a new directory is 0700.
 
 from __future__ import annotations
 
+import concurrent.futures
 import csv
 import functools
 import io
+import itertools
 import json
 import os
 import re
@@ -30,8 +32,12 @@ if TYPE_CHECKING:
 
 SCALE = 8
 BORDER = 4  # modules of quiet zone: the minimum ISO/IEC 18004 asks for
+PNG_COMPRESSION = 3  # zlib level: the same pixels as the default 6 at half the CPU, in files about a third larger
 CSV_COLUMNS = ("dev_eui", "join_eui", "profile_id", "name", "qr")
+CHUNK = 64  # labels per task of a worker process
+PARALLEL_FROM = 4 * CHUNK  # fewer labels than this are drawn in the command's own process
 _HEX = re.compile(r"[0-9A-Fa-f]+")
+_GREY = bytes.maketrans(b"\x00\x01", b"\xff\x00")  # a light module white, a dark one black
 
 
 class BadLine(ValueError):
@@ -134,7 +140,7 @@ def label_png(symbol: segno.QRCode, captions: list[str]) -> bytes:
     from PIL import Image, ImageDraw
 
     modules = len(symbol.matrix)
-    dark = bytes(0 if cell else 255 for row in symbol.matrix for cell in row)
+    dark = b"".join(symbol.matrix).translate(_GREY)
     side = (modules + 2 * BORDER) * SCALE
     code = Image.frombytes("L", (modules, modules), dark).resize((modules * SCALE,) * 2, Image.Resampling.NEAREST)
     size = max(10, side // 12)
@@ -145,7 +151,7 @@ def label_png(symbol: segno.QRCode, captions: list[str]) -> bytes:
     for index, caption in enumerate(captions):
         draw.text((side / 2, side + step * index), caption, fill=0, font=_font(size), anchor="ma")
     out = io.BytesIO()
-    image.save(out, format="PNG")
+    image.save(out, format="PNG", compress_level=PNG_COMPRESSION)
     return out.getvalue()
 
 
@@ -171,6 +177,32 @@ def write_label(label: Label, out_dir: Path, fmt: str) -> None:
     if fmt in ("svg", "both"):
         with private_file(out_dir / f"{label.dev_eui}.svg") as handle:
             handle.write(label_svg(symbol, label.captions).encode("utf-8"))
+
+
+def _write_chunk(labels: list[Label], out_dir: Path, fmt: str) -> int:
+    for label in labels:
+        write_label(label, out_dir, fmt)
+    return len(labels)
+
+
+def workers(count: int) -> int:
+    """Processes to draw ``count`` labels with: one per usable core, none extra for a few labels."""
+    if count < PARALLEL_FROM:
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cores or 1, count // CHUNK))
+
+
+def write_labels(labels: list[Label], out_dir: Path, fmt: str, processes: int) -> Iterator[int]:
+    """Write every label's files, in chunks over ``processes`` worker processes; yields each chunk's size once
+    written. Drawing a label is CPU-bound Python (segno, Pillow), so only processes use more than one core."""
+    chunks = [labels[start : start + CHUNK] for start in range(0, len(labels), CHUNK)]
+    if processes < 2:
+        for chunk in chunks:
+            yield _write_chunk(chunk, out_dir, fmt)
+        return
+    with concurrent.futures.ProcessPoolExecutor(processes) as pool:
+        yield from pool.map(_write_chunk, chunks, itertools.repeat(out_dir), itertools.repeat(fmt))
 
 
 def entries(text: str) -> Iterator[tuple[str, str | Any]]:
@@ -251,14 +283,14 @@ def labels_command(
         found = [(where, {**inner, "owner_token": token})]
     if not out_dir.exists():
         out_dir.mkdir(parents=True, mode=0o700)
-    written = without_token = bad = 0
+    without_token = bad = 0
     seen: dict[bytes, str] = {}
+    ready: list[Label] = []
     progress = Progress("printing labels", len(found), unit="entries")
     with private_file(out_dir / "labels.csv") as raw, io.TextIOWrapper(raw, encoding="utf-8", newline="") as index:
         rows = csv.writer(index)
         rows.writerow(CSV_COLUMNS)
         for where, line in found:
-            progress.advance()
             try:
                 label = read_label(line, default_profile, checksum=not no_checksum)
                 if label is not None and label.qr.dev_eui in seen:
@@ -266,17 +298,20 @@ def labels_command(
             except NoToken as exc:
                 click.echo(f"{where}: {exc}, skipped", err=True)
                 without_token += 1
-                continue
+                label = None
             except BadLine as exc:
                 click.echo(f"{where}: {exc}", err=True)
                 bad += 1
-                continue
+                label = None
             if label is None:
+                progress.advance()
                 continue
             seen[label.qr.dev_eui] = where
-            write_label(label, out_dir, fmt)
+            ready.append(label)
             rows.writerow(label.csv_row())
-            written += 1
+        for count in write_labels(ready, out_dir, fmt, workers(len(ready))):
+            progress.advance(count)
+    written = len(ready)
     progress.finish()
     if as_json:
         counts = {"written": written, "without_token": without_token, "bad": bad}
