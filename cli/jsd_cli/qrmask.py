@@ -21,6 +21,7 @@ import segno
 _encoder: Any = importlib.import_module("segno.encoder")
 _TO_ASCII = bytes.maketrans(b"\x00\x01", b"01")
 _FROM_ASCII = bytes.maketrans(b"01", b"\x00\x01")
+_PROBE = "JSD 0123456789"  # any text: the check compares the whole symbol, padding included
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,9 @@ def _where(size: int, keep: Any) -> int:
 
 
 @functools.cache
-def _layout(version: int) -> _Layout:
+def _layout(version: int) -> _Layout | None:
+    """The bit sets of a version, or None if they fail a check against segno's own choice for a probe text
+    (a segno whose layout helpers changed): segno then chooses the mask itself, slowly but right."""
     size = version * 4 + 17
     template = _encoder.make_matrix(size, size)
     _encoder.add_finder_patterns(template, size, size)
@@ -74,7 +77,7 @@ def _layout(version: int) -> _Layout:
     ]
     reserved = [bytes(a == b == 0 for a, b in zip(*rows, strict=True)) for rows in zip(untimed, template, strict=True)]
     probes = [segno.make_qr("0", error="m", version=version, mask=k, boost_error=False) for k in range(8)]
-    return _Layout(
+    layout = _Layout(
         size=size,
         reserved=_pack(reserved),
         reserved_cols=_pack(_transpose(reserved)),
@@ -85,6 +88,10 @@ def _layout(version: int) -> _Layout:
         above=_where(size, lambda i, j: i < size - 1),
         starts=_where(size, lambda i, j: j <= size - 7),
     )
+    probe = segno.make_qr(_PROBE, error="m", version=version, mask=0, boost_error=False)
+    expected = segno.make_qr(_PROBE, error="m", version=version, boost_error=False)
+    _remask(probe, layout)
+    return layout if (probe.mask, probe.matrix) == (expected.mask, expected.matrix) else None
 
 
 def _runs(same: int) -> int:
@@ -140,6 +147,14 @@ def make_qr_m(text: str) -> segno.QRCode:
     symbol = segno.make_qr(text, error="m", boost_error=False, mask=0)
     assert isinstance(symbol.version, int)
     layout = _layout(symbol.version)
+    if layout is None:
+        return segno.make_qr(text, error="m", boost_error=False)
+    _remask(symbol, layout)
+    return symbol
+
+
+def _remask(symbol: segno.QRCode, layout: _Layout) -> None:
+    """Replace mask 0 of ``symbol`` by the mask with the lowest penalty (the first of equals), in place."""
     rows = (_pack(symbol.matrix) & ~layout.reserved) ^ layout.masks[0]
     cols = (_pack(_transpose(symbol.matrix)) & ~layout.reserved_cols) ^ layout.mask_cols[0]
     best, best_score = 0, -1
@@ -150,4 +165,3 @@ def make_qr_m(text: str) -> segno.QRCode:
     if best:
         symbol.matrix = _unpack(rows ^ layout.masks[best] | layout.formats[best], layout.size)
         symbol.mask = best
-    return symbol
