@@ -1,17 +1,18 @@
 """The QR symbol of a label, module for module the one segno makes, with its data mask chosen in bulk.
 
-segno tries all eight data masks one module at a time in Python, about 80 % of a label's CPU. Here the text is
+segno tries all eight data masks one module at a time in Python, about half of a label's CPU. Here the text is
 encoded once with mask 0, that mask is undone, and the eight masks are scored on whole-symbol bit sets (a
 Python int with one bit per module, the rows, or the columns, one after the other with a light gap bit between
 them) by the same penalty rules, quirks and tie-break as segno's encoder; the winner and its format
-information then replace mask 0 in the same symbol. tests/cli/test_qrmask.py holds the result against segno.
+information then replace mask 0 in the same symbol. tests/cli/test_qrmask.py holds the result against segno,
+and each version's bit sets are checked once against segno's own choice before they are used (``_layout``).
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,7 +57,7 @@ def _unpack(bits: int, size: int) -> tuple[bytearray, ...]:
     return tuple(bytearray(text[i * stride : i * stride + size]) for i in range(size))
 
 
-def _where(size: int, keep: Any) -> int:
+def _where(size: int, keep: Callable[[int, int], bool]) -> int:
     """The bit set of the modules (i, j) for which ``keep(i, j)`` holds."""
     return _pack([bytes(bool(keep(i, j)) for j in range(size)) for i in range(size)])
 
