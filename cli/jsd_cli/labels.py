@@ -335,8 +335,10 @@ def labels_command(
                 continue
             seen[label.qr.dev_eui] = where
             ready.append(label)
-            rows.writerow(label.csv_row())
+        done = 0
         for count in write_labels(ready, out_dir, fmt, workers(len(ready))):
+            rows.writerows(label.csv_row() for label in ready[done : done + count])  # the index lists written ones
+            done += count
             progress.advance(count)
     written = len(ready)
     progress.finish()
