@@ -20,6 +20,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from jsd import lorawan, metrics
 from jsd.hsm import Derive, Hsm, HsmError, HsmUnavailable, JoinOutput, JoinRecipe, MicMismatch
@@ -112,6 +113,20 @@ def _served(join_eui: bytes, patterns: Sequence[str]) -> bool:
     return False
 
 
+Frame = TypeVar("Frame", lorawan.JoinRequest, lorawan.RejoinRequest)
+
+
+def _parsed(parse: Callable[[bytes], Frame], params: JoinParams) -> Frame:
+    """The request's PHYPayload parsed, and checked against the DevEUI the NS sent with it."""
+    try:
+        frame = parse(params.phy_payload)
+    except ValueError as exc:
+        raise Refused(Reason.MALFORMED, f"PHYPayload: {exc}") from None
+    if frame.dev_eui != params.dev_eui:
+        raise Refused(Reason.MALFORMED, "DevEUI does not match the DevEUI in the PHYPayload")
+    return frame
+
+
 class JoinService:
     """Answers JoinReq, RejoinReq, HomeNSReq and AppSKeyReq for registered devices."""
 
@@ -181,7 +196,7 @@ class JoinService:
         return await self._recorded(self._join(params, sender), params.dev_eui, sender, name)
 
     async def _join(self, params: JoinParams, sender: Sender) -> JoinAccepted:
-        frame = self._parse_join_request(params)
+        frame = _parsed(lorawan.parse_join_request, params)
         self._check_receiver(frame.join_eui, params.receiver_id)
         async with self._device_turn(frame.dev_eui):
             return await self._join_steps(params, sender, frame)
@@ -269,15 +284,6 @@ class JoinService:
         finally:
             metrics.DB_COMMIT_SECONDS.observe(time.perf_counter() - started)
         return accepted
-
-    def _parse_join_request(self, params: JoinParams) -> lorawan.JoinRequest:
-        try:
-            frame = lorawan.parse_join_request(params.phy_payload)
-        except ValueError as exc:
-            raise Refused(Reason.MALFORMED, f"PHYPayload: {exc}") from None
-        if frame.dev_eui != params.dev_eui:
-            raise Refused(Reason.MALFORMED, "DevEUI does not match the DevEUI in the PHYPayload")
-        return frame
 
     def _check_receiver(self, join_eui: bytes, receiver_id: bytes | None) -> None:
         if receiver_id is not None and receiver_id != join_eui:
@@ -450,12 +456,7 @@ class JoinService:
         return await self._recorded(self._rejoin(params, sender), params.dev_eui, sender, name)
 
     async def _rejoin(self, params: JoinParams, sender: Sender) -> JoinAccepted:
-        try:
-            frame = lorawan.parse_rejoin_request(params.phy_payload)
-        except ValueError as exc:
-            raise Refused(Reason.MALFORMED, f"PHYPayload: {exc}") from None
-        if frame.dev_eui != params.dev_eui:
-            raise Refused(Reason.MALFORMED, "DevEUI does not match the DevEUI in the PHYPayload")
+        frame = _parsed(lorawan.parse_rejoin_request, params)
         if frame.join_eui is not None:
             self._check_receiver(frame.join_eui, params.receiver_id)
         async with self._device_turn(frame.dev_eui):
@@ -562,12 +563,3 @@ class JoinService:
             )
         )
         return KeyEnvelope(device.astk_label, wrapped)
-
-__all__ = [
-    "JoinAccepted",
-    "JoinParams",
-    "JoinPolicy",
-    "JoinService",
-    "KeyEnvelope",
-    "Sender",
-]
