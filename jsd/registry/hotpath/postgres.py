@@ -8,17 +8,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from jsd.registry.hotpath.common import (
-    Batcher,
-    HotPath,
-    HotStatements,
-    JoinWrite,
-    Outcome,
-    Writes,
-    compiled,
-    duplicate_session,
-    refusal,
-)
+from jsd.registry.hotpath import common
 
 # One statement, so one implicit transaction, for the whole batch: each input row keeps its own guard;
 # session keys are inserted (and old ones pruned) only for the rows the UPDATE matched; the positions of
@@ -64,13 +54,13 @@ SELECT i.n FROM input AS i JOIN updated AS u ON u.dev_eui = i.dev_eui
 _PG_NONCE_CHECK = "SELECT dev_eui, version, join_nonce FROM device_nonces WHERE dev_eui = ANY($1::varchar[])"
 
 
-class PostgresHotPath(HotPath):
+class PostgresHotPath(common.HotPath):
     """Queued reads are one `= ANY(...)` round trip; a write batch is one statement (see `_PostgresWrites`)."""
 
-    def __init__(self, engine: AsyncEngine, statements: HotStatements) -> None:
+    def __init__(self, engine: AsyncEngine, statements: common.HotStatements) -> None:
         super().__init__(engine, _PostgresWrites())
-        self._reads: Batcher[str, Sequence[Any] | None] = Batcher(
-            engine, _PostgresReads(compiled(engine, statements.get_devices_any)[0]), None, rerun=True
+        self._reads: common.Batcher[str, Sequence[Any] | None] = common.Batcher(
+            engine, _PostgresReads(common.compiled(engine, statements.get_devices_any)[0]), None, rerun=True
         )
 
     async def read_device(self, eui: str) -> Sequence[Any] | None:
@@ -81,13 +71,13 @@ class _PostgresReads:
     def __init__(self, sql: str) -> None:
         self._sql = sql
 
-    async def __call__(self, driver: Any, euis: list[str]) -> list[Outcome]:
+    async def __call__(self, driver: Any, euis: list[str]) -> list[common.Outcome]:
         rows = await driver.fetch(self._sql, euis)
         by_eui = {row[0]: row for row in rows}
         return [by_eui.get(eui) for eui in euis]
 
 
-class _PostgresWrites(Writes):
+class _PostgresWrites(common.Writes):
     """A batch is one round trip (its own implicit transaction), plus one to explain refused calls."""
 
     def __init__(self) -> None:
@@ -96,14 +86,14 @@ class _PostgresWrites(Writes):
 
         self._integrity_error = IntegrityConstraintViolationError
 
-    async def __call__(self, driver: Any, writes: list[JoinWrite]) -> list[Outcome]:
+    async def __call__(self, driver: Any, writes: list[common.JoinWrite]) -> list[common.Outcome]:
         try:
             rows = await driver.fetch(_PG_COMMIT_BATCH, *_pg_columns(writes))
         except self._integrity_error as exc:
             if len(writes) == 1:
                 self.count(1, 0)
-                return [duplicate_session(writes[0], exc)]
-            outcomes: list[Outcome] = []
+                return [common.duplicate_session(writes[0], exc)]
+            outcomes: list[common.Outcome] = []
             for write in writes:
                 outcomes += await self(driver, [write])
             return outcomes
@@ -115,11 +105,11 @@ class _PostgresWrites(Writes):
             euis = [writes[i].eui for i in refused]
             stored = {row[0]: row[1:] for row in await driver.fetch(_PG_NONCE_CHECK, euis)}
             for i in refused:
-                outcomes[i] = refusal(writes[i], stored.get(writes[i].eui))
+                outcomes[i] = common.refusal(writes[i], stored.get(writes[i].eui))
         return outcomes
 
 
-def _pg_columns(writes: list[JoinWrite]) -> list[list[Any]]:
+def _pg_columns(writes: list[common.JoinWrite]) -> list[list[Any]]:
     return [
         [w.eui for w in writes],
         [w.expected for w in writes],
