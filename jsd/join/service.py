@@ -18,7 +18,7 @@ import hmac
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -193,27 +193,21 @@ class JoinService:
 
         `name` says how the asking protocol names a refusal, for the `join.rejected` event.
         """
-        return await self._recorded(self._join(params, sender), params.dev_eui, sender, name)
+        try:
+            frame = _parsed(lorawan.parse_join_request, params)
+            self._check_receiver(frame.join_eui, params.receiver_id)
+            async with self._device_turn(frame.dev_eui):
+                return await self._join_steps(params, sender, frame)
+        except Refused as refused:
+            return await self._recorded(refused.refusal, params.dev_eui, sender, name)
 
-    async def _join(self, params: JoinParams, sender: Sender) -> JoinAccepted:
-        frame = _parsed(lorawan.parse_join_request, params)
-        self._check_receiver(frame.join_eui, params.receiver_id)
-        async with self._device_turn(frame.dev_eui):
-            return await self._join_steps(params, sender, frame)
-
-    async def _recorded(
-        self, steps: Coroutine[None, None, JoinAccepted], dev_eui: bytes, sender: Sender, name: RefusalName
-    ) -> JoinAccepted | Refusal:
-        """The answer of `steps`, or its refusal once recorded.
+    async def _recorded(self, refusal: Refusal, dev_eui: bytes, sender: Sender, name: RefusalName) -> Refusal:
+        """The refusal of a join or rejoin, once recorded.
 
         The `join.rejected` event goes to the journal in a transaction of its own (the nonce state is not
         touched), for a known DevEUI only (nobody to tell otherwise); failing to record it is logged and
         leaves the refusal as it is.
         """
-        try:
-            return await steps
-        except Refused as refused:
-            refusal = refused.refusal
         if self._records is None:
             return refusal
         try:
@@ -453,14 +447,14 @@ class JoinService:
 
         Refusals are recorded as for `join`.
         """
-        return await self._recorded(self._rejoin(params, sender), params.dev_eui, sender, name)
-
-    async def _rejoin(self, params: JoinParams, sender: Sender) -> JoinAccepted:
-        frame = _parsed(lorawan.parse_rejoin_request, params)
-        if frame.join_eui is not None:
-            self._check_receiver(frame.join_eui, params.receiver_id)
-        async with self._device_turn(frame.dev_eui):
-            return await self._rejoin_steps(params, sender, frame)
+        try:
+            frame = _parsed(lorawan.parse_rejoin_request, params)
+            if frame.join_eui is not None:
+                self._check_receiver(frame.join_eui, params.receiver_id)
+            async with self._device_turn(frame.dev_eui):
+                return await self._rejoin_steps(params, sender, frame)
+        except Refused as refused:
+            return await self._recorded(refused.refusal, params.dev_eui, sender, name)
 
     async def _rejoin_steps(self, params: JoinParams, sender: Sender, frame: lorawan.RejoinRequest) -> JoinAccepted:
         for _ in range(self._policy.nonce_retries):

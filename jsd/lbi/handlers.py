@@ -22,7 +22,7 @@ import ssl
 import time
 import traceback
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import ClientSession, ClientTimeout, web
@@ -74,7 +74,7 @@ class UnknownSender(Exception):
 class RequestLog:
     """What the log lines of one request name, filled in as the request is read (never passed to a use case)."""
 
-    request_id: str = field(default_factory=lambda: f"{_REQUEST_PREFIX}-{next(_request_numbers):x}")
+    request_id: str
     transaction_id: int | None = None
     dev_eui: str | None = None
     net_id: str | None = None
@@ -316,7 +316,7 @@ def _partial_header(message: Any) -> dict[str, Any]:
 async def lbi_endpoint(request: web.Request) -> web.Response:
     """POST handler for every LBI message type."""
     started = time.perf_counter()
-    ids = RequestLog()
+    ids = RequestLog(f"{_REQUEST_PREFIX}-{next(_request_numbers):x}")
     status: int | None = 200
     body: dict[str, Any] | None = None
     message_type: str | None = None
