@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
-from jsd.join import JoinAccepted, Reason, Refusal
+from jsd.join import JoinAccepted, JoinPolicy, JoinService, Reason, Refusal
 from jsd.join.nonces import MAX_JOIN_NONCE
+from jsd.registry import create_engine
+from jsd.registry.ownership import OwnershipStore
 
 from .conftest import HOME, JOIN_EUI, VISITED, Dev, JoinWorld, params, refusal_name
 
@@ -284,3 +287,20 @@ async def test_app_s_key_refused(world: JoinWorld, astk: bool, known_session: bo
     session_key_id = accepted.session_key_id if known_session else "00" * 16
     outcome = await service.app_s_key(dev.sim.dev_eui, session_key_id, world.home)
     assert isinstance(outcome, Refusal) and outcome.reason is reason
+
+
+async def test_refusal_stands_when_its_record_cannot_be_written(
+    world: JoinWorld, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A journal that cannot take the event (here: a database without the tables) loses only the record."""
+    dev = await world.device("1.0.3")
+    broken = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'empty.sqlite3'}")
+    try:
+        service = JoinService(world.registry, world.hsm, JoinPolicy(), OwnershipStore(broken))
+        before = await world.nonces(dev)
+        outcome = await service.join(params(dev, dev.sim.join_request(root_key=bytes(16))), world.home, refusal_name)
+    finally:
+        await broken.dispose()
+    assert isinstance(outcome, Refusal) and outcome.reason is Reason.WRONG_MIC
+    assert await world.nonces(dev) == before and await world.events(dev) == []
+    assert f"refused join of {dev.sim.dev_eui.hex()}" in caplog.text
