@@ -18,7 +18,7 @@ from jsd_cli.output import json_option
 from jsd_cli.remote import Context, check_new_file, emit_secret, pass_context, segment
 
 if TYPE_CHECKING:
-    from jsd.ownership import OwnershipService, Principal
+    from jsd.ownership import Ownership, Principal
 
 T = TypeVar("T")
 
@@ -29,14 +29,13 @@ LOCAL_SOURCE = "cli-local"
 
 
 @asynccontextmanager
-async def local_service(obj: Context) -> AsyncIterator[tuple[OwnershipService, Principal]]:
+async def local_service(obj: Context) -> AsyncIterator[tuple[Ownership, Principal]]:
     """The ownership service on the configured database and HSM (built as jsd.app does), as the local operator."""
     from jsd.app import hsm_settings, ownership_policy
     from jsd.config import database_url
     from jsd.hsm import Hsm
-    from jsd.ownership import SCOPES, AccountKind, OwnershipService, Principal
+    from jsd.ownership import SCOPES, AccountKind, Ownership, OwnershipStores, Principal
     from jsd.registry import Registry, create_engine
-    from jsd.registry.ownership import OwnershipStore
     from jsd.serve import prepare
 
     settings = obj.settings()
@@ -44,7 +43,7 @@ async def local_service(obj: Context) -> AsyncIterator[tuple[OwnershipService, P
     engine = create_engine(database_url(settings))
     hsm = await Hsm.open(hsm_settings(settings))
     try:
-        service = OwnershipService(OwnershipStore(engine), Registry(engine), hsm, ownership_policy(settings))
+        service = Ownership.build(OwnershipStores.on(engine), Registry(engine), hsm, ownership_policy(settings))
         principal = Principal(
             account="_local",
             kind=AccountKind.OPERATOR,
@@ -58,7 +57,7 @@ async def local_service(obj: Context) -> AsyncIterator[tuple[OwnershipService, P
         await engine.dispose()
 
 
-def run_local(obj: Context, body: Callable[[OwnershipService, Principal], Awaitable[T]]) -> T:
+def run_local(obj: Context, body: Callable[[Ownership, Principal], Awaitable[T]]) -> T:
     """Run a service call locally; a refusal prints like an API problem and exits with the same code."""
     from jsd.ownership import OwnershipError
     from jsd_cli.client import ApiProblem
@@ -104,8 +103,8 @@ def account_create(obj: Context, account_id: str, kind: str, name: str | None, o
     else:
         from jsd.api import render
 
-        async def body(service: OwnershipService, principal: Principal) -> dict[str, Any]:
-            view, key = await service.create_account(principal, account_id, kind, name)
+        async def body(service: Ownership, principal: Principal) -> dict[str, Any]:
+            view, key = await service.accounts.create_account(principal, account_id, kind, name)
             return {"account": render.account(view), "api_key": render.new_api_key(key)}
 
         answer = run_local(obj, body)
@@ -142,8 +141,8 @@ def account_list(obj: Context, as_json: bool) -> None:
     else:
         from jsd.api import render
 
-        async def body(service: OwnershipService, principal: Principal) -> dict[str, Any]:
-            return {"accounts": [render.account(a) for a in await service.list_accounts(principal)]}
+        async def body(service: Ownership, principal: Principal) -> dict[str, Any]:
+            return {"accounts": [render.account(a) for a in await service.accounts.list_accounts(principal)]}
 
         answer = run_local(obj, body)
     if as_json:
@@ -163,8 +162,8 @@ def account_keys(obj: Context, account_id: str, as_json: bool) -> None:
     else:
         from jsd.api import render
 
-        async def body(service: OwnershipService, principal: Principal) -> dict[str, Any]:
-            return {"keys": [render.api_key(k) for k in await service.list_api_keys(principal, account_id)]}
+        async def body(service: Ownership, principal: Principal) -> dict[str, Any]:
+            return {"keys": [render.api_key(k) for k in await service.accounts.list_api_keys(principal, account_id)]}
 
         answer = run_local(obj, body)
     if as_json:
@@ -191,8 +190,8 @@ def account_create_key(obj: Context, account_id: str, scopes: tuple[str, ...], o
     else:
         from jsd.api import render
 
-        async def body(service: OwnershipService, principal: Principal) -> dict[str, Any]:
-            return render.new_api_key(await service.create_api_key(principal, account_id, wanted))
+        async def body(service: Ownership, principal: Principal) -> dict[str, Any]:
+            return render.new_api_key(await service.accounts.create_api_key(principal, account_id, wanted))
 
         answer = run_local(obj, body)
     _show_new_key(answer, out, as_json, answer, f"new API key for {account_id}")
@@ -208,8 +207,8 @@ def account_revoke_key(obj: Context, key_id: str, as_json: bool) -> None:
         obj.run(lambda api: api.call("DELETE", f"/keys/{segment(key_id)}"))
     else:
 
-        async def body(service: OwnershipService, principal: Principal) -> None:
-            await service.revoke_api_key(principal, key_id)
+        async def body(service: Ownership, principal: Principal) -> None:
+            await service.accounts.revoke_api_key(principal, key_id)
 
         run_local(obj, body)
     if as_json:

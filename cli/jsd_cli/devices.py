@@ -33,7 +33,7 @@ from jsd_cli.progress import Progress
 from jsd_cli.remote import Context, check_new_file, emit_secret, pass_context, read_secret, secret_file, segment
 
 if TYPE_CHECKING:
-    from jsd.ownership import OwnershipService, Principal
+    from jsd.ownership import Ownership, Principal
 
 BLOCK = 64 * 1024
 POLL = 1.0  # seconds between two questions about a running import's progress
@@ -340,8 +340,8 @@ def devices_add(
     else:
         from jsd.api import render
 
-        async def body(service: OwnershipService, principal: Principal) -> dict[str, Any]:
-            return render.imported_device(await service.add_device(principal, fields))
+        async def body(service: Ownership, principal: Principal) -> dict[str, Any]:
+            return render.imported_device(await service.devices.add_device(principal, fields))
 
         answer = run_local(obj, body)
     _show_added(answer, out, as_json)
@@ -450,11 +450,11 @@ def devices_list(obj: Context, limit: int, after: str | None, all_pages: bool, a
     else:
         from jsd.api import render
 
-        async def local(service: OwnershipService, principal: Principal) -> dict[str, Any]:
+        async def local(service: Ownership, principal: Principal) -> dict[str, Any]:
             found: list[dict[str, Any]] = []
             cursor = None if after is None else bytes.fromhex(after)
             while True:
-                page = await service.list_devices(principal, limit, cursor)
+                page = await service.devices.list_devices(principal, limit, cursor)
                 found.extend(render.device(d) for d in page)
                 cursor = page[-1].dev_eui if len(page) == limit else None
                 if not all_pages or cursor is None:
@@ -480,15 +480,15 @@ def devices_show(obj: Context, dev_eui: str, as_json: bool) -> None:
         return
     dev = _eui(dev_eui, "DevEUI")
 
-    async def body(service: OwnershipService, principal: Principal) -> dict[str, Any]:
+    async def body(service: Ownership, principal: Principal) -> dict[str, Any]:
         from jsd.api import render
 
-        shown = render.device(await service.get_device(principal, dev))
-        found = await service._registry.get_device(dev)  # the nonce state only the registry knows
+        shown = render.device(await service.devices.get_device(principal, dev))
+        found = await service.devices.nonce_state(principal, dev)  # the nonce state only the registry knows
         if found is not None:
-            shown["join_nonce"] = found.nonces.join_nonce
-            shown["last_dev_nonce"] = found.nonces.last_dev_nonce
-            shown["used_dev_nonces"] = len(found.nonces.used_dev_nonces)
+            shown["join_nonce"] = found.join_nonce
+            shown["last_dev_nonce"] = found.last_dev_nonce
+            shown["used_dev_nonces"] = len(found.used_dev_nonces)
         return shown
 
     show_device(as_json, run_local(obj, body))
@@ -571,10 +571,10 @@ def devices_reset_nonces(obj: Context, dev_eui: str, as_json: bool) -> None:
     else:
         dev = _eui(dev_eui, "DevEUI")
 
-        async def body(service: OwnershipService, principal: Principal) -> dict[str, Any]:
+        async def body(service: Ownership, principal: Principal) -> dict[str, Any]:
             from jsd.api import render
 
-            return render.device(await service.reset_nonces(principal, dev))
+            return render.device(await service.devices.reset_nonces(principal, dev))
 
         device = run_local(obj, body)
     if as_json:
@@ -599,8 +599,8 @@ def devices_delete(obj: Context, dev_eui: str, yes: bool, as_json: bool) -> None
     else:
         dev = _eui(dev_eui, "DevEUI")
 
-        async def body(service: OwnershipService, principal: Principal) -> None:
-            await service.delete_device(principal, dev)
+        async def body(service: Ownership, principal: Principal) -> None:
+            await service.devices.delete_device(principal, dev)
 
         run_local(obj, body)
     if as_json:

@@ -33,7 +33,7 @@ __all__ = [
     "InvalidRequest",
     "NetworkServerView",
     "NewApiKey",
-    "NotFound",
+    "NoSuchResource",
     "OwnershipError",
     "PROBLEM_TYPE_PREFIX",
     "Principal",
@@ -144,7 +144,9 @@ class Forbidden(OwnershipError):
     problem, status, title = "forbidden", 403, "Not allowed"
 
 
-class NotFound(OwnershipError):
+class NoSuchResource(OwnershipError):
+    """Absent, or not visible to the caller: the two are never told apart."""
+
     problem, status, title = "not-found", 404, "Not found"
 
 

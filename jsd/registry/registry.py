@@ -22,8 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from jsd.registry.engine import read_only, writes_first
 from jsd.registry.errors import DeviceExists, NetworkServerExists, NotFound
 from jsd.registry.hotpath import HotStatements, JoinWrite, WriteStats, hot_path_for
+from jsd.registry.journal import EventRecord
 from jsd.registry.models import Device, NetworkServer, NewDevice, NonceState, SessionKey
-from jsd.registry.ownership import EventRecord
 from jsd.registry.tables import (
     device_nonces,
     devices,
