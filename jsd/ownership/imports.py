@@ -57,6 +57,7 @@ class RawRow:
 
 
 async def _lines(chunks: AsyncIterable[bytes]) -> AsyncIterator[tuple[int, str | None, str | None]]:
+    """(line number, text, None) per line that is not blank, or (line number, None, why it cannot be read)."""
     number = 0
     async for raw in chunks:
         number += 1
@@ -68,7 +69,9 @@ async def _lines(chunks: AsyncIterable[bytes]) -> AsyncIterator[tuple[int, str |
         except UnicodeDecodeError:
             yield number, None, "not UTF-8"
             continue
-        yield number, text.rstrip("\r\n"), None
+        text = text.rstrip("\r\n")
+        if text.strip():
+            yield number, text, None
 
 
 async def jsonl_rows(chunks: AsyncIterable[bytes]) -> AsyncIterator[RawRow]:
@@ -76,8 +79,6 @@ async def jsonl_rows(chunks: AsyncIterable[bytes]) -> AsyncIterator[RawRow]:
     async for number, text, error in _lines(chunks):
         if error is not None or text is None:
             yield RawRow(number, None, error)
-            continue
-        if not text.strip():
             continue
         try:
             value = json.loads(text)
@@ -122,8 +123,6 @@ async def csv_rows(chunks: AsyncIterable[bytes], columns: Collection[str] = IMPO
             continue  # the header was refused: drain the upload without an error per row
         if error is not None or text is None:
             yield RawRow(number, None, error)
-            continue
-        if not text.strip():
             continue
         try:
             cells = next(csv.reader([text], strict=True))

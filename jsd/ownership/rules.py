@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -206,7 +205,3 @@ class DeviceAccess:
         if not changed:
             raise Conflict(f"device {device.dev_eui} changed meanwhile; try again")
 
-
-def matches(pattern: str, value: object) -> bool:
-    """Whether `value` is a string that matches `pattern` whole."""
-    return isinstance(value, str) and re.fullmatch(pattern, value) is not None

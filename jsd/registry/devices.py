@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
@@ -54,43 +54,24 @@ class OwnedDevice:
     claimed_at: datetime | None
 
 
-_OWNED_COLUMNS = (
-    devices.c.dev_eui,
-    devices.c.join_eui,
-    devices.c.mac_version,
-    devices.c.hsm_group,
-    devices.c.name,
-    devices.c.admin_info,
-    devices.c.secure_element,
-    devices.c.profile_id,
-    devices.c.serial,
-    devices.c.manufacturer,
-    devices.c.owner_account,
-    devices.c.owner_token_hash,
-    devices.c.home_net_id,
-    devices.c.astk_label,
-    astks.c.name,
-    devices.c.keys_exported,
-    devices.c.import_digest,
-    devices.c.created_at,
-    devices.c.claimed_at,
+_OWNED_COLUMNS = tuple(
+    astks.c.name.label("astk_name") if f.name == "astk_name" else devices.c[f.name] for f in fields(OwnedDevice)
 )
-_SELECT_OWNED = select(*_OWNED_COLUMNS).select_from(
-    devices.outerjoin(astks, astks.c.label == devices.c.astk_label)
-)
+"""One column per field of `OwnedDevice`, in its order; the ASTK's name comes from its own table."""
+_SELECT_OWNED = select(*_OWNED_COLUMNS).select_from(devices.outerjoin(astks, astks.c.label == devices.c.astk_label))
 
 
 SPENT_TOKEN = select(spent_owner_tokens.c.token_hash).where(spent_owner_tokens.c.token_hash == bindparam("p_hash"))
 _HELD = select(devices.c.dev_eui).where(devices.c.owner_token_hash == bindparam("p_hash"))
 
 
-def _owned(row: Sequence[Any]) -> OwnedDevice:
-    values = list(row)
-    values[6] = bool(values[6])
-    values[15] = bool(values[15])
-    values[17] = utc(values[17])
-    values[18] = utc(values[18])
-    return OwnedDevice(*values)
+def _owned(row: Any) -> OwnedDevice:
+    values = dict(row._mapping)
+    for name in ("secure_element", "keys_exported"):
+        values[name] = bool(values[name])
+    for name in ("created_at", "claimed_at"):
+        values[name] = utc(values[name])
+    return OwnedDevice(**values)
 
 
 class DeviceStore(JournalledStore):
