@@ -23,6 +23,7 @@ from jsd.registry.tables import (
     devices,
     fresh_nonces_row,
     import_rows,
+    reset_nonces_values,
     spent_owner_tokens,
 )
 
@@ -241,14 +242,7 @@ class DeviceStore(JournalledStore):
         return await self._one_row(
             update(device_nonces)
             .where(device_nonces.c.dev_eui == dev_eui)
-            .values(
-                version=device_nonces.c.version + 1,
-                last_dev_nonce=None,
-                used_dev_nonces=b"",
-                rj_count0=None,
-                rj_count1=None,
-                updated_at=func.now(),
-            ),
+            .values(reset_nonces_values()),
             [audit],
         )
 
