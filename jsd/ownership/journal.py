@@ -31,20 +31,13 @@ class JournalService:
         newest_first: bool = False,
     ) -> list[AuditEntry]:
         need(p, "audit:read")
-        entries = await self._store.audit(
+        return await self._store.audit(
             account=None if p.is_operator else p.account,
             dev_eui=None if dev_eui is None else dev_eui.hex(),
             after=after,
             limit=page_limit(limit),
             newest_first=newest_first,
         )
-        return [
-            AuditEntry(
-                e.id, e.at, e.account, e.key_id, e.source, e.action,
-                None if e.dev_eui is None else bytes.fromhex(e.dev_eui), e.details,
-            )  # fmt: skip
-            for e in entries
-        ]
 
     async def events(
         self,

@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar
 
+from jsd.registry.journal import AuditEntry
+
 __all__ = [
     "ACCOUNT_ID_RE",
     "DEFAULT_SCOPES",
@@ -287,18 +289,6 @@ class NetworkServerView:
     cert_fingerprint: str | None
     answer_url: str | None
     async_mode: bool
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    id: int
-    at: datetime
-    account: str | None
-    key_id: str | None
-    source: str
-    action: str
-    dev_eui: bytes | None
-    details: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

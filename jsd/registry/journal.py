@@ -25,11 +25,11 @@ from jsd.registry.tables import audit_log, command_replies, events, outbox
 
 __all__ = [
     "UNOWNED",
+    "AuditEntry",
     "AuditRecord",
     "EventRecord",
     "Journal",
     "JournalledStore",
-    "StoredAudit",
     "StoredEvent",
     "audit_row",
     "new_event",
@@ -55,15 +55,17 @@ class AuditRecord:
 
 
 @dataclass(frozen=True)
-class StoredAudit:
+class AuditEntry:
+    """An entry of the audit log as read back; `jsd.ownership` shows it as it is."""
+
     id: int
     at: datetime
     account: str | None
     key_id: str | None
     source: str
     action: str
-    dev_eui: str | None
-    details: dict[str, Any]
+    dev_eui: bytes | None
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -189,7 +191,7 @@ class Journal(JournalledStore):
 
     async def audit(
         self, *, account: str | None, dev_eui: str | None, after: int | None, limit: int, newest_first: bool = False
-    ) -> list[StoredAudit]:
+    ) -> list[AuditEntry]:
         """Entries in id order; with `account`, only those it made or that concern its devices."""
         statement = select(audit_log).order_by(audit_log.c.id.desc() if newest_first else audit_log.c.id).limit(limit)
         if account is not None:
@@ -200,9 +202,10 @@ class Journal(JournalledStore):
             statement = statement.where(audit_log.c.id > after)
         async with self._reader.connect() as conn:
             return [
-                StoredAudit(
-                    r.id, utc(r.at), r.account, r.key_id, r.source, r.action, r.dev_eui, json.loads(r.details)
-                )
+                AuditEntry(
+                    r.id, utc(r.at), r.account, r.key_id, r.source, r.action,
+                    None if r.dev_eui is None else bytes.fromhex(r.dev_eui), json.loads(r.details),
+                )  # fmt: skip
                 for r in await conn.execute(statement)
             ]
 
