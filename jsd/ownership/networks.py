@@ -13,7 +13,7 @@ from jsd.ownership.model import Conflict, NetworkServerView, NoSuchResource, Pri
 from jsd.ownership.parse import parse_hex, parse_key, parse_net_id
 from jsd.ownership.rules import audit, boolean, hsm_guard, invalid, need, plain_text
 from jsd.registry import NetworkServer, NetworkServerExists, NotFound, Registry
-from jsd.registry.journal import Journal
+from jsd.registry.journal import AuditRecord, Journal
 from jsd.registry.networks import RoamingStore
 
 __all__ = ["NetworkService"]
@@ -148,7 +148,7 @@ class NetworkService:
         return [f"no network server with NetID {net_id.hex()} is registered yet: no NS can join the device until one is"]
 
 
-def _pair(home: bytes, visited: bytes, p: Principal, action: str) -> tuple[str, str, Any]:
+def _pair(home: bytes, visited: bytes, p: Principal, action: str) -> tuple[str, str, AuditRecord]:
     """A roaming agreement's NetIDs as stored, with the audit entry of the change."""
     return home.hex(), visited.hex(), audit(p, action, details={"home": home.hex(), "visited": visited.hex()})
 

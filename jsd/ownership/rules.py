@@ -29,7 +29,22 @@ from jsd.ownership.model import (
 from jsd.registry.devices import DeviceStore, OwnedDevice
 from jsd.registry.journal import AuditRecord, new_event
 
-__all__ = ["DUMMY_HASH", "DeviceAccess", "OwnershipPolicy", "hsm_guard", "need", "new_owner_token", "token_hash"]
+__all__ = [
+    "DUMMY_HASH",
+    "DeviceAccess",
+    "OwnershipPolicy",
+    "audit",
+    "boolean",
+    "hsm_guard",
+    "invalid",
+    "need",
+    "new_owner_token",
+    "page_limit",
+    "plain_text",
+    "sees",
+    "token_hash",
+    "view",
+]
 
 log = logging.getLogger("jsd.ownership")
 
