@@ -12,14 +12,14 @@ from aiohttp import web
 
 from jsd.api.handlers import ROUTES, Api
 from jsd.api.problems import problem_middleware
-from jsd.ownership import OwnershipService
+from jsd.ownership import Ownership
 
 __all__ = ["PREFIX", "add_routes"]
 
 PREFIX = "/api/v1"
 
 
-def add_routes(app: web.Application, service_key: web.AppKey[OwnershipService]) -> None:
+def add_routes(app: web.Application, service_key: web.AppKey[Ownership]) -> None:
     """Mount /api/v1 on `app`; handlers find the service under `service_key` (set by the composition root)."""
     api = Api(service_key)
     sub = web.Application(middlewares=[problem_middleware])
