@@ -155,11 +155,9 @@ class Api:
         service, p = await self.principal(request)
         rows: AsyncIterator[RawRow]
         idle = request.config_dict[BODY_TIMEOUT]
-        if not request.body_exists:
-            raise invalid(None, "the body is empty: a CSV header line or JSON Lines rows are required")
         if request.content_type in CSV_TYPES:
             rows = csv_rows(_lines(request.content, idle))
-        elif request.content_type in JSONL_TYPES:
+        elif request.content_type in JSONL_TYPES or not request.body_exists:  # no body: nothing to import
             rows = jsonl_rows(_lines(request.content, idle))
         else:
             raise invalid("Content-Type", "must be text/csv or application/x-ndjson")

@@ -197,12 +197,13 @@ def ref(name: str) -> Schema:
 
 RESPONSES: dict[str, Schema] = {name: _problem_response(slugs) for name, slugs in PROBLEM_RESPONSES.items()}
 IMPORT_BODY: Schema = {
-    "required": True,
-    "description": "CSV with a header line of DeviceImport names, or one DeviceImport per line",
+    "required": False,
+    "description": "CSV with a header line of DeviceImport names, or one DeviceImport per line; "
+    "no body imports nothing",
     "content": {
-        "text/csv": {"schema": {"type": "string", "minLength": 1}},
-        "application/x-ndjson": {"schema": {"type": "string", "minLength": 1}},
-        "application/jsonl": {"schema": {"type": "string", "minLength": 1}},
+        "text/csv": {"schema": {"type": "string"}},
+        "application/x-ndjson": {"schema": {"type": "string"}},
+        "application/jsonl": {"schema": {"type": "string"}},
     },
 }
 IMPORT_ANSWER: Schema = {

@@ -76,6 +76,7 @@ _REASONS: dict[str, str] = {
     "missing": "is required",
     "extra_forbidden": "unknown field",
     "string_type": "must be a string",
+    "string_unicode": "must be Unicode text (no lone surrogates)",
     "bool_type": "must be true or false",
     "int_type": "must be an integer",
     "list_type": "must be a list",

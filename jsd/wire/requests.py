@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Discriminator, Field, RootModel, StringConstraints, Tag, model_validator
 
 from jsd.wire.base import Closed, rule_broken
-from jsd.wire.types import AccountId, AccountKindName, AstkName, EuiIn, HsmGroup, KeyIn, NetIdIn, Scope, Text
+from jsd.wire.types import PRINTABLE, AccountId, AccountKindName, AstkName, EuiIn, HsmGroup, KeyIn, NetIdIn, Scope, Text
 
 MAX_LIMIT = 1000
 MAX_CURSOR = 2**63 - 1
@@ -29,7 +29,7 @@ TkmInfoIn = Annotated[
 Serial = Annotated[
     str, StringConstraints(pattern="^[0-9A-Za-z]{1,32}$"), Field(description="printed on the TR005 label")
 ]
-AdminInfo = Annotated[str, StringConstraints(max_length=4096, pattern="^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
+AdminInfo = Annotated[str, StringConstraints(max_length=4096, pattern=f"^[{PRINTABLE}]*$")]
 OwnerToken = Annotated[
     str,
     StringConstraints(pattern="^[0-9A-Fa-f]{1,64}$"),
