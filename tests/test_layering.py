@@ -18,6 +18,8 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "jsd/events": ("jsd.hsm", "jsd.join", "jsd.lbi", "jsd.api", "jsd.app", "pkcs11", "sqlalchemy", "aiohttp"),
     "jsd/api": ("jsd.hsm", "jsd.registry", "jsd.lbi", "jsd.app", "pkcs11", "sqlalchemy", "cryptography"),
     "jsd/ui": ("jsd.hsm", "jsd.join", "jsd.lbi", "jsd.app", "pkcs11", "sqlalchemy"),
+    "jsd/wire": ("jsd.hsm", "jsd.registry", "jsd.join", "jsd.lbi", "jsd.api", "jsd.events", "jsd.ui", "jsd.app",
+                 "pkcs11", "sqlalchemy", "aiohttp", "aiomqtt", "cryptography"),
     "cli/jsd_sim": ("jsd",),
 }
 ONLY_HSM_IMPORTS = ("pkcs11",)

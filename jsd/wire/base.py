@@ -105,6 +105,13 @@ class _Schema(GenerateJsonSchema):
     def field_title_should_be_set(self, schema: Any) -> bool:
         return False
 
+    def nullable_schema(self, schema: core_schema.NullableSchema) -> JsonSchemaValue:
+        """`X | None` as a type list where X is a plain typed schema, the short form JSON Schema allows."""
+        inner = self.generate_inner(schema["schema"])
+        if isinstance(inner.get("type"), str) and not {"$ref", "enum", "const"} & set(inner):
+            return {**inner, "type": [inner["type"], "null"]}
+        return super().nullable_schema(schema)
+
     def default_schema(self, schema: core_schema.WithDefaultSchema) -> JsonSchemaValue:
         out = super().default_schema(schema)
         out.pop("default", None)  # an absent member is simply absent; defaults are the handlers' business

@@ -94,7 +94,7 @@ async def test_schemathesis_finds_no_server_error_and_no_deviation(api: Any, eui
         "--mode", "all",
         "--header", f"Authorization: Bearer {api.operator}",
         "--phases", "examples,coverage,fuzzing,stateful",
-        "--max-examples", "25",
+        "--max-examples", "15",
         "--seed", "20261127",
         "--workers", "1",
         "--generation-database", "none",
