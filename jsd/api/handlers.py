@@ -229,24 +229,25 @@ class Api:
         body, _ = await inputs.body(request, wire.AstkChoice)
         return _json(render.device(await service.set_astk(p, dev_eui, body.astk)))
 
-    async def release(self, request: web.Request) -> web.StreamResponse:
+    async def _device_action(self, request: web.Request) -> tuple[OwnershipService, Principal, bytes]:
+        """The service, the caller and the path's DevEUI, for an action on a device that takes no body."""
         service, p = await self.principal(request)
         dev_eui = inputs.path_eui(request)
         await inputs.body(request, wire.Empty)
+        return service, p, dev_eui
+
+    async def release(self, request: web.Request) -> web.StreamResponse:
+        service, p, dev_eui = await self._device_action(request)
         view, token = await service.release(p, dev_eui)
-        return _json({"device": render.device(view), "owner_token": token})
+        return _json(render.released(view, token))
 
     async def reissue_owner_token(self, request: web.Request) -> web.StreamResponse:
-        service, p = await self.principal(request)
-        dev_eui = inputs.path_eui(request)
-        await inputs.body(request, wire.Empty)
+        service, p, dev_eui = await self._device_action(request)
         view, token = await service.reissue_owner_token(p, dev_eui)
-        return _json({"device": render.device(view), "owner_token": token})
+        return _json(render.released(view, token))
 
     async def reset_nonces(self, request: web.Request) -> web.StreamResponse:
-        service, p = await self.principal(request)
-        dev_eui = inputs.path_eui(request)
-        await inputs.body(request, wire.Empty)
+        service, p, dev_eui = await self._device_action(request)
         return _json(render.device(await service.reset_nonces(p, dev_eui)))
 
     # --- ASTKs ----------------------------------------------------------------------------------------

@@ -244,7 +244,11 @@ def _param(name: str, where: str, schema: Schema, required: bool) -> Schema:
 def _not_null(schema: Schema) -> Schema:
     """An optional parameter's schema without pydantic's `| None` (absent is how a parameter is left out)."""
     variants = [s for s in schema.get("anyOf", [schema]) if s.get("type") != "null"]
-    return {**variants[0], **{k: v for k, v in schema.items() if k not in ("anyOf", "title")}}
+    out = {**variants[0], **{k: v for k, v in schema.items() if k not in ("anyOf", "title", "type")}}
+    if isinstance(out.get("type"), list):
+        types = [t for t in out["type"] if t != "null"]
+        out["type"] = types[0] if len(types) == 1 else types
+    return out
 
 
 def _body(op: Op) -> Schema | None:

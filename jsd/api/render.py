@@ -63,6 +63,11 @@ def device(view: DeviceView) -> dict[str, Any]:
     return view.as_dict()
 
 
+def released(view: DeviceView, owner_token: str) -> dict[str, Any]:
+    """The answer of a release or a reissued owner token: the device and its new token, shown this once."""
+    return {"device": device(view), "owner_token": owner_token}
+
+
 def imported_device(item: ImportedDevice) -> dict[str, Any]:
     """One import answer line; token and keys appear only when the service handed them out (created)."""
     out: dict[str, Any] = {}

@@ -141,9 +141,14 @@ def integer_fields(model: type[BaseModel]) -> frozenset[str]:
         found = _INTEGERS[model] = frozenset(
             name
             for name, schema in properties.items()
-            if "integer" in [s.get("type") for s in schema.get("anyOf", [schema])]
+            if any("integer" in _types(s) for s in schema.get("anyOf", [schema]))
         )
     return found
 
 
 _INTEGERS: dict[type[BaseModel], frozenset[str]] = {}
+
+
+def _types(schema: JsonSchemaValue) -> list[str]:
+    found = schema.get("type", [])
+    return [found] if isinstance(found, str) else list(found)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, StringConstraints
+from pydantic import AfterValidator, Field
 
 from jsd.wire.base import Closed
 
@@ -17,20 +17,20 @@ __all__ = [
     "DevicePrecommissioned", "DeviceReleased", "Envelope", "JoinAccepted", "JoinRejected", "RejoinAccepted",
 ]  # fmt: skip
 
-Eui = Annotated[str, StringConstraints(pattern="^[0-9a-f]{16}$")]
-NetId = Annotated[str, StringConstraints(pattern="^[0-9a-f]{6}$")]
+Eui = Annotated[str, Field(pattern="^[0-9a-f]{16}$")]
+NetId = Annotated[str, Field(pattern="^[0-9a-f]{6}$")]
 MacVersion = Literal["1.0.0", "1.0.1", "1.0.2", "1.0.3", "1.0.4", "1.1"]
-SessionKeyId = Annotated[str, StringConstraints(pattern="^[0-9a-f]{32}$")]
+SessionKeyId = Annotated[str, Field(pattern="^[0-9a-f]{32}$")]
 JoinNonce = Annotated[int, Field(ge=0, le=0xFFFFFF)]
 
 
 class Envelope(Closed):
     """What every event carries besides its `type` and `data`."""
 
-    event_id: Annotated[str, StringConstraints(pattern="^[0-9a-f]{32}$")]
+    event_id: Annotated[str, Field(pattern="^[0-9a-f]{32}$")]
     seq: Annotated[int, Field(ge=1)]
-    time: Annotated[str, StringConstraints(pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")]
-    account: Annotated[str, StringConstraints(pattern="^(_unowned|[a-z0-9][a-z0-9-]{0,62})$")]
+    time: Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")]
+    account: Annotated[str, Field(pattern="^(_unowned|[a-z0-9][a-z0-9-]{0,62})$")]
     dev_eui: Eui
 
 
@@ -51,7 +51,9 @@ class DeviceKeysExported(Closed):
     keys: Annotated[
         list[Literal["app_key", "nwk_key"]],
         AfterValidator(_unique),
-        Field(min_length=1, json_schema_extra={"uniqueItems": True}, description="names of the keys, never their values"),
+        Field(
+            min_length=1, json_schema_extra={"uniqueItems": True}, description="names of the keys, never their values"
+        ),
     ]
 
 
@@ -73,7 +75,7 @@ class DeviceNetIdSet(Closed):
 
 class DeviceAstkSet(Closed):
     astk: Annotated[
-        Annotated[str, StringConstraints(pattern="^[A-Za-z0-9._-]{1,64}$")] | None,
+        Annotated[str, Field(pattern="^[A-Za-z0-9._-]{1,64}$")] | None,
         Field(description="ASTK name, null = cleared"),
     ]
 
@@ -88,7 +90,7 @@ class JoinAccepted(Closed):
 
 class JoinRejected(Closed):
     net_id: Annotated[NetId | None, Field(description="NetID of the network server that asked, null if not known")]
-    result: Annotated[str, StringConstraints(pattern="^[A-Za-z]{1,64}$"), Field(description="LBI Result code")]
+    result: Annotated[str, Field(pattern="^[A-Za-z]{1,64}$", description="LBI Result code")]
     reason: Annotated[str, Field(description="LBI Result description")]
 
 

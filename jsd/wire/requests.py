@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Discriminator, Field, RootModel, StringConstraints, Tag, model_validator
+from pydantic import Discriminator, Field, RootModel, Tag, model_validator
 
 from jsd.wire.base import Closed, rule_broken
 from jsd.wire.types import PRINTABLE, AccountId, AccountKindName, AstkName, EuiIn, HsmGroup, KeyIn, NetIdIn, Scope, Text
@@ -17,46 +17,50 @@ MAX_LIMIT = 1000
 MAX_CURSOR = 2**63 - 1
 
 ProfileIdIn = Annotated[
-    str,
-    StringConstraints(pattern="^(0[xX])?[0-9a-fA-F]{8}$"),
-    Field(description="TR005 ProfileID (VendorID + VendorProfileID)"),
+    str, Field(pattern="^(0[xX])?[0-9a-fA-F]{8}$", description="TR005 ProfileID (VendorID + VendorProfileID)")
 ]
 TkmInfoIn = Annotated[
     str,
-    StringConstraints(pattern="^(0[xX])?[0-9a-fA-F]{20}$"),
-    Field(description="SE_INFO (4 x 4-bit: SE_MANUF_ID, SE_PROD_ID, LMK_ID, DERIVE_ALGO_ID), SE_ID"),
+    Field(
+        pattern="^(0[xX])?[0-9a-fA-F]{20}$",
+        description="SE_INFO (4 x 4-bit: SE_MANUF_ID, SE_PROD_ID, LMK_ID, DERIVE_ALGO_ID), SE_ID",
+    ),
 ]
-Serial = Annotated[
-    str, StringConstraints(pattern="^[0-9A-Za-z]{1,32}$"), Field(description="printed on the TR005 label")
-]
-AdminInfo = Annotated[str, StringConstraints(max_length=4096, pattern=f"^[{PRINTABLE}]*$")]
+Serial = Annotated[str, Field(pattern="^[0-9A-Za-z]{1,32}$", description="printed on the TR005 label")]
+AdminInfo = Annotated[str, Field(max_length=4096, pattern=f"^[{PRINTABLE}]*$")]
 OwnerToken = Annotated[
     str,
-    StringConstraints(pattern="^[0-9A-Fa-f]{1,64}$"),
-    Field(description="32 hex digits (random token) or 20 (TKM info of a secure-element device); any case"),
+    Field(
+        pattern="^[0-9A-Fa-f]{1,64}$",
+        description="32 hex digits (random token) or 20 (TKM info of a secure-element device); any case",
+    ),
 ]
 _QR_PART = "(:[\\x20-\\x39\\x3b-\\x7e]*)*"
 Qr = Annotated[
     str,
-    StringConstraints(
+    Field(
         max_length=512,
         pattern=f"^LW:D0:[0-9A-Fa-f]{{16}}:[0-9A-Fa-f]{{16}}:[0-9A-Fa-f]{{8}}{_QR_PART}:[Oo][0-9A-Za-z]+{_QR_PART}$",
+        description="TR005: LW:D0:<JoinEUI>:<DevEUI>:<ProfileID>:…:O<owner token>…; a checksum (C) must match",
     ),
-    Field(description="TR005: LW:D0:<JoinEUI>:<DevEUI>:<ProfileID>:…:O<owner token>…; a checksum (C) must match"),
 ]
 KekLabel = Annotated[
     str,
-    StringConstraints(pattern="^(?!jsd-|astk-|lmk-)[\\x20-\\x7e]{1,64}$"),
-    Field(description="1-64 printable characters; the prefixes jsd-, astk- and lmk- are reserved"),
+    Field(
+        pattern="^(?!jsd-|astk-|lmk-)[\\x20-\\x7e]{1,64}$",
+        description="1-64 printable characters; the prefixes jsd-, astk- and lmk- are reserved",
+    ),
 ]
 CertFingerprint = Annotated[
     str,
-    StringConstraints(pattern="^[0-9a-fA-F]{2}(:?[0-9a-fA-F]{2}){31}$"),
-    Field(description="SHA-256 of the NS's client certificate (DER), hex, colons allowed"),
+    Field(
+        pattern="^[0-9a-fA-F]{2}(:?[0-9a-fA-F]{2}){31}$",
+        description="SHA-256 of the NS's client certificate (DER), hex, colons allowed",
+    ),
 ]
-ImportId = Annotated[str, StringConstraints(pattern="^[A-Za-z0-9_-]{16,64}$")]
-ApiKeyName = Annotated[str, StringConstraints(pattern="^[0-9a-f]{12}$")]
-EventTypeName = Annotated[str, StringConstraints(max_length=64)]
+ImportId = Annotated[str, Field(pattern="^[A-Za-z0-9_-]{16,64}$")]
+ApiKeyName = Annotated[str, Field(pattern="^[0-9a-f]{12}$")]
+EventTypeName = Annotated[str, Field(max_length=64)]
 
 
 class AccountIn(Closed):
@@ -204,10 +208,10 @@ class NetworkServerIn(Closed):
     kek_label: KekLabel
     name: Text | None = None
     kek: KeyIn | None = None
-    token: Annotated[str, StringConstraints(min_length=16, max_length=256)] | None = None
+    token: Annotated[str, Field(min_length=16, max_length=256)] | None = None
     generate_token: bool | None = None
     cert_fingerprint: CertFingerprint | None = None
-    answer_url: Annotated[str, StringConstraints(pattern="^https?://\\S{1,2000}$")] | None = None
+    answer_url: Annotated[str, Field(pattern="^https?://\\S{1,2000}$")] | None = None
     async_mode: bool | None = None
 
     @model_validator(mode="after")

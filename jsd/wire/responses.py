@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import Field
 
 from jsd.wire.base import Closed
 from jsd.wire.types import AccountKindName, Eui, Key, KeyId, NetId, Scope, Time
 
-ProfileId = Annotated[str, StringConstraints(pattern="^[0-9a-f]{8}$"), Field(description="TR005 ProfileID")]
+ProfileId = Annotated[str, Field(pattern="^[0-9a-f]{8}$", description="TR005 ProfileID")]
 PROBLEM_PREFIX = "urn:jsd:problem:"
 
 
@@ -152,10 +152,10 @@ class Astk(Closed):
     name: str
     kek_label: Annotated[
         str,
-        StringConstraints(pattern="^astk-"),
         Field(
+            pattern="^astk-",
             description="the KEKLabel of the AppSKey envelopes wrapped under this ASTK (LBI KeyEnvelope, "
-            "ChirpStack joinServerContext.appSKey.kekLabel): the application server looks its ASTK up by it"
+            "ChirpStack joinServerContext.appSKey.kekLabel): the application server looks its ASTK up by it",
         ),
     ]
     origin: Literal["generated", "imported"]
@@ -175,10 +175,10 @@ class AstkExport(Closed):
 class NetworkServer(Closed):
     net_id: NetId
     name: str
-    kek_label: str
-    has_token: bool
-    cert_fingerprint: str | None
-    answer_url: str | None
+    kek_label: Annotated[str, Field(description="the HSM label of the KEK its session keys are wrapped under")]
+    has_token: Annotated[bool, Field(description="it may authenticate with a bearer token")]
+    cert_fingerprint: Annotated[str | None, Field(description="SHA-256 of its client certificate, hex")]
+    answer_url: Annotated[str | None, Field(description="where asynchronous answers go")]
     async_mode: bool
 
 
@@ -219,7 +219,7 @@ class AuditPage(Closed):
 class Event(Closed):
     """One event as GET /events lists it and MQTT publishes it; docs/events.md has each type's `data`."""
 
-    event_id: Annotated[str, StringConstraints(pattern="^[0-9a-f]{32}$")]
+    event_id: Annotated[str, Field(pattern="^[0-9a-f]{32}$")]
     seq: int
     type: str
     time: Time

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import Field
 
 from jsd.ownership.model import ACCOUNT_ID_RE
 
@@ -21,30 +21,25 @@ MAC_VERSIONS = ("1.0.0", "1.0.1", "1.0.2", "1.0.3", "1.0.4", "1.1")
 ACCOUNT_KINDS = ("manufacturer", "subscriber", "operator")
 
 
-Eui = Annotated[str, StringConstraints(pattern="^[0-9a-f]{16}$"), Field(description="EUI-64, 16 lowercase hex digits")]
-NetId = Annotated[str, StringConstraints(pattern="^[0-9a-f]{6}$"), Field(description="NetID, 6 lowercase hex digits")]
-Key = Annotated[
-    str, StringConstraints(pattern="^[0-9a-f]{32}$"), Field(description="AES-128 key, 32 lowercase hex digits")
-]
+Eui = Annotated[str, Field(pattern="^[0-9a-f]{16}$", description="EUI-64, 16 lowercase hex digits")]
+NetId = Annotated[str, Field(pattern="^[0-9a-f]{6}$", description="NetID, 6 lowercase hex digits")]
+Key = Annotated[str, Field(pattern="^[0-9a-f]{32}$", description="AES-128 key, 32 lowercase hex digits")]
 EuiIn = Annotated[
-    str,
-    StringConstraints(pattern="^(0[xX])?[0-9a-fA-F]{16}$"),
-    Field(description="EUI-64: 16 hex digits, any case, optional 0x"),
+    str, Field(pattern="^(0[xX])?[0-9a-fA-F]{16}$", description="EUI-64: 16 hex digits, any case, optional 0x")
 ]
 NetIdIn = Annotated[
-    str,
-    StringConstraints(pattern="^(0[xX])?[0-9a-fA-F]{6}$"),
-    Field(description="NetID: 6 hex digits, any case, optional 0x"),
+    str, Field(pattern="^(0[xX])?[0-9a-fA-F]{6}$", description="NetID: 6 hex digits, any case, optional 0x")
 ]
 KeyIn = Annotated[
-    str,
-    StringConstraints(pattern="^(0[xX])?[0-9a-fA-F]{32}$"),
-    Field(description="AES-128 key: 32 hex digits, any case, optional 0x"),
+    str, Field(pattern="^(0[xX])?[0-9a-fA-F]{32}$", description="AES-128 key: 32 hex digits, any case, optional 0x")
 ]
 Time = Annotated[
     str,
-    StringConstraints(pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"),
-    Field(json_schema_extra={"format": "date-time"}, description="RFC 3339 UTC with milliseconds"),
+    Field(
+        pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$",
+        json_schema_extra={"format": "date-time"},
+        description="RFC 3339 UTC with milliseconds",
+    ),
 ]
 # Printable text the REST API takes: ASCII, Latin, Greek, Cyrillic, CJK, kana, Hangul and common punctuation,
 # symbols and combining marks. Every character of it is printable (`str.isprintable`, the service's rule);
@@ -55,12 +50,15 @@ PRINTABLE = (
 )
 Text = Annotated[
     str,
-    StringConstraints(max_length=255, pattern=f"^[{PRINTABLE}]*$"),
-    Field(description="printable text (letters of the common scripts, digits, punctuation, symbols, spaces)"),
+    Field(
+        max_length=255,
+        pattern=f"^[{PRINTABLE}]*$",
+        description="printable text (letters of the common scripts, digits, punctuation, symbols, spaces)",
+    ),
 ]
-AccountId = Annotated[str, StringConstraints(pattern=f"^{ACCOUNT_ID_RE}$"), Field(description="account id")]
+AccountId = Annotated[str, Field(pattern=f"^{ACCOUNT_ID_RE}$", description="account id")]
 AccountKindName = Literal["manufacturer", "subscriber", "operator"]
 Scope = Literal["devices:read", "devices:write", "claim", "astk", "audit:read", "events:read", "admin"]
-KeyId = Annotated[str, StringConstraints(pattern="^[0-9a-f]{12}$"), Field(description="API key id")]
-HsmGroup = Annotated[str, StringConstraints(pattern="^[A-Za-z0-9._-]{1,48}$")]
-AstkName = Annotated[str, StringConstraints(pattern="^[A-Za-z0-9._-]{1,64}$")]
+KeyId = Annotated[str, Field(pattern="^[0-9a-f]{12}$", description="API key id")]
+HsmGroup = Annotated[str, Field(pattern="^[A-Za-z0-9._-]{1,48}$")]
+AstkName = Annotated[str, Field(pattern="^[A-Za-z0-9._-]{1,64}$")]
