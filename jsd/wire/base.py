@@ -22,7 +22,7 @@ class Closed(BaseModel):
     lookahead some patterns need and which reads them as JSON Schema validators do.
     """
 
-    model_config = ConfigDict(extra="forbid", strict=True, regex_engine="python-re", frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, regex_engine="python-re", frozen=True, defer_build=True)
 
 
 class Invalid(Exception):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Discriminator, Field, RootModel, Tag, model_validator
+from pydantic import ConfigDict, Discriminator, Field, RootModel, Tag, model_validator
 
 from jsd.wire.base import Closed, rule_broken
 from jsd.wire.types import PRINTABLE, AccountId, AccountKindName, AstkName, EuiIn, HsmGroup, KeyIn, NetIdIn, Scope, Text
@@ -136,6 +136,8 @@ class DeviceImport(RootModel[Any]):
     """One device to pre-commission: its keys (app_key, and nwk_key for 1.1), generate_keys, or a secure
     element's tkm_info."""
 
+    model_config = ConfigDict(defer_build=True)
+
     root: Annotated[
         Annotated[DeviceWithKeys10, Tag("variant:keys10")]
         | Annotated[DeviceWithKeys11, Tag("variant:keys11")]
@@ -257,6 +259,8 @@ class EventsQuery(Page):
 
 class Claim(RootModel[Any]):
     """POST /claims: DevEUI and owner token, or the TR005 QR string (which carries both)."""
+
+    model_config = ConfigDict(defer_build=True)
 
     root: Annotated[
         Annotated[ClaimByToken, Tag("variant:token")] | Annotated[ClaimByQr, Tag("variant:qr")],
