@@ -2,8 +2,11 @@
 
 It runs as the schemathesis command in a subprocess, so the daemon keeps serving on this test's event loop.
 The daemon is first given something to show (accounts, devices in both states, an NS, an ASTK, a roaming
-agreement), so the answers checked against the response schemas are not all empty lists. Checks: no 5xx,
-and status code, content type, headers and body conform to the document.
+agreement), so the answers checked against the response schemas are not all empty lists. Every check runs
+(`--checks all`) on positive and negative data (`--mode all`) and in the stateful phase, which follows the
+document's links from what an operation creates to the operations that use it: no 5xx, status code,
+content type, headers and body conform, requests the document forbids are refused and those it allows are
+accepted, except where only the daemon's state can decide (`STATE_DEPENDENT`).
 """
 
 from __future__ import annotations
@@ -94,7 +97,7 @@ async def test_schemathesis_finds_no_server_error_and_no_deviation(api: Any, eui
         "--mode", "all",
         "--header", f"Authorization: Bearer {api.operator}",
         "--phases", "examples,coverage,fuzzing,stateful",
-        "--max-examples", "15",
+        "--max-examples", "25",
         "--seed", "20261127",
         "--workers", "1",
         "--generation-database", "none",
