@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from jsd.app import STORE, join_policy
-from jsd.join import JoinService
+from jsd.join import JoinService, Reason, Refusal
 
 from .test_lbi_joins import HOME, JOIN_EUI, VISITED, _dev, _net, check_success, join_req, post
 
@@ -82,12 +82,9 @@ async def test_home_ns_req_needs_a_roaming_agreement_when_configured(jsd_server:
         HOME
     )
     stranger = await service.sender_for_token(other.token)
-    try:
-        await service.home_net_id(dev.sim.dev_eui, stranger)
-    except Exception as exc:  # noqa: BLE001 - the refusal's type is what is checked
-        assert type(exc).__name__ == "UnknownDevice"
-    else:
-        raise AssertionError("an NS without an agreement learned the home NetID")
+    refused = await service.home_net_id(dev.sim.dev_eui, stranger)
+    assert isinstance(refused, Refusal), "an NS without an agreement learned the home NetID"
+    assert refused.reason is Reason.UNKNOWN_DEVICE
 
 
 def _audit() -> Any:
