@@ -12,7 +12,7 @@ from aiohttp import web
 
 from jsd.api.handlers import ROUTES, Api
 from jsd.api.problems import problem_middleware
-from jsd.ownership import OwnershipService
+from jsd.ownership import Ownership
 
 __all__ = ["PREFIX", "add_routes"]
 
@@ -21,7 +21,7 @@ DEV_EUI_SEGMENT = "{dev_eui:(?!import$)[^/]+}"
 
 
 def add_routes(
-    app: web.Application, service_key: web.AppKey[OwnershipService], *, join_eui_required: bool = True
+    app: web.Application, service_key: web.AppKey[Ownership], *, join_eui_required: bool = True
 ) -> None:
     """Mount /api/v1 on `app`; handlers find the service under `service_key` (set by the composition root).
 

@@ -28,7 +28,8 @@ from jsd.join import nonces
 from jsd.join.refusals import Reason, Refusal, RefusalName, Refused
 from jsd.lorawan import MACVersion
 from jsd.registry import Device, NetworkServer, NonceConflict, NonceState, Registry, RegistryError, SessionKey
-from jsd.registry.ownership import EventRecord, OwnershipStore, new_event
+from jsd.registry.journal import EventRecord, Journal, new_event
+from jsd.registry.networks import RoamingStore
 
 log = logging.getLogger("jsd.join")
 
@@ -131,13 +132,19 @@ class JoinService:
     """Answers JoinReq, RejoinReq, HomeNSReq and AppSKeyReq for registered devices."""
 
     def __init__(
-        self, registry: Registry, hsm: Hsm, policy: JoinPolicy, records: OwnershipStore | None = None
+        self,
+        registry: Registry,
+        hsm: Hsm,
+        policy: JoinPolicy,
+        records: Journal | None = None,
+        roaming: RoamingStore | None = None,
     ) -> None:
-        """`records` receives the events of refused joins and AppSKeyReqs and answers roaming questions."""
+        """`records` receives the events of refused joins and AppSKeyReqs; `roaming` answers roaming questions."""
         self._registry = registry
         self._hsm = hsm
         self._policy = policy
         self._records = records
+        self._roaming = roaming
         self._senders: dict[str, tuple[float, Sender | None]] = {}
         self._turns: dict[bytes, tuple[asyncio.Lock, int]] = {}
 
@@ -522,7 +529,7 @@ class JoinService:
         if device.home_net_id is None:
             return Refusal(Reason.NOT_HOME_NETWORK, f"DevEUI {dev_eui.hex()} has no home network")
         if self._policy.home_ns_requires_agreement and sender is not None and sender.net_id != device.home_net_id:
-            allowed = self._records is not None and await self._records.roaming_allowed(
+            allowed = self._roaming is not None and await self._roaming.roaming_allowed(
                 device.home_net_id.hex(), sender.net_id.hex()
             )
             if not allowed:

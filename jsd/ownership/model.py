@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar
 
+from jsd.registry.journal import AuditEntry
+
 __all__ = [
     "ACCOUNT_ID_RE",
     "DEFAULT_SCOPES",
@@ -33,7 +35,7 @@ __all__ = [
     "InvalidRequest",
     "NetworkServerView",
     "NewApiKey",
-    "NotFound",
+    "NoSuchResource",
     "OwnershipError",
     "PROBLEM_TYPE_PREFIX",
     "Principal",
@@ -144,7 +146,9 @@ class Forbidden(OwnershipError):
     problem, status, title = "forbidden", 403, "Not allowed"
 
 
-class NotFound(OwnershipError):
+class NoSuchResource(OwnershipError):
+    """Absent, or not visible to the caller: the two are never told apart."""
+
     problem, status, title = "not-found", 404, "Not found"
 
 
@@ -285,18 +289,6 @@ class NetworkServerView:
     cert_fingerprint: str | None
     answer_url: str | None
     async_mode: bool
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    id: int
-    at: datetime
-    account: str | None
-    key_id: str | None
-    source: str
-    action: str
-    dev_eui: bytes | None
-    details: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

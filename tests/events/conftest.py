@@ -28,10 +28,10 @@ from aiohttp import web
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from jsd.app import HSM, OWNERSHIP, STORE, build_app, softhsm_module
+from jsd.app import HSM, OWNERSHIP, STORES, build_app, softhsm_module
 from jsd.config import Settings, load_settings
-from jsd.ownership import SCOPES, AccountKind, OwnershipService, Principal
-from jsd.registry.ownership import OwnershipStore
+from jsd.ownership import SCOPES, AccountKind, Ownership, Principal
+from jsd.registry.journal import Journal
 
 SHARED_BROKER = ("127.0.0.1", 1883)
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -252,12 +252,12 @@ class Daemon:
     runner: web.AppRunner
 
     @property
-    def service(self) -> OwnershipService:
+    def service(self) -> Ownership:
         return self.app[OWNERSHIP]
 
     @property
-    def store(self) -> OwnershipStore:
-        return self.app[STORE]
+    def store(self) -> Journal:
+        return self.app[STORES].journal
 
     @property
     def operator(self) -> Principal:
@@ -277,8 +277,8 @@ class Daemon:
 
     async def account(self, name: str, kind: str) -> tuple[Principal, str]:
         """A new account (made by the local operator) and its API key."""
-        _, key = await self.service.create_account(OPERATOR, name, kind, None)
-        return await self.service.authenticate(key.key, "test"), key.key
+        _, key = await self.service.accounts.create_account(OPERATOR, name, kind, None)
+        return await self.service.accounts.authenticate(key.key, "test"), key.key
 
 
 @dataclass

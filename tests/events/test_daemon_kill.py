@@ -24,9 +24,9 @@ import pytest
 
 from jsd.events.schema import check
 from jsd.hsm import Hsm
-from jsd.ownership import SCOPES, AccountKind, OwnershipPolicy, OwnershipService, Principal
+from jsd.ownership import SCOPES, AccountKind, Ownership, OwnershipPolicy, OwnershipStores, Principal
 from jsd.registry import Registry, create_engine
-from jsd.registry.ownership import OwnershipStore
+from jsd.registry.journal import Journal
 
 OPERATOR = Principal("_local", AccountKind.OPERATOR, frozenset(SCOPES), None, "test")
 
@@ -115,9 +115,9 @@ async def test_sigkill_between_commit_and_publish_republishes_on_restart(
     serve.start()
     engine = create_engine(f"sqlite+aiosqlite:///{serve.state / 'jsd.sqlite3'}")
     try:
-        store = OwnershipStore(engine)
-        service = OwnershipService(store, Registry(engine), hsm, OwnershipPolicy())
-        _, admin = await service.create_account(OPERATOR, "admin", "operator", None)
+        store = Journal(engine)
+        service = Ownership.build(OwnershipStores.on(engine), Registry(engine), hsm, OwnershipPolicy())
+        _, admin = await service.accounts.create_account(OPERATOR, "admin", "operator", None)
         maker = serve.request("POST", "/api/v1/accounts", admin.key, {"id": "maker", "kind": "manufacturer"})
         euis = [os.urandom(8).hex() for _ in range(3)]
         for eui in euis:

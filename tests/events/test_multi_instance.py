@@ -30,9 +30,9 @@ from sqlalchemy import text
 
 from jsd.app import softhsm_module
 from jsd.hsm import Hsm
-from jsd.ownership import SCOPES, AccountKind, OwnershipPolicy, OwnershipService, Principal
+from jsd.ownership import SCOPES, AccountKind, Ownership, OwnershipPolicy, OwnershipStores, Principal
 from jsd.registry import NetworkServer, NewDevice, Registry, create_engine, migrate
-from jsd.registry.ownership import OwnershipStore
+from jsd.registry.journal import Journal
 from jsd_sim.device import build_join_request, open_join_accept, parse_join_accept
 
 PG_ADMIN_URL = os.environ.get("JSD_TEST_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
@@ -155,7 +155,7 @@ async def test_two_instances_share_joins_publish_once_and_fail_over(
 ) -> None:
     engine = create_engine(shared_database)
     try:
-        registry, store = Registry(engine), OwnershipStore(engine)
+        registry, store = Registry(engine), Journal(engine)
         token, app_key, dev_eui = secrets.token_urlsafe(16), secrets.token_bytes(16), secrets.token_bytes(8)
         label = f"ns-{uuid.uuid4().hex[:8]}"
         await hsm.import_kek(label, secrets.token_bytes(16))
@@ -173,8 +173,8 @@ async def test_two_instances_share_joins_publish_once_and_fail_over(
                 home_net_id=bytes.fromhex(HOME), astk_label=None, owner_account=None, name=None,
             )
         )  # fmt: skip
-        service = OwnershipService(store, registry, hsm, OwnershipPolicy())
-        _, admin = await service.create_account(OPERATOR, "admin", "operator", None)
+        service = Ownership.build(OwnershipStores.on(engine), registry, hsm, OwnershipPolicy())
+        _, admin = await service.accounts.create_account(OPERATOR, "admin", "operator", None)
 
         sub = await subscribe(f"{prefix}/#")
         a, b = instances

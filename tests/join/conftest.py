@@ -17,7 +17,8 @@ from jsd.hsm import Hsm
 from jsd.join import JoinParams, JoinPolicy, JoinService, KeyEnvelope, Refusal, Sender
 from jsd.lorawan import parse_mac_version
 from jsd.registry import NewDevice, NonceState, Registry, create_engine, migrate
-from jsd.registry.ownership import AuditRecord, EventRecord, OwnershipStore
+from jsd.registry.journal import AuditRecord, EventRecord, Journal
+from jsd.registry.networks import RoamingStore
 from jsd_sim import SimDevice
 
 JOIN_EUI = bytes.fromhex("70b3d57ed0000001")
@@ -41,13 +42,14 @@ class JoinWorld:
     """The registry, journal and HSM one service works on, and shortcuts an operator would use."""
 
     registry: Registry
-    store: OwnershipStore
+    journal: Journal
+    roaming: RoamingStore
     hsm: Hsm
     keks: dict[str, bytes]
     home: Sender
 
     def service(self, **policy: Any) -> JoinService:
-        return JoinService(self.registry, self.hsm, JoinPolicy(**policy), self.store)
+        return JoinService(self.registry, self.hsm, JoinPolicy(**policy), self.journal, self.roaming)
 
     async def sender(self, net_id: bytes) -> Sender:
         label = f"ns-{net_id.hex()}-{uuid.uuid4().hex[:6]}"
@@ -90,11 +92,11 @@ class JoinWorld:
         await self.registry.commit_join(dev.sim.dev_eui, state.version, replace(state, join_nonce=join_nonce), None)
 
     async def events(self, dev: Dev) -> list[EventRecord]:
-        return await self.store.events(account=None, after=None, limit=100, dev_eui=dev.sim.dev_eui.hex())
+        return await self.journal.events(account=None, after=None, limit=100, dev_eui=dev.sim.dev_eui.hex())
 
     async def allow_roaming(self, home: bytes, visited: bytes) -> None:
         audit = AuditRecord(account=None, key_id=None, source="test", action="roaming.added")
-        assert await self.store.add_roaming(home.hex(), visited.hex(), audit)
+        assert await self.roaming.add_roaming(home.hex(), visited.hex(), audit)
 
     def unwrap(self, envelope: KeyEnvelope) -> bytes:
         """A key as its receiver reads it: the NS with its KEK, the application server with its ASTK."""
@@ -120,7 +122,7 @@ async def world(hsm: Hsm, tmp_path: Path) -> AsyncIterator[JoinWorld]:
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'jsd.sqlite3'}")
     await migrate(engine)
     keks: dict[str, bytes] = {}
-    made = JoinWorld(Registry(engine), OwnershipStore(engine), hsm, keks, Sender(HOME, ""))
+    made = JoinWorld(Registry(engine), Journal(engine), RoamingStore(engine), hsm, keks, Sender(HOME, ""))
     made.home = await made.sender(HOME)
     try:
         yield made

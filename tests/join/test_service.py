@@ -16,7 +16,7 @@ import pytest
 from jsd.join import JoinAccepted, JoinPolicy, JoinService, Reason, Refusal
 from jsd.join.nonces import MAX_JOIN_NONCE
 from jsd.registry import create_engine
-from jsd.registry.ownership import OwnershipStore
+from jsd.registry.journal import Journal
 
 from .conftest import HOME, JOIN_EUI, VISITED, Dev, JoinWorld, params, refusal_name
 
@@ -296,7 +296,7 @@ async def test_refusal_stands_when_its_record_cannot_be_written(
     dev = await world.device("1.0.3")
     broken = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'empty.sqlite3'}")
     try:
-        service = JoinService(world.registry, world.hsm, JoinPolicy(), OwnershipStore(broken))
+        service = JoinService(world.registry, world.hsm, JoinPolicy(), Journal(broken))
         before = await world.nonces(dev)
         outcome = await service.join(params(dev, dev.sim.join_request(root_key=bytes(16))), world.home, refusal_name)
     finally:
