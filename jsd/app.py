@@ -128,6 +128,6 @@ def build_app(settings: Settings, *, events: bool = True) -> web.Application:
         app.cleanup_ctx.append(events_ctx)
     handlers.add_routes(app)
     health.add_routes(app, mqtt_configured=bool(settings.get("mqtt", "host")))
-    api.add_routes(app, OWNERSHIP)
+    api.add_routes(app, OWNERSHIP, join_eui_required=not settings.get("ownership", "default_join_eui"))
     ui.setup(app, settings, OWNERSHIP, CONSOLE_STORE)
     return app

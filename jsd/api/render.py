@@ -1,7 +1,7 @@
 """The JSON shapes of docs/api.md, from the service's views: lowercase hex, RFC 3339 'Z' times.
 
-Kept apart from the handlers so the OpenAPI schemas (openapi.py) and these functions can be read side by
-side; the schemathesis test checks that they agree.
+Each function builds the shape of one model of jsd/wire/responses.py (the OpenAPI document's schemas); the
+schemathesis test holds every answer of the running daemon to them.
 """
 
 from __future__ import annotations
@@ -61,6 +61,11 @@ def api_key(view: ApiKeyView) -> dict[str, Any]:
 
 def device(view: DeviceView) -> dict[str, Any]:
     return view.as_dict()
+
+
+def released(view: DeviceView, owner_token: str) -> dict[str, Any]:
+    """The answer of a release or a reissued owner token: the device and its new token, shown this once."""
+    return {"device": device(view), "owner_token": owner_token}
 
 
 def imported_device(item: ImportedDevice) -> dict[str, Any]:
