@@ -25,6 +25,7 @@ from jsd.ownership.model import (
     InvalidRequest,
     NoSuchResource,
     Principal,
+    is_text,
 )
 from jsd.registry.devices import DeviceStore, OwnedDevice
 from jsd.registry.journal import AuditRecord, new_event
@@ -98,8 +99,8 @@ def invalid(field: str | None, reason: str) -> InvalidRequest:
 def plain_text(value: object, field: str, limit: int) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or len(value) > limit or not value.isprintable():
-        raise invalid(field, f"printable text of at most {limit} characters")
+    if not isinstance(value, str) or len(value) > limit or not is_text(value):
+        raise invalid(field, f"text of at most {limit} characters, without control or invisible characters")
     return value or None
 
 

@@ -10,8 +10,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Discriminator, Field, RootModel, Tag, model_validator
 
+from jsd.ownership.model import NOT_TEXT
 from jsd.wire.base import Closed, rule_broken
-from jsd.wire.types import PRINTABLE, AccountId, AccountKindName, AstkName, EuiIn, HsmGroup, KeyIn, NetIdIn, Scope, Text
+from jsd.wire.types import AccountId, AccountKindName, AstkName, EuiIn, HsmGroup, KeyIn, NetIdIn, Scope, Text
 
 MAX_LIMIT = 1000
 MAX_CURSOR = 2**63 - 1
@@ -27,7 +28,7 @@ TkmInfoIn = Annotated[
     ),
 ]
 Serial = Annotated[str, Field(pattern="^[0-9A-Za-z]{1,32}$", description="printed on the TR005 label")]
-AdminInfo = Annotated[str, Field(max_length=4096, pattern=f"^[{PRINTABLE}]*$")]
+AdminInfo = Annotated[str, Field(max_length=4096, pattern=f"^[^{NOT_TEXT}]*$")]
 OwnerToken = Annotated[
     str,
     Field(

@@ -10,10 +10,10 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from jsd.ownership.model import ACCOUNT_ID_RE
+from jsd.ownership.model import ACCOUNT_ID_RE, NOT_TEXT
 
 __all__ = [
-    "ACCOUNT_KINDS", "MAC_VERSIONS", "PRINTABLE", "AccountId", "AccountKindName", "AstkName", "Eui", "EuiIn", "HsmGroup",
+    "ACCOUNT_KINDS", "MAC_VERSIONS", "AccountId", "AccountKindName", "AstkName", "Eui", "EuiIn", "HsmGroup",
     "Key", "KeyIn", "KeyId", "NetId", "NetIdIn", "Scope", "Text", "Time",
 ]  # fmt: skip
 
@@ -41,19 +41,12 @@ Time = Annotated[
         description="RFC 3339 UTC with milliseconds",
     ),
 ]
-# Printable text the REST API takes: ASCII, Latin, Greek, Cyrillic, CJK, kana, Hangul and common punctuation,
-# symbols and combining marks. Every character of it is printable (`str.isprintable`, the service's rule);
-# a character class says it the same way to pydantic, to JSON Schema validators and to schemathesis.
-PRINTABLE = (
-    "\\x20-\\x7e\\xa1-\\xac\\xae-\\u036f\\u0391-\\u03a1\\u03a3-\\u03ce\\u0400-\\u052f\\u2010-\\u2027\\u2030-\\u205e"
-    "\\u20a0-\\u20c0\\u2100-\\u214f\\u3001-\\u303f\\u3041-\\u3096\\u30a1-\\u30fa\\u4e00-\\u9fff\\uac00-\\ud7a3\\uff01-\\uff60"
-)
 Text = Annotated[
     str,
     Field(
         max_length=255,
-        pattern=f"^[{PRINTABLE}]*$",
-        description="printable text (letters of the common scripts, digits, punctuation, symbols, spaces)",
+        pattern=f"^[^{NOT_TEXT}]*$",
+        description="text in any script (no control, separator other than space, invisible format or private-use characters)",
     ),
 ]
 AccountId = Annotated[str, Field(pattern=f"^{ACCOUNT_ID_RE}$", description="account id")]

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Any
 
 import pytest
 
 from jsd.api.openapi import document
+from jsd.ownership.model import NOT_TEXT, is_text
 from jsd.wire import Invalid, validate
 from jsd.wire import requests as wire
-from jsd.wire.types import PRINTABLE
 
 KEY = "00112233445566778899aabbccddeeff"
 
@@ -21,10 +22,29 @@ def fields(model: Any, value: Any) -> list[str | None]:
     return [field for field, _ in refused.value.errors]
 
 
-def test_every_character_of_the_text_class_is_printable() -> None:
-    """The class is the API's rule and the service checks `str.isprintable`: the class must not allow more."""
-    allowed = re.compile(f"[{PRINTABLE}]")
-    assert all(chr(c).isprintable() for c in range(0x110000) if allowed.fullmatch(chr(c)))
+def test_the_text_rule_refuses_only_characters_python_calls_unprintable() -> None:
+    """The class refuses no printable character, and of the unprintable ones lets through only ZWNJ/ZWJ
+    (which scripts and emoji need) and characters beyond the Basic Multilingual Plane."""
+    refused = re.compile(f"[{NOT_TEXT}]")
+    assert not any(chr(c).isprintable() for c in range(0x110000) if refused.fullmatch(chr(c)))
+    let_through = [c for c in range(0x10000) if not chr(c).isprintable() and not refused.fullmatch(chr(c))]
+    assert {unicodedata.category(chr(c)) for c in let_through if c not in (0x200C, 0x200D)} <= {"Cn"}
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["Ferme du Lac", "مزرعة", "खेत", "Ферма", "農場", "نام\u200cها", "🐄 barn", "👨\u200d🌾", "#12 (north)"],
+)
+def test_names_in_every_script_are_text(name: str) -> None:
+    assert is_text(name)
+    validate(wire.DeviceImport, {"dev_eui": "0102030405060708", "mac_version": "1.0.3", "generate_keys": True, "name": name})
+
+
+@pytest.mark.parametrize("name", ["tab\there", "new\nline", "bidi\u202eevil", "soft\xadhyphen", "nul\x00", "pua\ue000"])
+def test_control_and_invisible_characters_are_refused(name: str) -> None:
+    assert not is_text(name)
+    assert fields(wire.DeviceImport, {"dev_eui": "0102030405060708", "mac_version": "1.0.3", "generate_keys": True,
+                                      "name": name}) == ["name"]  # fmt: skip
 
 
 @pytest.mark.parametrize(
