@@ -199,6 +199,11 @@ class Api:
         service, p = await self.principal(request)
         return _json(render.device(await service.devices.get_device(p, inputs.path_eui(request))))
 
+    async def get_device_nonces(self, request: web.Request) -> web.StreamResponse:
+        service, p = await self.principal(request)
+        dev_eui = inputs.path_eui(request)
+        return _json(render.nonces(dev_eui, await service.devices.nonce_state(p, dev_eui)))
+
     async def delete_device(self, request: web.Request) -> web.StreamResponse:
         service, p = await self.principal(request)
         await service.devices.delete_device(p, inputs.path_eui(request))
@@ -359,6 +364,7 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
     ("GET", "/devices", "list_devices"),
     ("GET", "/devices/{dev_eui}", "get_device"),
     ("DELETE", "/devices/{dev_eui}", "delete_device"),
+    ("GET", "/devices/{dev_eui}/nonces", "get_device_nonces"),
     ("PUT", "/devices/{dev_eui}/net-id", "set_net_id"),
     ("PUT", "/devices/{dev_eui}/astk", "set_astk"),
     ("POST", "/devices/{dev_eui}/release", "release"),

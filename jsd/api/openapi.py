@@ -118,6 +118,8 @@ OPERATIONS: tuple[Op, ...] = (
        ("NotFound",)),
     Op("GET", "/devices/{dev_eui}", "get_device", "One device", "devices:read", "devices", 200, "the device",
        R.Device, ("NotFound",)),
+    Op("GET", "/devices/{dev_eui}/nonces", "get_device_nonces", "The device's nonce state (JoinNonce, DevNonces)",
+       "admin", "devices", 200, "the nonce state", R.Nonces, ("NotFound",)),
     Op("DELETE", "/devices/{dev_eui}", "delete_device", "Remove a device",
        "devices:write (manufacturer: unclaimed only; operator)", "devices", 204, "removed", None, WRITE),
     Op("PUT", "/devices/{dev_eui}/net-id", "set_net_id", "Set or clear the home NetID",

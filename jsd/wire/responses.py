@@ -143,6 +143,15 @@ class DevicePage(Closed):
     next: Eui | None
 
 
+class Nonces(Closed):
+    """The device's nonce bookkeeping, for an operator diagnosing refused joins."""
+
+    dev_eui: Eui
+    join_nonce: Annotated[int, Field(ge=0, le=0xFFFFFF, description="the last JoinNonce issued (0: none yet)")]
+    last_dev_nonce: Annotated[int | None, Field(ge=0, le=0xFFFF, description="the last DevNonce accepted")]
+    used_dev_nonces: Annotated[int, Field(ge=0, description="how many DevNonces are remembered as used")]
+
+
 class Released(Closed):
     device: Device
     owner_token: Annotated[str, Field(description="the new token, shown this once")]
