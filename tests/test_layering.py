@@ -29,7 +29,7 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
     "jsd/ui": ("jsd.ownership", "jsd.registry.console", "jsd.api.render", "jsd.lorawan", "jsd.bodies", "jsd.config",
                "jsd.wire"),
     "jsd/__init__.py": (),
-    "jsd/__main__.py": ("jsd_cli",),
+    "jsd/__main__.py": (),  # finds the `jsd` console script by its entry point, never imports the CLI
     "jsd/config.py": (),
     "jsd/bodies.py": (),
     "jsd/logs.py": (),
