@@ -96,7 +96,7 @@ class AccountService:
         allowed = DEFAULT_SCOPES[AccountKind(account.kind)]
         wanted = allowed if scopes is None else _scopes(scopes)
         if not wanted <= allowed:
-            raise invalid("scopes", f"not allowed for a {account.kind} account: {' '.join(sorted(wanted - allowed))}")
+            raise Forbidden(f"not allowed for a {account.kind} account: {' '.join(sorted(wanted - allowed))}")
         if not p.is_operator and not wanted <= p.scopes:
             raise Forbidden("a key cannot grant scopes its creator lacks")
         key, record = _new_key(account_id, wanted)

@@ -13,7 +13,7 @@ import time
 
 from jsd import metrics
 from jsd.hsm import Hsm
-from jsd.lorawan.tr005 import QrCodeError, parse_qr
+from jsd.lorawan.tr005 import QrChecksumError, QrCodeError, parse_qr
 from jsd.ownership.model import AccountKind, ClaimFailed, Conflict, DeviceView, Forbidden, Principal, RateLimited
 from jsd.ownership.rules import (
     DUMMY_HASH,
@@ -46,12 +46,18 @@ class ClaimService:
 
     async def claim_qr(self, p: Principal, qr: str, *, retry: bool = False) -> DeviceView:
         """A claim with the TR005 string of the label; its JoinEUI must match the device's."""
+        if not isinstance(qr, str):
+            raise invalid("qr", "a TR005 string")
+        # A string the document allows but that is no label of ours (misread, altered, another vendor's, no
+        # owner token) fails the claim with the reason, like any claim that cannot succeed: 403, not 400.
         try:
-            parsed = parse_qr(qr) if isinstance(qr, str) else None
+            parsed = parse_qr(qr)
+        except QrChecksumError as exc:
+            raise ClaimFailed(f"the QR text does not match its checksum (a misread label?): {exc}") from None
         except QrCodeError as exc:
-            raise invalid("qr", str(exc)) from None
-        if parsed is None or parsed.owner_token is None:
-            raise invalid("qr", "a TR005 string with an owner token (O extension)")
+            raise ClaimFailed(f"the QR text is not a TR005 device label: {exc}") from None
+        if parsed.owner_token is None or not _TOKEN.fullmatch(parsed.owner_token):
+            raise ClaimFailed("the QR text carries no owner token of this Join Server (O extension, 32 or 20 hex digits)")
         return await self.claim(p, parsed.dev_eui, parsed.owner_token, join_eui=parsed.join_eui, retry=retry)
 
     async def claim(

@@ -16,7 +16,7 @@ from typing import Any
 from jsd import metrics
 from jsd.hsm import Hsm, HsmError, KeyNotFound
 from jsd.ownership import se
-from jsd.ownership.imports import HEADER_PROBLEM, DeviceSpec, Problems, RawRow, device_spec
+from jsd.ownership.imports import HEADER_PROBLEM, DeviceSpec, Problems, RawRow, device_spec, unsupported
 from jsd.ownership.model import (
     AccountKind,
     Conflict,
@@ -84,6 +84,8 @@ class DeviceService:
         if not isinstance(fields, Mapping):
             raise invalid(None, "a device is a JSON object")
         spec = self._spec(fields, None)
+        if (missing := unsupported(spec)) is not None:
+            raise _hsm_state(missing.field or "", missing.reason)
         existing = await self._store.existing([spec.dev_eui.hex()])
         if existing:
             maker, digest = existing[spec.dev_eui.hex()]
@@ -131,6 +133,9 @@ class DeviceService:
                     spec = self._spec(raw.fields, raw.line)
                 except InvalidRequest as exc:
                     problems.add_refusal(exc, raw.line)
+                    continue
+                if (missing := unsupported(spec)) is not None:
+                    problems.add(missing)
                     continue
                 tkm = None if spec.tkm is None else spec.tkm.to_bytes().hex()
                 if spec.dev_eui in seen:
@@ -217,7 +222,7 @@ class DeviceService:
                 continue  # the file is refused anyway: no HSM work for the rest, only checks
             try:
                 row, result = await self._prepare(p, spec)
-            except InvalidRequest as exc:
+            except (InvalidRequest, Conflict) as exc:  # in a file, a row the HSM's state refuses is a bad row
                 problems.add_refusal(exc, spec.line)
                 continue
             prepared.append((spec.line or 0, eui, staged_row(row)))
@@ -285,10 +290,10 @@ class DeviceService:
             app_blob = await self._hsm.derive_root_key(group, label, blocks["app_key"])
             nwk_blob = await self._hsm.derive_root_key(group, label, blocks["nwk_key"]) if "nwk_key" in blocks else None
         except KeyNotFound:
-            raise invalid("tkm_info", f"no lot master key {label!r} in the HSM") from None
+            raise _hsm_state("tkm_info", f"no lot master key {label!r} in the HSM") from None
         token = tkm.to_bytes().hex().upper()
         if await self._store.token_in_use(token_hash(token)):
-            raise invalid("tkm_info", "this TKM info was used before; it cannot be an owner token again")
+            raise _hsm_state("tkm_info", "this TKM info was used before; it cannot be an owner token again")
         return app_blob, nwk_blob, token
 
     # -- devices ------------------------------------------------------------------------------------
@@ -357,7 +362,7 @@ class DeviceService:
         if astk is not None:
             record = await self._astks.astk(device.owner_account or "", astk) if isinstance(astk, str) else None
             if record is None:
-                raise invalid("astk", f"no ASTK named {astk!r} in the owner's account")
+                raise NoSuchResource(f"no ASTK named {astk!r} in the owner's account")
             label = record.label
         await self._devices.change(
             p, device, {"astk_label": label}, "device.astk_set", {"astk": astk}, details={"astk": astk}
@@ -421,3 +426,8 @@ def _precommissioned_events(row: Mapping[str, Any]) -> list[EventRecord]:
         names = ["app_key"] + (["nwk_key"] if row.get("nwk_key_blob") is not None else [])
         found.append(new_event("device.keys_exported", maker, eui, {"keys": names}))
     return found
+
+
+def _hsm_state(field: str, reason: str) -> Conflict:
+    """A well-formed value the HSM's or the registry's state refuses: 409, naming its field."""
+    return Conflict(f"{field}: {reason}", errors=[FieldError(field, reason)])

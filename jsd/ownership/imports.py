@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from jsd.ownership import se
-from jsd.ownership.model import FieldError, InvalidRequest
+from jsd.ownership.model import FieldError, InvalidRequest, OwnershipError
 from jsd.ownership.parse import parse_eui, parse_hex, parse_key
 from jsd.ownership.rules import boolean, invalid, plain_text
 
@@ -29,6 +29,7 @@ __all__ = [
     "csv_rows",
     "device_spec",
     "jsonl_rows",
+    "unsupported",
 ]
 
 IMPORT_FIELDS = (
@@ -207,7 +208,7 @@ class Problems:
         self.count += len(errors)
         self.kept.extend(errors[: max(0, MAX_REPORTED_ERRORS - len(self.kept))])
 
-    def add_refusal(self, exc: InvalidRequest, line: int | None) -> None:
+    def add_refusal(self, exc: OwnershipError, line: int | None) -> None:
         """A refused row, its errors with the row's line."""
         self.add(*(FieldError(e.field, e.reason, line) for e in exc.errors))
 
@@ -279,8 +280,6 @@ def device_spec(
             required("tkm_info", "required for a secure-element device")
         else:
             tkm = se.TkmInfo.from_bytes(tkm_raw)
-            if se.derivation(tkm.derive_algo_id) is None:
-                errors.append(FieldError("tkm_info", f"unknown DERIVE_ALGO_ID {tkm.derive_algo_id}"))
     else:
         if tkm_raw is not None:
             errors.append(FieldError("tkm_info", "only for secure-element devices"))
@@ -312,3 +311,11 @@ def device_spec(
         generate_keys=bool(generate),
         tkm=tkm,
     )
+
+
+def unsupported(spec: DeviceSpec) -> FieldError | None:
+    """What a well-formed device asks for that this installation does not have: a secure element's key
+    derivation no built-in or plugin provides (a state of the daemon, not a malformed row)."""
+    if spec.tkm is not None and se.derivation(spec.tkm.derive_algo_id) is None:
+        return FieldError("tkm_info", f"unknown DERIVE_ALGO_ID {spec.tkm.derive_algo_id}", spec.line)
+    return None

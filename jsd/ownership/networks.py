@@ -98,7 +98,7 @@ class NetworkService:
                 if kek is not None:
                     await self._hsm.import_kek(kek_label, kek)
                 elif not await self._hsm.has_kek(kek_label):
-                    raise invalid("kek", f"no KEK {kek_label!r} in the HSM: give its value to import it")
+                    raise Conflict(f"no KEK {kek_label!r} in the HSM: give its value (kek) to import it")
         except KekExists:
             raise Conflict(f"a KEK labelled {kek_label!r} is in the HSM already; omit kek to use it") from None
 

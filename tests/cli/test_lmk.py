@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.cmac import CMAC
 
 from jsd.app import OWNERSHIP
-from jsd.ownership import SCOPES, AccountKind, InvalidRequest, Principal
+from jsd.ownership import SCOPES, AccountKind, Conflict, Principal
 from jsd.ownership.se import AesEcbDerivation, TkmInfo
 
 OPERATOR = Principal("_local", AccountKind.OPERATOR, frozenset(SCOPES), None, "test")
@@ -28,7 +28,7 @@ async def test_import_lmk_then_secure_element_devices_derive_their_keys(
     service = jsd_server.app[OWNERSHIP]
     device = {"dev_eui": secrets.token_hex(8), "join_eui": "70b3d57ed0000000", "mac_version": "1.0.3",
               "secure_element": True, "tkm_info": tkm.to_bytes().hex()}  # fmt: skip
-    with pytest.raises(InvalidRequest, match="lot master key"):
+    with pytest.raises(Conflict, match="lot master key"):
         await service.devices.add_device(OPERATOR, device)
 
     master = secrets.token_bytes(16)

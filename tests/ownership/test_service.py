@@ -18,7 +18,6 @@ from jsd.ownership import (
     Conflict,
     Forbidden,
     ImportFailed,
-    InvalidRequest,
     NoSuchResource,
     Ownership,
     RateLimited,
@@ -56,7 +55,7 @@ async def test_api_keys_authenticate_and_revoke(world: World) -> None:
     assert (p.account, p.scopes, p.source) == ("alice", frozenset({"devices:read"}), "here")
     with pytest.raises(Forbidden):
         await s.claims.claim(p, bytes(8), "00" * 16)
-    with pytest.raises(InvalidRequest):
+    with pytest.raises(Forbidden):  # beyond the account kind's scopes
         await s.accounts.create_api_key(world.alice, "alice", ["admin"])
     with pytest.raises(NoSuchResource):
         await s.accounts.create_api_key(world.bob, "alice", None)
@@ -95,7 +94,7 @@ async def test_import_claim_set_release_reclaim(world: World, hsm: Hsm) -> None:
     assert len(key) == 16
     with pytest.raises(AlreadyExported):
         await s.astks.export_astk(world.alice, "as1")
-    with pytest.raises(InvalidRequest):
+    with pytest.raises(NoSuchResource):
         await s.devices.set_astk(world.alice, eui, "nope")
     view = await s.devices.set_astk(world.alice, eui, "as1")
     view = await s.devices.set_net_id(world.alice, eui, b"\0\0\x13")
@@ -230,7 +229,7 @@ async def test_claim_with_a_tr005_string(world: World) -> None:
     wrong_join = build_qr(DeviceQr(bytes(8), dev.dev_eui, owner_token=dev.owner_token))
     with pytest.raises(ClaimFailed):
         await s.claims.claim_qr(world.alice, wrong_join)
-    with pytest.raises(InvalidRequest):
+    with pytest.raises(ClaimFailed, match="checksum"):
         await s.claims.claim_qr(world.alice, qr[:-1] + ("0" if qr[-1] != "0" else "1"))
     assert (await s.claims.claim_qr(world.alice, qr)).owner == "alice"
 
@@ -297,7 +296,7 @@ async def test_secure_element_devices_derive_keys_from_the_lot_master_key(world:
         await world.service.devices.import_devices(world.maker, _rows([dict(fields, dev_eui=_eui())]))
     assert "tkm_info" in {e.field for e in reused.value.errors}
     missing = TkmInfo(0xF, 0xF, 0xF, 1, secrets.token_bytes(8))
-    with pytest.raises(InvalidRequest):
+    with pytest.raises(Conflict, match="lot master key"):
         await world.service.devices.add_device(
             world.maker, {**fields, "dev_eui": _eui(), "tkm_info": missing.to_bytes().hex()}
         )
@@ -327,7 +326,7 @@ async def test_network_servers_and_roaming(world: World) -> None:
     assert token and ns.has_token
     with pytest.raises(Conflict):
         await s.networks.add_network_server(OPERATOR, {"net_id": "00aa01", "kek_label": ns.kek_label, "token": "x" * 20})
-    with pytest.raises(InvalidRequest):
+    with pytest.raises(Conflict, match="no KEK"):
         await s.networks.add_network_server(OPERATOR, {"net_id": "00AA02", "kek_label": "ns-missing-kek", "token": "y" * 20})
     await s.networks.add_roaming(OPERATOR, b"\0\xaa\1", b"\0\xbb\1")
     assert await s.networks.list_roaming(OPERATOR) == [(b"\0\xaa\1", b"\0\xbb\1")]
