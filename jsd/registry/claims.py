@@ -12,7 +12,7 @@ from jsd.registry.devices import SPENT_TOKEN
 from jsd.registry.journal import AuditRecord, EventRecord, JournalledStore, write_records
 from jsd.registry.ratelimits import count_failures, failure_counts
 from jsd.registry.tables import devices, spent_owner_tokens
-from jsd.registry.versions import bump
+from jsd.registry.versions import bump, lock
 
 __all__ = ["ClaimStore"]
 
@@ -38,6 +38,7 @@ class ClaimStore(JournalledStore):
             [audit],
             events_,
             then=[_spend(token_hash), bump(dev_eui)],
+            before=[lock(dev_eui)],
         )
 
     async def replace_token(self, dev_eui: str, old_hash: str, new_hash: str, audit: AuditRecord) -> bool:

@@ -25,7 +25,7 @@ from jsd.registry.tables import (
     reset_nonces_values,
     spent_owner_tokens,
 )
-from jsd.registry.versions import bump, delete_device, fresh_rows
+from jsd.registry.versions import bump, delete_device, fresh_rows, lock
 
 __all__ = ["DeviceStore", "OwnedDevice", "SPENT_TOKEN", "staged_row"]
 
@@ -240,6 +240,7 @@ class DeviceStore(JournalledStore):
             [audit],
             events_,
             then=[bump(dev_eui)],
+            before=[lock(dev_eui)],
         )
 
     async def reset_nonces(self, dev_eui: str, audit: AuditRecord) -> bool:

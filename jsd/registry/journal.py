@@ -154,9 +154,13 @@ class JournalledStore:
         audits: Iterable[AuditRecord] = (),
         events_: Iterable[EventRecord] = (),
         then: Iterable[Executable] = (),
+        before: Iterable[Executable] = (),
     ) -> bool:
-        """Change exactly one row and journal it (and run `then`) in one transaction; False if none matched."""
+        """Change exactly one row and journal it (after `before`, then `then`) in one transaction; False if none
+        matched."""
         async with self._writer.begin() as conn:
+            for each in before:
+                await conn.execute(each)
             if (await conn.execute(statement)).rowcount != 1:
                 return False
             for each in then:

@@ -33,7 +33,7 @@ from jsd.registry.tables import (
     reset_nonces_values,
     session_keys,
 )
-from jsd.registry.versions import bump, delete_device, fresh_rows
+from jsd.registry.versions import change, delete_device, fresh_rows
 
 __all__ = ["MAX_USED_DEV_NONCES", "SESSION_KEYS_KEPT", "Registry"]
 
@@ -239,8 +239,10 @@ class Registry:
     async def _set_device(self, dev_eui: bytes, **values: Any) -> None:
         """Change columns a join reads, moving the nonce version with them (`jsd.registry.versions`)."""
         eui = _eui_hex(dev_eui)
-        statement = update(devices).where(devices.c.dev_eui == eui).values(**values, updated_at=func.now())
-        await self._change_one(statement, "device", dev_eui, also=bump(eui))
+        async with self._writer.begin() as conn:
+            statement = update(devices).where(devices.c.dev_eui == eui).values(**values, updated_at=func.now())
+            if not await change(conn, statement, eui):
+                raise NotFound(f"device {eui} not found")
 
     async def reset_dev_nonces(self, dev_eui: bytes) -> None:
         """Forget used DevNonces and RJcounts (operator action). JoinNonce is kept: it must never repeat."""
@@ -368,19 +370,11 @@ class Registry:
         return None if row is None else _ns_from_row(row)
 
     async def _change_one(
-        self,
-        statement: Update | Delete,
-        what: str,
-        key: bytes,
-        params: dict[str, Any] | None = None,
-        also: Executable | None = None,
+        self, statement: Update | Delete, what: str, key: bytes, params: dict[str, Any] | None = None
     ) -> None:
-        """Change exactly one row, then run `also` in the same transaction; `NotFound` (nothing changed) if none."""
         async with self._writer.begin() as conn:
             if (await conn.execute(statement, params)).rowcount != 1:
                 raise NotFound(f"{what} {key.hex()} not found")
-            if also is not None:
-                await conn.execute(also)
 
 
 def _check_nonce_state(state: NonceState) -> None:

@@ -4,6 +4,7 @@ read before it fails its version-checked commit after it (and reads again); a de
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jsd.registry import Device, NewDevice, NonceConflict, NotFound, Registry, SessionKey, migrate
@@ -21,7 +22,7 @@ from jsd.registry.devices import staged_row
 from jsd.registry.journal import AuditRecord
 from jsd.registry.ops import switch_astk
 from jsd.registry.stores import OwnershipStores
-from jsd.registry.tables import retired_versions
+from jsd.registry.tables import device_nonces, retired_versions, session_keys
 
 from .conftest import Database
 
@@ -220,3 +221,52 @@ async def test_a_deleted_devices_version_is_kept_until_its_reimport(db: Db) -> N
         await add_by_store(db, NEW_KEYS)
         assert (await read(db)).nonces.version == last + 1 + round_
         assert await db.stores.devices.delete_device(EUI, None, AUDIT)
+
+
+async def test_a_delete_waits_for_a_commit_in_flight_and_keeps_its_version(db: Db, database: Database) -> None:
+    """The nonce row is locked before its version is read: a join committing meanwhile lands first and counts."""
+    before = (await read(db)).nonces.version
+    async with database.engine().connect() as other:
+        in_flight = await other.begin()
+        await other.execute(
+            update(device_nonces).where(device_nonces.c.dev_eui == EUI).values(version=device_nonces.c.version + 5)
+        )
+        deleting = asyncio.create_task(db.stores.devices.delete_device(EUI, None, AUDIT))
+        await asyncio.sleep(0.3)
+        assert not deleting.done()
+        await in_flight.commit()
+    assert await deleting
+
+    async with db.engine.connect() as conn:
+        assert (await conn.execute(select(retired_versions.c.version))).scalar_one() == before + 5
+
+
+LOCKING: dict[str, tuple[Step | None, Step]] = {
+    "claim": EDITS["claim"],
+    "release": EDITS["update_owned release"],
+    "ASTK rotation": EDITS["ASTK rotation"],
+    "delete": (None, DELETES["delete_device"]),
+}
+
+
+@pytest.mark.parametrize("setup, edit", LOCKING.values(), ids=LOCKING.keys())
+async def test_an_edit_waits_behind_a_commit_in_flight_without_deadlock(
+    db: Db, database: Database, setup: Step | None, edit: Step
+) -> None:
+    """A join's commit takes the nonce row, then a key-share lock on the device row (its session key's foreign
+    key); an edit takes them in the same order, so it waits for the commit instead of deadlocking with it."""
+    if setup is not None:
+        await setup(db)
+    async with database.engine().connect() as other:
+        in_flight = await other.begin()
+        await other.execute(
+            update(device_nonces).where(device_nonces.c.dev_eui == EUI).values(version=device_nonces.c.version + 1)
+        )
+        editing = asyncio.create_task(edit(db))
+        await asyncio.sleep(0.3)
+        assert not editing.done()
+        session = {"session_key_id": "cd" * 16, "dev_eui": EUI, "hsm_group": "default",
+                   "app_s_key_blob": b"\x03" * 24, "join_nonce": 1, "dev_nonce": 1}  # fmt: skip
+        await asyncio.wait_for(other.execute(insert(session_keys).values(session)), 0.5)
+        await in_flight.commit()
+    await editing
