@@ -12,6 +12,7 @@ from jsd.registry.devices import SPENT_TOKEN
 from jsd.registry.journal import AuditRecord, EventRecord, JournalledStore, write_records
 from jsd.registry.ratelimits import count_failures, failure_counts
 from jsd.registry.tables import devices, spent_owner_tokens
+from jsd.registry.versions import bump, lock
 
 __all__ = ["ClaimStore"]
 
@@ -22,7 +23,9 @@ class ClaimStore(JournalledStore):
     async def claim(
         self, dev_eui: str, token_hash: str, account: str, audit: AuditRecord, events_: Iterable[EventRecord]
     ) -> bool:
-        """Hand an unclaimed device to `account` if `token_hash` is still its token; the token is spent."""
+        """Hand an unclaimed device to `account` if `token_hash` is still its token; the token is spent.
+
+        The owner, NetID and ASTK a join reads change: the nonce version moves (`jsd.registry.versions`)."""
         return await self._one_row(
             _unclaimed(dev_eui, token_hash).values(
                 owner_account=account,
@@ -34,7 +37,8 @@ class ClaimStore(JournalledStore):
             ),
             [audit],
             events_,
-            then=_spend(token_hash),
+            then=[_spend(token_hash), bump(dev_eui)],
+            before=[lock(dev_eui)],
         )
 
     async def replace_token(self, dev_eui: str, old_hash: str, new_hash: str, audit: AuditRecord) -> bool:
@@ -42,7 +46,7 @@ class ClaimStore(JournalledStore):
         return await self._one_row(
             _unclaimed(dev_eui, old_hash).values(owner_token_hash=new_hash, updated_at=func.now()),
             [audit],
-            then=_spend(old_hash),
+            then=[_spend(old_hash)],
         )
 
     async def token_spent(self, token_hash: str) -> bool:

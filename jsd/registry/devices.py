@@ -21,11 +21,11 @@ from jsd.registry.tables import (
     audit_log,
     device_nonces,
     devices,
-    fresh_nonces_row,
     import_rows,
     reset_nonces_values,
     spent_owner_tokens,
 )
+from jsd.registry.versions import bump, delete_device, fresh_rows, lock
 
 __all__ = ["DeviceStore", "OwnedDevice", "SPENT_TOKEN", "staged_row"]
 
@@ -153,7 +153,7 @@ class DeviceStore(JournalledStore):
         try:
             async with self._writer.begin() as conn:
                 await conn.execute(insert(devices), dict(row))
-                await conn.execute(insert(device_nonces), fresh_nonces_row(row["dev_eui"]))
+                await conn.execute(insert(device_nonces), await fresh_rows(conn, [row["dev_eui"]]))
                 await write_records(conn, [audit], events_)
         except IntegrityError as exc:
             raise DeviceExists(f"device {row['dev_eui']} exists already, or its owner token is taken") from exc
@@ -212,7 +212,7 @@ class DeviceStore(JournalledStore):
                     last = staged[-1].line
                     rows = [_revive(json.loads(r.row)) for r in staged]
                     await conn.execute(insert(devices), rows)
-                    await conn.execute(insert(device_nonces), [fresh_nonces_row(r["dev_eui"]) for r in rows])
+                    await conn.execute(insert(device_nonces), await fresh_rows(conn, [r["dev_eui"] for r in rows]))
                     await write_records(conn, (), [e for r in rows for e in events_of(r)])
                 if device_audit is not None:
                     await conn.execute(_per_device_audit(batch_id, device_audit))
@@ -229,12 +229,18 @@ class DeviceStore(JournalledStore):
         audit: AuditRecord,
         events_: Iterable[EventRecord],
     ) -> bool:
-        """Change a device still owned by `owner` (None = any owner: operator); False if it is not."""
+        """Change a device still owned by `owner` (None = any owner: operator); False if it is not.
+
+        The nonce version moves with it, so a join that read the device before cannot commit over the change."""
         condition = devices.c.dev_eui == dev_eui
         if owner is not None:
             condition = and_(condition, devices.c.owner_account == owner)
         return await self._one_row(
-            update(devices).where(condition).values(**values, updated_at=func.now()), [audit], events_
+            update(devices).where(condition).values(**values, updated_at=func.now()),
+            [audit],
+            events_,
+            then=[bump(dev_eui)],
+            before=[lock(dev_eui)],
         )
 
     async def reset_nonces(self, dev_eui: str, audit: AuditRecord) -> bool:
@@ -247,11 +253,15 @@ class DeviceStore(JournalledStore):
         )
 
     async def delete_device(self, dev_eui: str, manufacturer: str | None, audit: AuditRecord) -> bool:
-        """Delete a device (one of `manufacturer`'s unclaimed ones, or any when None)."""
+        """Delete a device (one of `manufacturer`'s unclaimed ones, or any when None), keeping its last version."""
         condition = devices.c.dev_eui == dev_eui
         if manufacturer is not None:
             condition = and_(condition, devices.c.manufacturer == manufacturer, devices.c.owner_account.is_(None))
-        return await self._one_row(delete(devices).where(condition), [audit])
+        async with self._writer.begin() as conn:
+            if not await delete_device(conn, dev_eui, condition):
+                return False
+            await write_records(conn, [audit])
+            return True
 
 
 def _per_device_audit(batch_id: str, template: AuditRecord) -> Any:

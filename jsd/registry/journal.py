@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, overload
 
-from sqlalchemy import Delete, Insert, Update, delete, insert, or_, select
+from sqlalchemy import Delete, Executable, Insert, Update, delete, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -153,14 +153,18 @@ class JournalledStore:
         statement: Update | Delete,
         audits: Iterable[AuditRecord] = (),
         events_: Iterable[EventRecord] = (),
-        then: Insert | None = None,
+        then: Iterable[Executable] = (),
+        before: Iterable[Executable] = (),
     ) -> bool:
-        """Change exactly one row and journal it (and run `then`) in one transaction; False if none matched."""
+        """Change exactly one row and journal it (after `before`, then `then`) in one transaction; False if none
+        matched."""
         async with self._writer.begin() as conn:
+            for each in before:
+                await conn.execute(each)
             if (await conn.execute(statement)).rowcount != 1:
                 return False
-            if then is not None:
-                await conn.execute(then)
+            for each in then:
+                await conn.execute(each)
             await write_records(conn, audits, events_)
             return True
 

@@ -19,6 +19,7 @@ from jsd.registry.engine import read_only
 from jsd.registry.errors import NotFound
 from jsd.registry.journal import new_event
 from jsd.registry.tables import astks, audit_log, device_nonces, devices, events, network_servers, outbox
+from jsd.registry.versions import change
 
 __all__ = [
     "COUNTER_MAC_VERSIONS",
@@ -212,10 +213,12 @@ async def switch_astk(engine: AsyncEngine, account: str, old: str, new: str, bat
             )
             if not euis:
                 return moved
-            await conn.execute(
+            await change(
+                conn,
                 update(devices)
                 .where(devices.c.dev_eui.in_(euis), devices.c.astk_label == labels[old])
-                .values(astk_label=labels[new], updated_at=func.now())
+                .values(astk_label=labels[new], updated_at=func.now()),
+                *euis,
             )
             for eui in euis:
                 event = new_event("device.astk_set", account, eui, {"astk": new})

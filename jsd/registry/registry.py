@@ -28,12 +28,12 @@ from jsd.registry.tables import (
     device_nonces,
     devices,
     events,
-    fresh_nonces_row,
     network_servers,
     outbox,
     reset_nonces_values,
     session_keys,
 )
+from jsd.registry.versions import change, delete_device, fresh_rows
 
 __all__ = ["MAX_USED_DEV_NONCES", "SESSION_KEYS_KEPT", "Registry"]
 
@@ -178,7 +178,7 @@ class Registry:
         try:
             async with self._writer.begin() as conn:
                 await conn.execute(_INSERT_DEVICE, row)
-                await conn.execute(_INSERT_NONCES, fresh_nonces_row(row["dev_eui"]))
+                await conn.execute(_INSERT_NONCES, await fresh_rows(conn, [row["dev_eui"]]))
         except IntegrityError as exc:
             raise DeviceExists(f"device {row['dev_eui']} already exists") from exc
 
@@ -193,7 +193,7 @@ class Registry:
                 for chunk in _chunks(devices_, _BULK_CHUNK):
                     rows = [_device_row(d) for d in chunk]
                     await conn.execute(_INSERT_DEVICE, rows)
-                    await conn.execute(_INSERT_NONCES, [fresh_nonces_row(r["dev_eui"]) for r in rows])
+                    await conn.execute(_INSERT_NONCES, await fresh_rows(conn, [r["dev_eui"] for r in rows]))
                     added += len(rows)
         except IntegrityError as exc:
             raise DeviceExists("one of the devices already exists (or is listed twice)") from exc
@@ -219,31 +219,30 @@ class Registry:
             return int((await conn.execute(_COUNT_DEVICES)).scalar_one())
 
     async def remove_device(self, dev_eui: bytes) -> None:
-        """Delete a device with its nonce state and session keys; `NotFound` if absent."""
-        await self._change_one(
-            delete(devices).where(devices.c.dev_eui == _eui_hex(dev_eui)), "device", dev_eui
-        )
+        """Delete a device with its nonce state and session keys; `NotFound` if absent.
+
+        Its last version is kept, so a re-import of the DevEUI starts above it (`jsd.registry.versions`).
+        """
+        eui = _eui_hex(dev_eui)
+        async with self._writer.begin() as conn:
+            if not await delete_device(conn, eui, devices.c.dev_eui == eui):
+                raise NotFound(f"device {eui} not found")
 
     async def set_home_net_id(self, dev_eui: bytes, net_id: bytes | None) -> None:
         """Set (or clear) the NetID of the device's home network server."""
-        value = None if net_id is None else _net_id_hex(net_id)
-        await self._change_one(
-            update(devices)
-            .where(devices.c.dev_eui == _eui_hex(dev_eui))
-            .values(home_net_id=value, updated_at=func.now()),
-            "device",
-            dev_eui,
-        )
+        await self._set_device(dev_eui, home_net_id=None if net_id is None else _net_id_hex(net_id))
 
     async def set_astk_label(self, dev_eui: bytes, label: str | None) -> None:
         """Set (or clear) the label of the KEK that wraps the device's AppSKey for its application."""
-        await self._change_one(
-            update(devices)
-            .where(devices.c.dev_eui == _eui_hex(dev_eui))
-            .values(astk_label=label, updated_at=func.now()),
-            "device",
-            dev_eui,
-        )
+        await self._set_device(dev_eui, astk_label=label)
+
+    async def _set_device(self, dev_eui: bytes, **values: Any) -> None:
+        """Change columns a join reads, moving the nonce version with them (`jsd.registry.versions`)."""
+        eui = _eui_hex(dev_eui)
+        async with self._writer.begin() as conn:
+            statement = update(devices).where(devices.c.dev_eui == eui).values(**values, updated_at=func.now())
+            if not await change(conn, statement, eui):
+                raise NotFound(f"device {eui} not found")
 
     async def reset_dev_nonces(self, dev_eui: bytes) -> None:
         """Forget used DevNonces and RJcounts (operator action). JoinNonce is kept: it must never repeat."""

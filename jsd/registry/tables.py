@@ -47,6 +47,7 @@ __all__ = [
     "network_servers",
     "outbox",
     "rate_limits",
+    "retired_versions",
     "roaming_agreements",
     "session_keys",
     "spent_owner_tokens",
@@ -123,10 +124,19 @@ device_nonces = Table(
 )
 
 
+retired_versions = Table(
+    "retired_versions",
+    metadata,
+    Column("dev_eui", String(16), primary_key=True),
+    Column("version", Integer, nullable=False),
+    _now_column("retired_at"),
+)
+"""The last nonce-state version of each deleted device: a re-import continues above it (`jsd.registry.versions`)."""
 
-def fresh_nonces_row(dev_eui: str) -> dict[str, Any]:
+
+def fresh_nonces_row(dev_eui: str, version: int = 0) -> dict[str, Any]:
     """The nonce state a newly provisioned device starts with: no JoinNonce issued, no DevNonce seen."""
-    return {"dev_eui": dev_eui, "version": 0, "join_nonce": 0, "used_dev_nonces": b""}
+    return {"dev_eui": dev_eui, "version": version, "join_nonce": 0, "used_dev_nonces": b""}
 
 
 def reset_nonces_values() -> dict[str, Any]:
