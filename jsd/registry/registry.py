@@ -226,24 +226,11 @@ class Registry:
 
     async def set_home_net_id(self, dev_eui: bytes, net_id: bytes | None) -> None:
         """Set (or clear) the NetID of the device's home network server."""
-        value = None if net_id is None else _net_id_hex(net_id)
-        await self._change_one(
-            update(devices)
-            .where(devices.c.dev_eui == _eui_hex(dev_eui))
-            .values(home_net_id=value, updated_at=func.now()),
-            "device",
-            dev_eui,
-        )
+        await self._set_device(dev_eui, home_net_id=None if net_id is None else _net_id_hex(net_id))
 
     async def set_astk_label(self, dev_eui: bytes, label: str | None) -> None:
         """Set (or clear) the label of the KEK that wraps the device's AppSKey for its application."""
-        await self._change_one(
-            update(devices)
-            .where(devices.c.dev_eui == _eui_hex(dev_eui))
-            .values(astk_label=label, updated_at=func.now()),
-            "device",
-            dev_eui,
-        )
+        await self._set_device(dev_eui, astk_label=label)
 
     async def reset_dev_nonces(self, dev_eui: bytes) -> None:
         """Forget used DevNonces and RJcounts (operator action). JoinNonce is kept: it must never repeat."""
@@ -370,6 +357,11 @@ class Registry:
             row = (await conn.execute(statement, {"p_key": key})).first()
         return None if row is None else _ns_from_row(row)
 
+    async def _set_device(self, dev_eui: bytes, **values: str | None) -> None:
+        """Change columns of one device row, stamping `updated_at`; `NotFound` if absent."""
+        statement = update(devices).where(devices.c.dev_eui == _eui_hex(dev_eui))
+        await self._change_one(statement.values(**values, updated_at=func.now()), "device", dev_eui)
+
     async def _change_one(
         self, statement: Update | Delete, what: str, key: bytes, params: dict[str, Any] | None = None
     ) -> None:
@@ -444,7 +436,7 @@ def _device_from_row(row: Sequence[Any]) -> Device:
         astk_label,
         owner,
         name,
-        NonceState(version, join_nonce, last_dev_nonce, _unpack_dev_nonces(used), rj_count0, rj_count1),
+        nonces=NonceState(version, join_nonce, last_dev_nonce, _unpack_dev_nonces(used), rj_count0, rj_count1),
     )
 
 
