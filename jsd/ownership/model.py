@@ -292,20 +292,16 @@ class DeviceView(DeviceFacts):
         }
 
 
-@dataclass(frozen=True, slots=True)
-class ImportedDevice:
-    """One answer line of an import: the owner token and generated keys only when the device was created."""
+@dataclass(frozen=True)
+class ImportedDevice(DeviceFacts):
+    """One answer line of an import: the row's facts and what became of it; the owner token and generated keys
+    only when the device was created."""
 
-    dev_eui: bytes
-    join_eui: bytes
-    profile_id: bytes
-    name: str | None
     created: bool
-    line: int | None = None
-    owner_token: str | None = None
-    serial: str | None = None
-    app_key: bytes | None = None
-    nwk_key: bytes | None = None
+    line: int | None
+    owner_token: str | None
+    app_key: bytes | None
+    nwk_key: bytes | None
 
 
 @dataclass(frozen=True)
