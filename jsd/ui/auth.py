@@ -33,7 +33,7 @@ MAX_PASSWORD = 1024
 
 
 class SignInFailed(OwnershipError, problem="unauthenticated", status=401, title="Sign-in failed"):
-    """A wrong user name or password, or an unknown API key, on the console's sign-in form."""
+    """A console sign-in with an unknown user name, a wrong password, or an unknown or revoked API key."""
 
 
 @dataclass(frozen=True)
