@@ -76,8 +76,8 @@ class _Internal(OwnershipError):
     """A bug while handling a command: the reply carries a reference for the log line, nothing else."""
 
 
-class _TooLarge(OwnershipError):
-    problem, status, title = "payload-too-large", 413, "Payload too large"
+class _TooLarge(OwnershipError, problem="payload-too-large", status=413, title="Payload too large"):
+    """A command message above the size limit, refused before it is parsed."""
 
 
 def _invalid(field: str | None, reason: str) -> InvalidRequest:

@@ -49,22 +49,24 @@ _NO_DELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 @dataclass(frozen=True)
 class MqttConfig:
-    """The [mqtt] settings, with the password read from its file (never from the settings themselves)."""
+    """The [mqtt] settings, with the password read from its file (never from the settings themselves).
+
+    No defaults here: `from_settings` is the only maker, and the defaults live once, in jsd.config."""
 
     host: str
-    port: int = 1883
-    protocol: str = "5"
-    username: str | None = None
-    password: str | None = None
-    tls: bool = False
-    tls_ca: str | None = None
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    client_id: str = ""
-    keepalive: int = 30
-    retry_min: float = 0.5
-    retry_max: float = 30.0
-    poll_interval: float = 0.2
+    port: int
+    protocol: str
+    username: str | None
+    password: str | None
+    tls: bool
+    tls_ca: str | None
+    tls_cert: str | None
+    tls_key: str | None
+    client_id: str
+    keepalive: int
+    retry_min: float
+    retry_max: float
+    poll_interval: float
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MqttConfig | None:

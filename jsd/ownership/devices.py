@@ -11,6 +11,7 @@ import hashlib
 import re
 import secrets
 from collections.abc import AsyncIterable, Mapping
+from dataclasses import fields
 from typing import Any
 
 from jsd import metrics
@@ -20,6 +21,7 @@ from jsd.ownership.imports import HEADER_PROBLEM, DeviceSpec, Problems, RawRow, 
 from jsd.ownership.model import (
     AccountKind,
     Conflict,
+    DeviceFacts,
     DeviceView,
     FieldError,
     Forbidden,
@@ -399,17 +401,9 @@ def _imported(
     app_key: bytes | None = None,
     nwk_key: bytes | None = None,
 ) -> ImportedDevice:
+    facts = {f.name: getattr(spec, f.name) for f in fields(DeviceFacts)}
     return ImportedDevice(
-        dev_eui=spec.dev_eui,
-        join_eui=spec.join_eui,
-        profile_id=spec.profile_id,
-        name=spec.name,
-        created=created,
-        line=spec.line,
-        owner_token=owner_token,
-        serial=spec.serial,
-        app_key=app_key,
-        nwk_key=nwk_key,
+        **facts, created=created, line=spec.line, owner_token=owner_token, app_key=app_key, nwk_key=nwk_key
     )
 
 

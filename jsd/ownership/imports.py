@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from jsd.ownership import se
-from jsd.ownership.model import FieldError, InvalidRequest, OwnershipError
+from jsd.ownership.model import DeviceFacts, FieldError, InvalidRequest, OwnershipError
 from jsd.ownership.parse import parse_eui, parse_hex, parse_key
 from jsd.ownership.rules import boolean, invalid, plain_text
 
@@ -151,20 +151,12 @@ MAX_REPORTED_ERRORS = 1000
 T = TypeVar("T")
 
 
-@dataclass
-class DeviceSpec:
+@dataclass(frozen=True)
+class DeviceSpec(DeviceFacts):
     """One checked import row, before any key is touched."""
 
     line: int | None
-    dev_eui: bytes
-    join_eui: bytes
-    mac_version: str
-    name: str | None
-    admin_info: str | None
-    secure_element: bool
     hsm_group: str
-    profile_id: bytes
-    serial: str | None
     app_key: bytes | None = None
     nwk_key: bytes | None = None
     generate_keys: bool = False
@@ -177,16 +169,9 @@ class DeviceSpec:
     def digest(self, manufacturer: str) -> str:
         """What makes a re-run of the same row a no-op: every field but the keys themselves."""
         content = {
+            **self.facts_dict(),
             "manufacturer": manufacturer,
-            "dev_eui": self.dev_eui.hex(),
-            "join_eui": self.join_eui.hex(),
-            "mac_version": self.mac_version,
-            "name": self.name,
-            "admin_info": self.admin_info,
-            "secure_element": self.secure_element,
             "hsm_group": self.hsm_group,
-            "profile_id": self.profile_id.hex(),
-            "serial": self.serial,
             "generate_keys": self.generate_keys,
         }
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()

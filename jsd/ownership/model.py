@@ -28,6 +28,7 @@ __all__ = [
     "AuditEntry",
     "ClaimFailed",
     "Conflict",
+    "DeviceFacts",
     "DeviceView",
     "EventView",
     "FieldError",
@@ -132,6 +133,13 @@ class OwnershipError(Exception):
     status: ClassVar[int] = 500
     title: ClassVar[str] = "Internal error"
 
+    def __init_subclass__(cls, *, problem: str = "", status: int = 0, title: str = "", **kwargs: Any) -> None:
+        """A subclass names its slug, status and title in its class line; one it leaves out is inherited."""
+        super().__init_subclass__(**kwargs)
+        cls.problem = problem or cls.problem
+        cls.status = status or cls.status
+        cls.title = title or cls.title
+
     def __init__(
         self,
         detail: str,
@@ -160,46 +168,44 @@ class OwnershipError(Exception):
         return body
 
 
-class Unauthenticated(OwnershipError):
-    problem, status, title = "unauthenticated", 401, "Authentication required"
+class Unauthenticated(OwnershipError, problem="unauthenticated", status=401, title="Authentication required"):
+    """No API key, or one that is unknown or revoked."""
 
 
-class Forbidden(OwnershipError):
-    problem, status, title = "forbidden", 403, "Not allowed"
+class Forbidden(OwnershipError, problem="forbidden", status=403, title="Not allowed"):
+    """The caller is known but its scopes or account kind do not allow the call."""
 
 
-class NoSuchResource(OwnershipError):
+class NoSuchResource(OwnershipError, problem="not-found", status=404, title="Not found"):
     """Absent, or not visible to the caller: the two are never told apart."""
 
-    problem, status, title = "not-found", 404, "Not found"
+
+class InvalidRequest(OwnershipError, problem="invalid-request", status=400, title="Invalid request"):
+    """A field is missing, malformed or out of range; `errors` says which."""
 
 
-class InvalidRequest(OwnershipError):
-    problem, status, title = "invalid-request", 400, "Invalid request"
+class ImportFailed(OwnershipError, problem="import-failed", status=422, title="Import refused"):
+    """Rows of a bulk import were refused; `errors` lists them by line."""
 
 
-class ImportFailed(OwnershipError):
-    problem, status, title = "import-failed", 422, "Import refused"
+class Conflict(OwnershipError, problem="conflict", status=409, title="Conflict"):
+    """The resource exists already or is in a state that forbids the change."""
 
 
-class Conflict(OwnershipError):
-    problem, status, title = "conflict", 409, "Conflict"
+class ClaimFailed(OwnershipError, problem="claim-failed", status=403, title="Claim failed"):
+    """An unknown device or a wrong owner token: the answer never says which."""
 
 
-class ClaimFailed(OwnershipError):
-    problem, status, title = "claim-failed", 403, "Claim failed"
+class RateLimited(OwnershipError, problem="rate-limited", status=429, title="Too many failed attempts"):
+    """Too many failed claims or sign-ins; `retry_after` says when to try again."""
 
 
-class RateLimited(OwnershipError):
-    problem, status, title = "rate-limited", 429, "Too many failed attempts"
+class AlreadyExported(OwnershipError, problem="already-exported", status=409, title="Key cannot be exported"):
+    """An ASTK leaves the HSM once, and never when it was imported."""
 
 
-class AlreadyExported(OwnershipError):
-    problem, status, title = "already-exported", 409, "Key cannot be exported"
-
-
-class HsmDown(OwnershipError):
-    problem, status, title = "hsm-unavailable", 503, "HSM unavailable"
+class HsmDown(OwnershipError, problem="hsm-unavailable", status=503, title="HSM unavailable"):
+    """The HSM did not answer, so nothing that needs a key can be done."""
 
 
 @dataclass(frozen=True)
@@ -230,8 +236,8 @@ class ApiKeyView:
 
 
 @dataclass(frozen=True)
-class DeviceView:
-    """What an account may see of a device: never keys, blobs or token hashes."""
+class DeviceFacts:
+    """What a maker states about a device and every viewer may read: an import row and a view start alike."""
 
     dev_eui: bytes
     join_eui: bytes
@@ -241,6 +247,25 @@ class DeviceView:
     secure_element: bool
     profile_id: bytes
     serial: str | None
+
+    def facts_dict(self) -> dict[str, Any]:
+        """The facts in wire form, in the order of docs/api.md's Device; an import's digest hashes them too."""
+        return {
+            "dev_eui": self.dev_eui.hex(),
+            "join_eui": self.join_eui.hex(),
+            "mac_version": self.mac_version,
+            "name": self.name,
+            "admin_info": self.admin_info,
+            "secure_element": self.secure_element,
+            "profile_id": self.profile_id.hex(),
+            "serial": self.serial,
+        }
+
+
+@dataclass(frozen=True)
+class DeviceView(DeviceFacts):
+    """What an account may see of a device: never keys, blobs or token hashes."""
+
     manufacturer: str | None
     owner: str | None
     home_net_id: bytes | None
@@ -256,14 +281,7 @@ class DeviceView:
     def as_dict(self) -> dict[str, Any]:
         """The Device shape of docs/api.md, shared by the REST answers and the MQTT command replies."""
         return {
-            "dev_eui": self.dev_eui.hex(),
-            "join_eui": self.join_eui.hex(),
-            "mac_version": self.mac_version,
-            "name": self.name,
-            "admin_info": self.admin_info,
-            "secure_element": self.secure_element,
-            "profile_id": self.profile_id.hex(),
-            "serial": self.serial,
+            **self.facts_dict(),
             "state": self.state,
             "manufacturer": self.manufacturer,
             "owner": self.owner,
@@ -275,20 +293,16 @@ class DeviceView:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class ImportedDevice:
-    """One answer line of an import: the owner token and generated keys only when the device was created."""
+@dataclass(frozen=True)
+class ImportedDevice(DeviceFacts):
+    """One answer line of an import: the row's facts and what became of it; the owner token and generated keys
+    only when the device was created."""
 
-    dev_eui: bytes
-    join_eui: bytes
-    profile_id: bytes
-    name: str | None
     created: bool
-    line: int | None = None
-    owner_token: str | None = None
-    serial: str | None = None
-    app_key: bytes | None = None
-    nwk_key: bytes | None = None
+    line: int | None
+    owner_token: str | None
+    app_key: bytes | None
+    nwk_key: bytes | None
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["Device", "NetworkServer", "NewDevice", "NonceState", "SessionKey"]
 
@@ -36,20 +36,10 @@ class NewDevice:
 
 
 @dataclass(frozen=True)
-class Device:
-    """A provisioned device together with its nonce state, read in one query."""
+class Device(NewDevice):
+    """A provisioned device: what provisioning supplied, with its nonce state read in the same query."""
 
-    dev_eui: bytes
-    join_eui: bytes
-    mac_version: str
-    hsm_group: str
-    app_key_blob: bytes
-    nwk_key_blob: bytes | None
-    home_net_id: bytes | None
-    astk_label: str | None
-    owner_account: str | None
-    name: str | None
-    nonces: NonceState
+    nonces: NonceState = field(kw_only=True)
 
 
 @dataclass(frozen=True)

@@ -443,7 +443,7 @@ def _device_from_row(row: Sequence[Any]) -> Device:
         astk_label,
         owner,
         name,
-        NonceState(version, join_nonce, last_dev_nonce, _unpack_dev_nonces(used), rj_count0, rj_count1),
+        nonces=NonceState(version, join_nonce, last_dev_nonce, _unpack_dev_nonces(used), rj_count0, rj_count1),
     )
 
 

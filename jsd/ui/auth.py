@@ -32,8 +32,8 @@ MIN_PASSWORD = 10
 MAX_PASSWORD = 1024
 
 
-class SignInFailed(OwnershipError):
-    problem, status, title = "unauthenticated", 401, "Sign-in failed"
+class SignInFailed(OwnershipError, problem="unauthenticated", status=401, title="Sign-in failed"):
+    """A console sign-in with an unknown user name, a wrong password, or an unknown or revoked API key."""
 
 
 @dataclass(frozen=True)
