@@ -22,17 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from join_load import (  # noqa: E402 - the bench directory is put on the path just above
-    RssSampler,
-    bench_secrets,
-    build_bodies,
-    ensure_wrk,
-    free_port,
-    next_nonce_base,
-    run_wrk,
-    start_daemon,
-    stop_daemon,
-)
+import join_load as load_bench  # noqa: E402 - the bench directory is put on the path just above
 
 Ticks = dict[tuple[int, int], tuple[int, int]]  # (pid, tid) -> (user, system) clock ticks
 
@@ -88,8 +78,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("codes", nargs="*", default=["installed="], help="LABEL=PYTHONPATH ('' = installed tree)")
     args = parser.parse_args()
-    ensure_wrk()
-    _, token = bench_secrets(args.state)
+    load_bench.ensure_wrk()
+    _, token = load_bench.bench_secrets(args.state)
     bodies = args.state / "bodies-cpu.jsonl"
     clock = os.sysconf("SC_CLK_TCK")
     results: dict[str, list[float]] = {}
@@ -101,18 +91,20 @@ def main() -> None:
             else:
                 os.environ.pop("PYTHONPATH", None)
             count = int(args.seconds * 3000)
-            build_bodies(bodies, args.version, count, args.devices, 7919 * round_ + 13, next_nonce_base(args.state))
-            port = free_port()
-            process = start_daemon(args.state, port, args.workers, args.state / "daemon-cpu.log")
-            tree = RssSampler(process.pid)
+            nonce_base = load_bench.next_nonce_base(args.state)
+            load_bench.build_bodies(bodies, args.version, count, args.devices, 7919 * round_ + 13, nonce_base)
+            port = load_bench.free_port()
+            process = load_bench.start_daemon(args.state, port, args.workers, args.state / "daemon-cpu.log")
+            tree = load_bench.RssSampler(process.pid)
             try:
-                run_wrk(port, bodies, token, 2, 8, 0)  # warm-up: KEK copies, connections
-                build_bodies(bodies, args.version, count, args.devices, 7919 * round_ + 7, next_nonce_base(args.state))
+                load_bench.run_wrk(port, bodies, token, 2, 8, 0)  # warm-up: KEK copies, connections
+                nonce_base = load_bench.next_nonce_base(args.state)
+                load_bench.build_bodies(bodies, args.version, count, args.devices, 7919 * round_ + 7, nonce_base)
                 before = thread_ticks(tree.tree())
-                load = run_wrk(port, bodies, token, args.seconds, 32, 0)
+                load = load_bench.run_wrk(port, bodies, token, args.seconds, 32, 0)
                 after = thread_ticks(tree.tree())
             finally:
-                stop_daemon(process)
+                load_bench.stop_daemon(process)
             joins = max(1.0, load["joins"])
             roles = by_role(before, after, process.pid)
             total = sum(u + s for u, s in roles.values()) * 1000 / clock / joins
