@@ -39,7 +39,12 @@ class BodyTimeout(Exception):
 
 
 async def read_body(request: web.Request) -> bytes:
-    """The whole body, or ``BodyTimeout`` once ``server.body_timeout`` has passed (413 still raised as usual)."""
+    """The whole body, or ``BodyTimeout`` once ``server.body_timeout`` has passed (413 still raised as usual).
+
+    A body already received whole (an LBI message mostly arrives with its headers) is read without a timer.
+    """
+    if request.content.is_eof():
+        return await request.read()
     try:
         async with asyncio.timeout(request.config_dict[BODY_TIMEOUT]):
             return await request.read()

@@ -90,6 +90,10 @@ class Outbox:
         if batch:
             self._next_seq = max(self._next_seq or 0, max(item.seq for item in batch) + 1)
 
+    async def discard(self, limit: int) -> int:
+        """Without a broker nobody reads the pending events: drop up to `limit` unrendered; how many went."""
+        return await self._store.drop_pending(limit)
+
     async def prune_if_due(self) -> int:
         """Drop published events beyond the retention, at most once per interval; how many went."""
         now = time.monotonic()

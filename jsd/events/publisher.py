@@ -285,14 +285,14 @@ async def _quietly(job: Awaitable[None]) -> None:
 
 
 async def keep_without_broker(outbox: Outbox, poll_interval: float) -> None:
-    """No broker configured: there is nobody to deliver to, so outbox rows are cleared and retention applies."""
+    """No broker configured: there is nobody to deliver to, so outbox rows are cleared (without reading or
+    rendering their events: that was ≈ 5 % of a worker's Python CPU under join load) and retention applies."""
     while True:
         try:
-            batch = await outbox.pending(1000)
-            await outbox.acknowledge(batch)
+            cleared = await outbox.discard(1000)
             await outbox.prune_if_due()
         except Exception as exc:  # noqa: BLE001 - the database may be away for a while; never die
             log.error("event retention: %s", type(exc).__name__)
-            batch = []
-        if len(batch) < 1000:
+            cleared = 0
+        if cleared < 1000:
             await asyncio.sleep(max(poll_interval, 1.0))

@@ -12,13 +12,12 @@ steps, so a JoinNonce is never issued twice; a crash after the commit only burns
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -128,6 +127,37 @@ def _parsed(parse: Callable[[bytes], Frame], params: JoinParams) -> Frame:
     return frame
 
 
+class _Turn:
+    """One request's turn on a device: an `asyncio.Lock` per device shared by the requests waiting for it,
+    dropped with the last of them (a class rather than a generator context manager: it is on every join)."""
+
+    __slots__ = ("_key", "_lock", "_turns")
+
+    def __init__(self, turns: dict[bytes, tuple[asyncio.Lock, int]], key: bytes) -> None:
+        self._turns, self._key = turns, key
+
+    async def __aenter__(self) -> None:
+        entry = self._turns.get(self._key)
+        self._lock, users = entry if entry is not None else (asyncio.Lock(), 0)
+        self._turns[self._key] = (self._lock, users + 1)
+        try:
+            await self._lock.acquire()
+        except BaseException:
+            self._leave()
+            raise
+
+    async def __aexit__(self, *_exc: object) -> None:
+        self._lock.release()
+        self._leave()
+
+    def _leave(self) -> None:
+        lock, users = self._turns[self._key]
+        if users == 1:
+            del self._turns[self._key]
+        else:
+            self._turns[self._key] = (lock, users - 1)
+
+
 class JoinService:
     """Answers JoinReq, RejoinReq, HomeNSReq and AppSKeyReq for registered devices."""
 
@@ -148,21 +178,10 @@ class JoinService:
         self._senders: dict[str, tuple[float, Sender | None]] = {}
         self._turns: dict[bytes, tuple[asyncio.Lock, int]] = {}
 
-    @contextlib.asynccontextmanager
-    async def _device_turn(self, dev_eui: bytes) -> AsyncIterator[None]:
+    def _device_turn(self, dev_eui: bytes) -> _Turn:
         """Requests for one device take turns inside this process; other processes are caught by the
         registry's version check and retried."""
-        lock, users = self._turns.get(dev_eui, (asyncio.Lock(), 0))
-        self._turns[dev_eui] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._turns[dev_eui]
-            if users == 1:
-                del self._turns[dev_eui]
-            else:
-                self._turns[dev_eui] = (lock, users - 1)
+        return _Turn(self._turns, dev_eui)
 
     # -- who is asking ---------------------------------------------------------------------------
 

@@ -251,6 +251,12 @@ class Journal(JournalledStore):
         async with self._reader.connect() as conn:
             return [_event(r) for r in await conn.execute(statement)]
 
+    async def drop_pending(self, limit: int) -> int:
+        """No broker to deliver to: drop up to `limit` outbox rows unread (the events stay); how many went."""
+        async with self._writer.begin() as conn:
+            some = select(outbox.c.event_id).limit(limit).scalar_subquery()
+            return int((await conn.execute(delete(outbox).where(outbox.c.event_id.in_(some)))).rowcount)
+
     async def acknowledge(self, event_ids: Sequence[str]) -> None:
         """The broker has these events: drop their outbox rows (the events stay for REST until pruned)."""
         if event_ids:
