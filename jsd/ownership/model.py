@@ -16,6 +16,7 @@ from jsd.registry.journal import AuditEntry
 
 __all__ = [
     "ACCOUNT_ID_RE",
+    "ANSWER_URL_RE",
     "NOT_TEXT",
     "is_text",
     "DEFAULT_SCOPES",
@@ -61,6 +62,14 @@ them. The Basic Multilingual Plane's non-printable characters of Unicode 14 (`st
 written out so the rule does not move with the Python version; one class for the service, pydantic, the
 OpenAPI document and schemathesis alike (unpaired surrogates, which no JSON body gets past `jsd.bodies`, are
 refused by `is_text` only: JSON Schema validators cannot write them in a class)."""
+ANSWER_URL_RE = (
+    r"https?://[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?"
+    r"(?::(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?"
+    r"(?:[/?#][!-~]{0,2000})?"
+)
+"""An NS's listener for asynchronous answers: http(s), a host name or IPv4 address, an optional port in range,
+then printable ASCII. Strict enough that every URL it admits can be parsed and posted to (an IPv6 literal
+is refused: the NS can be named by a host name)."""
 PROBLEM_TYPE_PREFIX = "urn:jsd:problem:"
 """RFC 7807 `type` of every problem: this prefix and the slug (docs/api.md)."""
 

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from jsd.hsm import Hsm, KekExists
-from jsd.ownership.model import Conflict, NetworkServerView, NoSuchResource, Principal
+from jsd.ownership.model import ANSWER_URL_RE, Conflict, NetworkServerView, NoSuchResource, Principal
 from jsd.ownership.parse import parse_hex, parse_key, parse_net_id
 from jsd.ownership.rules import audit, boolean, hsm_guard, invalid, need, plain_text
 from jsd.registry import NetworkServer, NetworkServerExists, NotFound, Registry
@@ -66,9 +66,9 @@ class NetworkService:
             raise invalid("token", "a bearer token (token / generate_token) or a cert_fingerprint is required")
         answer_url = fields.get("answer_url")
         if answer_url is not None and (
-            not isinstance(answer_url, str) or not re.fullmatch(r"https?://\S{1,2000}", answer_url)
+            not isinstance(answer_url, str) or not re.fullmatch(ANSWER_URL_RE, answer_url)
         ):
-            raise invalid("answer_url", "an http(s) URL")
+            raise invalid("answer_url", "an http(s) URL with a host name or IPv4 address")
         async_mode = boolean(fields.get("async_mode", False), "async_mode")
         if async_mode and answer_url is None:
             raise invalid("answer_url", "required with async_mode")

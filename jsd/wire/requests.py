@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Discriminator, Field, RootModel, Tag, model_validator
 
-from jsd.ownership.model import NOT_TEXT
+from jsd.ownership.model import ANSWER_URL_RE, NOT_TEXT
 from jsd.wire.base import Closed, rule_broken
 from jsd.wire.types import AccountId, AccountKindName, AstkName, EuiIn, HsmGroup, KeyIn, NetIdIn, Scope, Text
 
@@ -214,7 +214,7 @@ class NetworkServerIn(Closed):
     token: Annotated[str, Field(min_length=16, max_length=256)] | None = None
     generate_token: bool | None = None
     cert_fingerprint: CertFingerprint | None = None
-    answer_url: Annotated[str, Field(pattern="^https?://\\S{1,2000}$")] | None = None
+    answer_url: Annotated[str, Field(pattern=f"^{ANSWER_URL_RE}$")] | None = None
     async_mode: bool | None = None
 
     @model_validator(mode="after")
