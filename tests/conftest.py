@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
-import socket
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
@@ -20,13 +19,14 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from jsd.app import HSM, REGISTRY, build_app, softhsm_module
-from jsd.config import Settings, load_settings
+from jsd.app import HSM, REGISTRY, softhsm_module
+from jsd.config import Settings
 from jsd.hsm import Hsm, HsmSettings, Pin, init_softhsm_token, softhsm_conf_for
 from jsd.registry import NetworkServer, NewDevice, Registry, create_engine, migrate
 
+from .daemons import TOKEN_LABEL, daemon_settings, start_app, stop_app
+
 PG_ADMIN_URL = os.environ.get("JSD_TEST_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
-TOKEN_LABEL = "jsd-test"
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -105,12 +105,6 @@ async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
             await _pg_execute(f"DROP SCHEMA {schema} CASCADE")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class JsdServer:
     """A running daemon and operator shortcuts to register NSs and devices in it."""
@@ -187,19 +181,6 @@ class JsdServer:
         return label
 
 
-def daemon_settings(hsm_state: Path, database: Database, state_dir: Path, **changes: Any) -> Settings:
-    environ = {
-        "JSD_GENERAL_STATE_DIR": str(state_dir),
-        "JSD_DATABASE_URL": database.url,
-        "JSD_HSM_MODULE": softhsm_module(),
-        "JSD_HSM_TOKEN_LABEL": TOKEN_LABEL,
-        "JSD_HSM_PIN_FILE": str(hsm_state / "hsm-pin"),
-        "JSD_HSM_SOFTHSM_CONF": os.environ["SOFTHSM2_CONF"],
-        "JSD_SERVER_PORT": str(free_port()),
-    }
-    return load_settings(None, environ=environ).replace(**changes)
-
-
 @pytest.fixture
 def jsd_settings() -> dict[str, Any]:
     """Settings changes for `jsd_server` (``section__name=value``); a test module overrides this fixture."""
@@ -211,14 +192,9 @@ async def jsd_server(
     hsm_state: Path, database: Database, tmp_path: Path, jsd_settings: dict[str, Any]
 ) -> AsyncIterator[JsdServer]:
     """The real LBI application listening on 127.0.0.1, on SQLite or PostgreSQL."""
-    settings = daemon_settings(hsm_state, database, tmp_path / "state", **jsd_settings)
-    app = build_app(settings)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await app[HSM].ensure_storage_kek("default")
-    site = web.TCPSite(runner, "127.0.0.1", settings.get("server", "port"))
-    await site.start()
+    settings = daemon_settings(hsm_state, database.url, tmp_path / "state", **jsd_settings)
+    app, runner, url = await start_app(settings)
     try:
-        yield JsdServer(f"http://127.0.0.1:{settings.get('server', 'port')}/", app, settings, database)
+        yield JsdServer(url, app, settings, database)
     finally:
-        await runner.cleanup()
+        await stop_app(runner)
