@@ -9,6 +9,8 @@ sleeps to let the other workers bind.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -18,15 +20,22 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
+from sqlalchemy import text
 
-from jsd.app import HSM, build_app, softhsm_module
+from jsd.app import HSM, REGISTRY, build_app, softhsm_module
 from jsd.config import Settings, load_settings
+from jsd.hsm import Hsm
+from jsd.registry import NetworkServer, NewDevice, Registry, create_engine, migrate
 
+PG_ADMIN_URL = os.environ.get("JSD_TEST_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 TOKEN_LABEL = "jsd-test"  # the session token of tests/conftest.py
 STOP_WITHIN = 15.0
 """Seconds a daemon may take to stop on SIGTERM (or its in-process cleanup) before the test fails."""
@@ -129,6 +138,133 @@ async def stop_app(runner: web.AppRunner) -> None:
         await asyncio.wait_for(runner.cleanup(), STOP_WITHIN)
     except TimeoutError:
         raise AssertionError(f"the application did not stop within {STOP_WITHIN:.0f} s") from None
+
+
+@dataclass
+class Database:
+    backend: str
+    url: str
+
+
+async def _pg_execute(statement: str) -> None:
+    engine = create_engine(PG_ADMIN_URL)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def migrated_database(backend: str, directory: Path) -> AsyncIterator[Database]:
+    """A migrated, empty database: a SQLite file in `directory`, or a fresh PostgreSQL schema dropped after."""
+    if backend == "sqlite":
+        db = Database("sqlite", f"sqlite+aiosqlite:///{directory / 'jsd.sqlite3'}")
+        schema = None
+    else:
+        schema = f"t_{uuid.uuid4().hex[:12]}"
+        try:
+            await _pg_execute(f"CREATE SCHEMA {schema}")
+        except OSError as exc:
+            pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {exc}")
+        db = Database("postgresql", f"{PG_ADMIN_URL}?search_path={schema}")
+    engine = create_engine(db.url)
+    await migrate(engine)
+    await engine.dispose()
+    try:
+        yield db
+    finally:
+        if schema is not None:
+            await _pg_execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@dataclass
+class JsdServer:
+    """A running daemon and operator shortcuts to register NSs and devices in it."""
+
+    url: str
+    app: web.Application
+    settings: Settings
+    database: Database
+    kek_labels: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def registry(self) -> Registry:
+        return self.app[REGISTRY]
+
+    @property
+    def hsm(self) -> Hsm:
+        return self.app[HSM]
+
+    async def add_network_server(
+        self, net_id: str, kek: bytes, token: str, answer_url: str | None = None, async_mode: bool = False
+    ) -> str:
+        label = f"ns-{net_id}-{uuid.uuid4().hex[:6]}"
+        await self.hsm.import_kek(label, kek)
+        await self.registry.add_network_server(
+            NetworkServer(
+                net_id=bytes.fromhex(net_id),
+                name=f"NS {net_id}",
+                kek_label=label,
+                token_hash=hashlib.sha256(token.encode()).hexdigest(),
+                cert_fingerprint=None,
+                answer_url=answer_url,
+                async_mode=async_mode,
+            )
+        )
+        self.kek_labels[label] = kek
+        return label
+
+    async def add_roaming_agreement(self, home_net_id: str, visited_net_id: str) -> None:
+        """Let the visited NS ask HomeNSReq for the home NS's devices (as an operator would)."""
+        from jsd.app import STORE
+        from jsd.registry.ownership import AuditRecord
+
+        audit = AuditRecord(account=None, key_id=None, source="test", action="roaming.added")
+        assert await self.app[STORE].add_roaming(home_net_id.lower(), visited_net_id.lower(), audit)
+
+    async def add_device(
+        self,
+        dev_eui: str,
+        join_eui: str,
+        mac_version: str,
+        app_key: bytes,
+        nwk_key: bytes | None,
+        home_net_id: str | None,
+        astk: bytes | None,
+    ) -> str | None:
+        label = None
+        if astk is not None:
+            label = f"astk-{uuid.uuid4().hex[:8]}"
+            await self.hsm.import_kek(label, astk)
+        await self.registry.add_device(
+            NewDevice(
+                dev_eui=bytes.fromhex(dev_eui),
+                join_eui=bytes.fromhex(join_eui),
+                mac_version=mac_version,
+                hsm_group="default",
+                app_key_blob=await self.hsm.import_root_key("default", app_key),
+                nwk_key_blob=await self.hsm.import_root_key("default", nwk_key) if nwk_key else None,
+                home_net_id=bytes.fromhex(home_net_id) if home_net_id else None,
+                astk_label=label,
+                owner_account=None,
+                name=None,
+            )
+        )
+        return label
+
+
+@contextlib.asynccontextmanager
+async def running_server(
+    hsm_state: Path, database: Database, state_dir: Path, **changes: Any
+) -> AsyncIterator[JsdServer]:
+    """The real LBI application listening on 127.0.0.1 inside the test, with settings `changes`."""
+    settings = daemon_settings(hsm_state, database.url, state_dir, **changes)
+    app, runner, url = await start_app(settings)
+    try:
+        yield JsdServer(url, app, settings, database)
+    finally:
+        await stop_app(runner)
 
 
 class Serve:

@@ -29,10 +29,9 @@ from jsd.registry import NetworkServer, NewDevice, Registry, create_engine, migr
 from jsd.registry.ownership import OwnershipStore
 from jsd_sim.device import build_join_request, open_join_accept, parse_join_accept
 
-from ..daemons import Serve, hsm_environ
+from ..daemons import PG_ADMIN_URL, Serve, hsm_environ
 from .conftest import OPERATOR, until
 
-PG_ADMIN_URL = os.environ.get("JSD_TEST_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 HOME = "000013"
 JOIN_EUI = "70b3d57ed0000001"
 
