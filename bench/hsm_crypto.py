@@ -198,11 +198,11 @@ def main() -> None:
     parser.add_argument("--versions", nargs="+", default=list(VERSIONS), choices=VERSIONS)
     args = parser.parse_args()
 
-    print(f"{'version':<8} {'processes':>9} {'joins/s':>9} {'per process':>12}")
+    print(f"{'version':<8} {'processes':>9} {'joins/s':>9} {'per process':>12} {'CPU µs/join':>12}")
     for version in args.versions:
         for processes in args.processes:
-            rate = measure(version, args.seconds, processes)
-            print(f"{version:<8} {processes:>9} {rate:>9.0f} {rate / processes:>12.0f}", flush=True)
+            rate, cpu = measure_with_cpu(version, args.seconds, processes)
+            print(f"{version:<8} {processes:>9} {rate:>9.0f} {rate / processes:>12.0f} {1000 * cpu:>12.0f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pkcs11
 import pytest
 
 from jsd.app import softhsm_module
@@ -37,6 +38,9 @@ def hsm_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One SoftHSM2 token for the whole run (PKCS#11 is initialised once per process)."""
     state = tmp_path_factory.mktemp("hsm-state")
     os.environ["SOFTHSM2_CONF"] = str(softhsm_conf_for(state))
+    # tests/hsm play a PIN holder with python-pkcs11, which refuses a module that is already initialised;
+    # jsd accepts one, so python-pkcs11 goes first.
+    pkcs11.lib(softhsm_module())
     (state / "hsm-pin").write_text(secrets.token_hex(8))
     init_softhsm_token(softhsm_module(), TOKEN_LABEL, Pin(secrets.token_hex(8)), Pin((state / "hsm-pin").read_text()))
     return state

@@ -14,7 +14,7 @@ def test_generic_names_do_not_import_from_elsewhere(tmp_path: Path) -> None:
 
 
 def test_real_names_import(tmp_path: Path) -> None:
-    probe = "import jsd, jsd_cli, jsd_sim; print(jsd.__version__)"
+    probe = "import jsd, jsd_cli, jsd_sim, jsd_nsadapter, jsd_chirpstack; print(jsd.__version__)"
     result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 

@@ -1,5 +1,7 @@
 """The ``jsd`` command: serve the daemon, prepare the HSM, and manage accounts, network servers, devices,
-claims and ASTKs, through a daemon's REST API or, on the daemon's machine, on its database and HSM directly.
+claims and ASTKs through a daemon's REST API; on the daemon's machine, the few things no daemon or key can do
+yet (the HSM, the first operator account, console users, the database) work on its database and HSM directly
+(jsd_cli.bootstrap, the one local module).
 
 One tree of plural nouns (``accounts``, ``devices``, ``astks``, ``ns``) and a few verbs (``claim``, ``login``,
 ``whoami``). Commands import the daemon lazily so ``jsd --help`` stays fast. Secrets (PINs, keys, tokens,
@@ -16,7 +18,7 @@ from typing import Any, NoReturn
 
 import click
 
-from jsd_cli import accounts, astk, audit, claims, devices, events, local, ops, output, remote, session, users
+from jsd_cli import accounts, astk, audit, claims, devices, events, hsm, ns, ops, output, remote, session, users
 from jsd_cli.labels import labels_command
 
 
@@ -84,8 +86,8 @@ class JsdGroup(click.Group):
     "--local",
     "force_local",
     is_flag=True,
-    help="Work on this machine's database and HSM (as the daemon's operator), not through the API. "
-    "Also the mode when no API key is at hand.",
+    help="For `accounts create` and `devices add --home-net-id`: work on this machine's database and HSM "
+    "(as the daemon's operator), not through the API. Also their mode when no API key is at hand.",
 )
 @click.pass_context
 def main(
@@ -94,8 +96,9 @@ def main(
     """LoRaWAN Join Server with a PKCS#11 HSM.
 
     The commands call a daemon's REST API with an API key (--api-key-file, JSD_API_KEY_FILE, JSD_API_KEY or
-    the profile `jsd login` writes). `hsm`, `serve`, and without a key (or with --local) `ns`, `accounts`
-    and `devices add|list|show|reset-nonces|delete` work on the local database and HSM instead.
+    the profile `jsd login` writes). `serve`, `hsm`, `users`, `db`, `backup`, `restore`, `rotate`, and
+    without a key (or with --local) `accounts create` and `devices add --home-net-id` work on the local
+    database and HSM instead.
     """
     ctx.obj = remote.Context(config_path, url, api_key_file, force_local)
 
@@ -105,7 +108,7 @@ def main(
 @click.option("--port", type=int, help="Listen port (server.port).")
 @click.option("--workers", type=click.IntRange(1, 64), help="Worker processes (server.workers).")
 @click.pass_obj
-def serve(obj: local.Context, host: str | None, port: int | None, workers: int | None) -> None:
+def serve(obj: remote.Context, host: str | None, port: int | None, workers: int | None) -> None:
     """Run the Join Server (LBI 1.0 over HTTP and the REST API); the embedded default is created on first start."""
     from jsd.serve import serve as run
 
@@ -127,8 +130,8 @@ def _deprecated(group: click.Group, old: str) -> click.Group:
 
 main.add_command(session.login)
 main.add_command(session.whoami)
-main.add_command(local.hsm)
-main.add_command(local.ns)
+main.add_command(hsm.hsm)
+main.add_command(ns.ns)
 main.add_command(accounts.accounts)
 main.add_command(devices.devices)
 main.add_command(claims.claim)

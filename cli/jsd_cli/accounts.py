@@ -1,84 +1,23 @@
-"""``jsd accounts``: accounts and their API keys, through the API or directly on the local database.
+"""``jsd accounts``: accounts and their API keys, through the daemon's API.
 
-With an API key (``--api-key-file`` or ``JSD_API_KEY``) the commands call the daemon; without one they open
-the configured database and HSM as the local operator, which is how the first operator account is made
-(``jsd accounts create admin --kind operator``). Both modes print the same JSON shapes (docs/api.md).
+One command has a local mode: ``accounts create`` without an API key (or with ``--local``) opens the
+configured database and HSM as the local operator (jsd_cli.bootstrap), which is how the first operator
+account is made (``jsd accounts create admin --kind operator``). It prints the API's JSON shapes (docs/api.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 import click
 
-from jsd_cli import output
+from jsd_cli import bootstrap, output
 from jsd_cli.output import json_option
-from jsd_cli.remote import Context, check_new_file, emit_secret, pass_context, segment
-
-if TYPE_CHECKING:
-    from jsd.ownership import OwnershipService, Principal
-
-T = TypeVar("T")
+from jsd_cli.remote import Context, check_new_file, emit_secret, pass_context, segment, show_list
 
 KINDS = ("manufacturer", "subscriber", "operator")
 ACCOUNT_COLUMNS = (("ID", "id"), ("KIND", "kind"), ("NAME", "name"), ("CREATED", "created_at"))
 KEY_COLUMNS = (("KEY_ID", "key_id"), ("SCOPES", "scopes"), ("CREATED", "created_at"), ("REVOKED", "revoked_at"))
-LOCAL_SOURCE = "cli-local"
-
-
-@asynccontextmanager
-async def local_service(obj: Context) -> AsyncIterator[tuple[OwnershipService, Principal]]:
-    """The ownership service on the configured database and HSM (built as jsd.app does), as the local operator."""
-    from jsd.app import hsm_settings, ownership_policy
-    from jsd.config import database_url
-    from jsd.hsm import Hsm
-    from jsd.ownership import SCOPES, AccountKind, OwnershipService, Principal
-    from jsd.registry import Registry, create_engine
-    from jsd.registry.ownership import OwnershipStore
-    from jsd.serve import prepare
-
-    settings = obj.settings()
-    await prepare(settings)
-    engine = create_engine(database_url(settings))
-    hsm = await Hsm.open(hsm_settings(settings))
-    try:
-        service = OwnershipService(OwnershipStore(engine), Registry(engine), hsm, ownership_policy(settings))
-        principal = Principal(
-            account="_local",
-            kind=AccountKind.OPERATOR,
-            scopes=frozenset(SCOPES),
-            key_id=None,
-            source=LOCAL_SOURCE,
-        )
-        yield service, principal
-    finally:
-        await hsm.aclose()
-        await engine.dispose()
-
-
-def run_local(obj: Context, body: Callable[[OwnershipService, Principal], Awaitable[T]]) -> T:
-    """Run a service call locally; a refusal prints like an API problem and exits with the same code."""
-    from jsd.ownership import OwnershipError
-    from jsd_cli.client import ApiProblem
-    from jsd_cli.local import _run
-
-    async def call() -> T:
-        async with local_service(obj) as (service, principal):
-            return await body(service, principal)
-
-    try:
-        return _run(call())
-    except OwnershipError as exc:
-        problem = ApiProblem(
-            status=exc.status,
-            problem=exc.problem,
-            title=exc.title,
-            detail=exc.detail,
-            errors=[e.as_dict() for e in exc.errors],
-        )
-        raise output.fail(problem) from None
 
 
 @click.group()
@@ -102,13 +41,7 @@ def account_create(obj: Context, account_id: str, kind: str, name: str | None, o
         payload = {"id": account_id, "kind": kind} | ({"name": name} if name is not None else {})
         answer = obj.run(lambda api: api.call("POST", "/accounts", body=payload))
     else:
-        from jsd.api import render
-
-        async def body(service: OwnershipService, principal: Principal) -> dict[str, Any]:
-            view, key = await service.create_account(principal, account_id, kind, name)
-            return {"account": render.account(view), "api_key": render.new_api_key(key)}
-
-        answer = run_local(obj, body)
+        answer = bootstrap.create_account(obj, account_id, kind, name)
     _show_new_key(answer["api_key"], out, as_json, answer, f"account {answer['account']['id']} ({kind}) created")
 
 
@@ -137,19 +70,7 @@ def _show_new_key(key: dict[str, Any], out: str | None, as_json: bool, answer: d
 @pass_context
 def account_list(obj: Context, as_json: bool) -> None:
     """All accounts."""
-    if obj.remote:
-        answer = obj.run(lambda api: api.call("GET", "/accounts"))
-    else:
-        from jsd.api import render
-
-        async def body(service: OwnershipService, principal: Principal) -> dict[str, Any]:
-            return {"accounts": [render.account(a) for a in await service.list_accounts(principal)]}
-
-        answer = run_local(obj, body)
-    if as_json:
-        output.print_json(answer)
-    else:
-        click.echo(output.table(answer["accounts"], ACCOUNT_COLUMNS))
+    show_list(obj, "/accounts", "accounts", ACCOUNT_COLUMNS, as_json)
 
 
 @accounts.command("keys")
@@ -158,19 +79,7 @@ def account_list(obj: Context, as_json: bool) -> None:
 @pass_context
 def account_keys(obj: Context, account_id: str, as_json: bool) -> None:
     """The API keys of an account (ids and scopes; secrets are never stored)."""
-    if obj.remote:
-        answer = obj.run(lambda api: api.call("GET", f"/accounts/{segment(account_id)}/keys"))
-    else:
-        from jsd.api import render
-
-        async def body(service: OwnershipService, principal: Principal) -> dict[str, Any]:
-            return {"keys": [render.api_key(k) for k in await service.list_api_keys(principal, account_id)]}
-
-        answer = run_local(obj, body)
-    if as_json:
-        output.print_json(answer)
-    else:
-        click.echo(output.table(answer["keys"], KEY_COLUMNS))
+    show_list(obj, f"/accounts/{segment(account_id)}/keys", "keys", KEY_COLUMNS, as_json)
 
 
 @accounts.command("create-key")
@@ -185,16 +94,8 @@ def account_create_key(obj: Context, account_id: str, scopes: tuple[str, ...], o
         raise click.UsageError("--json prints to stdout: give --out FILE")
     check_new_file(out)
     wanted = list(scopes) or None
-    if obj.remote:
-        path = f"/accounts/{segment(account_id)}/keys"
-        answer = obj.run(lambda api: api.call("POST", path, body={"scopes": wanted} if wanted else {}))
-    else:
-        from jsd.api import render
-
-        async def body(service: OwnershipService, principal: Principal) -> dict[str, Any]:
-            return render.new_api_key(await service.create_api_key(principal, account_id, wanted))
-
-        answer = run_local(obj, body)
+    path = f"/accounts/{segment(account_id)}/keys"
+    answer = obj.run(lambda api: api.call("POST", path, body={"scopes": wanted} if wanted else {}))
     _show_new_key(answer, out, as_json, answer, f"new API key for {account_id}")
 
 
@@ -204,14 +105,7 @@ def account_create_key(obj: Context, account_id: str, scopes: tuple[str, ...], o
 @pass_context
 def account_revoke_key(obj: Context, key_id: str, as_json: bool) -> None:
     """Revoke an API key: from now on it fails like an unknown one."""
-    if obj.remote:
-        obj.run(lambda api: api.call("DELETE", f"/keys/{segment(key_id)}"))
-    else:
-
-        async def body(service: OwnershipService, principal: Principal) -> None:
-            await service.revoke_api_key(principal, key_id)
-
-        run_local(obj, body)
+    obj.run(lambda api: api.call("DELETE", f"/keys/{segment(key_id)}"))
     if as_json:
         output.print_json({"key_id": key_id, "revoked": True})
     else:

@@ -18,7 +18,7 @@ import click
 from jsd_cli import output
 from jsd_cli.client import ApiClient
 from jsd_cli.output import json_option
-from jsd_cli.remote import Context, check_new_file, emit_secret, pass_context, read_secret, segment
+from jsd_cli.remote import Context, check_new_file, emit_secret, pass_context, read_secret, segment, show_list
 
 ASTK_COLUMNS = (
     ("NAME", "name"),
@@ -103,8 +103,4 @@ def astk_export(obj: Context, name: str, out: str, as_json: bool) -> None:
 @pass_context
 def astk_list(obj: Context, as_json: bool) -> None:
     """ASTKs of this account (names and state, never keys)."""
-    answer = obj.run(lambda api: api.call("GET", "/astks"))
-    if as_json:
-        output.print_json(answer)
-    else:
-        click.echo(output.table(answer["astks"], ASTK_COLUMNS))
+    show_list(obj, "/astks", "astks", ASTK_COLUMNS, as_json)

@@ -1,7 +1,7 @@
-"""``jsd devices``: pre-commissioned and claimed devices through the REST API of a (remote) daemon, and, on
-the daemon's machine without an API key (or with ``--local``), the operator's shortcut: ``add`` a device whose
-keys are at hand with its home NetID and ASTK label, ``show``, ``list``, ``reset-nonces`` and ``delete``
-on the local database and HSM, printing the same shapes as the API.
+"""``jsd devices``: pre-commissioned and claimed devices through the REST API of a daemon, and, on the
+daemon's machine, the operator's shortcut: ``add`` with ``--home-net-id``/``--astk-label`` puts a device whose
+keys are at hand straight into the local database and HSM (jsd_cli.bootstrap), owned by no account, with its
+home NetID and ASTK label; the API has no such call (an owner sets those after the claim).
 
 ``import`` streams the file: it is read in blocks while it is sent, and the answer (one line per device, with
 the owner tokens and generated keys that exist nowhere else) is written to a 0600 file as it arrives, so
@@ -20,20 +20,16 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 import click
 
-from jsd_cli import output
-from jsd_cli.accounts import run_local
+from jsd_cli import bootstrap, output
 from jsd_cli.client import ApiClient, ApiProblem, ApiUnreachable
-from jsd_cli.local import _eui, _open, _read_secret_hex, _run
+from jsd_cli.inputs import eui, read_secret_hex
 from jsd_cli.output import DEVICE_COLUMNS, json_option
 from jsd_cli.progress import Progress
 from jsd_cli.remote import Context, check_new_file, emit_secret, pass_context, read_secret, secret_file, segment
-
-if TYPE_CHECKING:
-    from jsd.ownership import OwnershipService, Principal
 
 BLOCK = 64 * 1024
 POLL = 1.0  # seconds between two questions about a running import's progress
@@ -314,8 +310,8 @@ def devices_add(
             raise click.UsageError("give DEV_EUI and --mac-version (or --from-file)")
         if (keys_file is None) == (not generate_keys):
             raise click.UsageError("give --keys-file or --generate-keys")
-        dev_eui = _eui(dev_eui, "DevEUI").hex()  # refused here before any key is read
-        join_eui = None if join_eui is None else _eui(join_eui, "JoinEUI").hex()
+        dev_eui = eui(dev_eui, "DevEUI").hex()  # refused here before any key is read
+        join_eui = None if join_eui is None else eui(join_eui, "JoinEUI").hex()
         fields = {"dev_eui": dev_eui, "mac_version": mac_version}
         fields |= {k: v for k, v in (("join_eui", join_eui), ("name", name), ("hsm_group", hsm_group)) if v}
         if keys_file is not None:
@@ -323,27 +319,20 @@ def devices_add(
         else:
             fields["generate_keys"] = True
     check_new_file(out)
-    if obj.remote:
+    if obj.remote and any(local_only.values()):
         used = [o for o, v in local_only.items() if v]
-        if used:
-            raise click.UsageError(
-                f"{', '.join(used)}: only on the daemon's machine (--local, or no API key); through the API a "
-                "device's home NetID and ASTK are set by its owner after the claim"
-            )
-        answer = obj.run(lambda api: api.call("POST", "/devices", body=fields))
-    elif any(local_only.values()):
+        raise click.UsageError(
+            f"{', '.join(used)}: only on the daemon's machine (--local, or no API key); through the API a "
+            "device's home NetID and ASTK are set by its owner after the claim"
+        )
+    if any(local_only.values()):
         if generate_keys or from_file is not None:
             raise click.UsageError("--home-net-id and --astk-label go with --keys-file")
         _add_local_owned_by_nobody(obj, fields, home_net_id, astk_label, astk_file)
         answer = {**fields, "status": "created"}
         answer.pop("app_key", None), answer.pop("nwk_key", None)
     else:
-        from jsd.api import render
-
-        async def body(service: OwnershipService, principal: Principal) -> dict[str, Any]:
-            return render.imported_device(await service.add_device(principal, fields))
-
-        answer = run_local(obj, body)
+        answer = obj.run(lambda api: api.call("POST", "/devices", body=fields))
     _show_added(answer, out, as_json)
 
 
@@ -366,46 +355,18 @@ def _root_keys(keys_file: str, mac_version: str) -> dict[str, str]:
 def _add_local_owned_by_nobody(
     obj: Context, fields: dict[str, Any], home_net_id: str | None, astk_label: str | None, astk_file: str | None
 ) -> None:
-    """The operator's shortcut: a device with its home NetID and ASTK label, straight into the registry."""
-    from jsd.registry import NewDevice
-
-    dev = _eui(fields["dev_eui"], "DevEUI")
+    """The operator's shortcut (jsd_cli.bootstrap), its inputs checked here before the HSM is opened."""
+    dev = eui(fields["dev_eui"], "DevEUI")
     join_eui = fields.get("join_eui") or obj.settings().get("ownership", "default_join_eui")
     if not join_eui:
         raise click.UsageError("give --join-eui (ownership.default_join_eui is not set)")
-    join = _eui(join_eui, "JoinEUI")
-    home = _eui(home_net_id, "home NetID", 3) if home_net_id else None
+    join = eui(join_eui, "JoinEUI")
+    home = eui(home_net_id, "home NetID", 3) if home_net_id else None
     if astk_file and not astk_label:
         raise click.UsageError("--astk-file needs --astk-label")
-    astk = _read_secret_hex(astk_file, "ASTK") if astk_file else None
-    app_key, nwk_key = bytes.fromhex(fields["app_key"]), bytes.fromhex(fields.get("nwk_key") or "")
-
-    async def body() -> None:
-        async with _open(obj.settings()) as (registry, hsm):
-            assert hsm is not None
-            group = fields.get("hsm_group") or obj.settings().get("join", "default_hsm_group")
-            await hsm.ensure_storage_kek(group)
-            if astk_label and not await hsm.has_kek(astk_label):
-                if astk is None:
-                    raise click.ClickException(f"ASTK {astk_label} is not in the HSM: give --astk-file")
-                await hsm.import_kek(astk_label, astk)
-            await registry.add_device(
-                NewDevice(
-                    dev_eui=dev,
-                    join_eui=join,
-                    mac_version=fields["mac_version"],
-                    hsm_group=group,
-                    app_key_blob=await hsm.import_root_key(group, app_key),
-                    nwk_key_blob=await hsm.import_root_key(group, nwk_key) if nwk_key else None,
-                    home_net_id=home,
-                    astk_label=astk_label,
-                    owner_account=None,
-                    name=fields.get("name"),
-                )
-            )
-
-    _run(body())
+    astk = read_secret_hex(astk_file, "ASTK") if astk_file else None
     fields["dev_eui"], fields["join_eui"] = dev.hex(), join.hex()
+    bootstrap.add_unowned_device(obj, fields, home, astk_label, astk)
 
 
 def _show_added(answer: dict[str, Any], out: str | None, as_json: bool) -> None:
@@ -445,22 +406,7 @@ def devices_list(obj: Context, limit: int, after: str | None, all_pages: bool, a
             if not all_pages or not cursor:
                 return {"devices": found, "next": cursor}
 
-    if obj.remote:
-        answer = obj.run(body)
-    else:
-        from jsd.api import render
-
-        async def local(service: OwnershipService, principal: Principal) -> dict[str, Any]:
-            found: list[dict[str, Any]] = []
-            cursor = None if after is None else bytes.fromhex(after)
-            while True:
-                page = await service.list_devices(principal, limit, cursor)
-                found.extend(render.device(d) for d in page)
-                cursor = page[-1].dev_eui if len(page) == limit else None
-                if not all_pages or cursor is None:
-                    return {"devices": found, "next": None if cursor is None else cursor.hex()}
-
-        answer = run_local(obj, local)
+    answer = obj.run(body)
     if as_json:
         output.print_json(answer)
         return
@@ -469,95 +415,81 @@ def devices_list(obj: Context, limit: int, after: str | None, all_pages: bool, a
         click.echo(f"more: --after {answer['next']} (or --all)", err=True)
 
 
+def _device_path(dev_eui: str) -> str:
+    """The device's API path; a DevEUI that is not 8 bytes of hex is refused here, before any call."""
+    return f"/devices/{eui(dev_eui, 'DevEUI').hex()}"
+
+
 @devices.command("show")
 @click.argument("dev_eui")
 @json_option
 @pass_context
 def devices_show(obj: Context, dev_eui: str, as_json: bool) -> None:
-    """One device (never its keys); on the daemon's machine also its nonce state."""
-    if obj.remote:
-        show_device(as_json, obj.run(lambda api: api.call("GET", f"/devices/{segment(dev_eui)}")))
-        return
-    dev = _eui(dev_eui, "DevEUI")
-
-    async def body(service: OwnershipService, principal: Principal) -> dict[str, Any]:
-        from jsd.api import render
-
-        shown = render.device(await service.get_device(principal, dev))
-        found = await service._registry.get_device(dev)  # the nonce state only the registry knows
-        if found is not None:
-            shown["join_nonce"] = found.nonces.join_nonce
-            shown["last_dev_nonce"] = found.nonces.last_dev_nonce
-            shown["used_dev_nonces"] = len(found.nonces.used_dev_nonces)
-        return shown
-
-    show_device(as_json, run_local(obj, body))
+    """One device (never its keys)."""
+    path = _device_path(dev_eui)
+    show_device(as_json, obj.run(lambda api: api.call("GET", path)))
 
 
-def _value_or_clear(value: str | None, clear: bool, what: str) -> str | None:
-    if (value is None) == (not clear):
-        raise click.UsageError(f"give {what} or --clear")
-    return value
+def _setting_command(name: str, setting: str, metavar: str, clear_help: str, doc: str) -> click.Command:
+    """``devices set-netid|set-astk``: PUT one setting of a device (a value, or null with --clear)."""
+
+    @devices.command(name, help=doc)
+    @click.argument("dev_eui")
+    @click.argument("value", metavar=f"[{metavar}]", required=False)
+    @click.option("--clear", is_flag=True, help=clear_help)
+    @json_option
+    @pass_context
+    def command(obj: Context, dev_eui: str, value: str | None, clear: bool, as_json: bool) -> None:
+        if (value is None) == (not clear):
+            raise click.UsageError(f"give {metavar} or --clear")
+        path, body = f"/devices/{segment(dev_eui)}/{setting}", {setting.replace("-", "_"): value}
+        show_device(as_json, obj.run(lambda api: api.call("PUT", path, body=body)))
+
+    return command
 
 
-@devices.command("set-netid")
-@click.argument("dev_eui")
-@click.argument("net_id", required=False)
-@click.option("--clear", is_flag=True, help="No home network: no NS may join the device.")
-@json_option
-@pass_context
-def devices_set_netid(obj: Context, dev_eui: str, net_id: str | None, clear: bool, as_json: bool) -> None:
-    """Set the home NetID of a claimed device (which network server may join it)."""
-    value = _value_or_clear(net_id, clear, "NET_ID")
-    path = f"/devices/{segment(dev_eui)}/net-id"
-    show_device(as_json, obj.run(lambda api: api.call("PUT", path, body={"net_id": value})))
+devices_set_netid = _setting_command(
+    "set-netid", "net-id", "NET_ID", "No home network: no NS may join the device.",
+    "Set the home NetID of a claimed device (which network server may join it).",
+)  # fmt: skip
+devices_set_astk = _setting_command(
+    "set-astk", "astk", "ASTK", "No ASTK: the AppSKey is not sent with JoinAns.",
+    "Choose the application server transport key (by name) the device's AppSKey is wrapped with.",
+)  # fmt: skip
 
 
-@devices.command("set-astk")
-@click.argument("dev_eui")
-@click.argument("astk", required=False)
-@click.option("--clear", is_flag=True, help="No ASTK: the AppSKey is not sent with JoinAns.")
-@json_option
-@pass_context
-def devices_set_astk(obj: Context, dev_eui: str, astk: str | None, clear: bool, as_json: bool) -> None:
-    """Choose the application server transport key (by name) the device's AppSKey is wrapped with."""
-    value = _value_or_clear(astk, clear, "ASTK")
-    path = f"/devices/{segment(dev_eui)}/astk"
-    show_device(as_json, obj.run(lambda api: api.call("PUT", path, body={"astk": value})))
+def _token_command(name: str, action: str, done: str, doc: str) -> click.Command:
+    """``devices release|reissue-token``: POST an action that answers the device and a new owner token, which
+    goes to --out or is shown once."""
+
+    @devices.command(name, help=doc)
+    @click.argument("dev_eui")
+    @click.option("--out", help="Write the new owner token to this new 0600 file instead of printing it.")
+    @json_option
+    @pass_context
+    def command(obj: Context, dev_eui: str, out: str | None, as_json: bool) -> None:
+        check_new_file(out)
+        path = f"/devices/{segment(dev_eui)}/{action}"
+        answer = obj.run(lambda api: api.call("POST", path))
+        if as_json:
+            if out is not None:
+                emit_secret(out, answer["owner_token"], "new owner token", note_to_stderr=True)
+                answer["owner_token"] = None
+            output.print_json(answer)
+            return
+        click.echo(f"device {answer['device']['dev_eui']} {done}")
+        emit_secret(out, answer["owner_token"], "new owner token")
+
+    return command
 
 
-@devices.command("release")
-@click.argument("dev_eui")
-@click.option("--out", help="Write the new owner token to this new 0600 file instead of printing it.")
-@json_option
-@pass_context
-def devices_release(obj: Context, dev_eui: str, out: str | None, as_json: bool) -> None:
-    """Give a device up; it gets a fresh owner token (shown once) for its next owner."""
-    _new_token(obj, f"/devices/{segment(dev_eui)}/release", out, as_json, "released")
-
-
-def _new_token(obj: Context, path: str, out: str | None, as_json: bool, done: str) -> None:
-    """POST an action that answers a device and a new owner token: the token to --out or shown once."""
-    check_new_file(out)
-    answer = obj.run(lambda api: api.call("POST", path))
-    if as_json:
-        if out is not None:
-            emit_secret(out, answer["owner_token"], "new owner token", note_to_stderr=True)
-            answer["owner_token"] = None
-        output.print_json(answer)
-        return
-    click.echo(f"device {answer['device']['dev_eui']} {done}")
-    emit_secret(out, answer["owner_token"], "new owner token")
-
-
-@devices.command("reissue-token")
-@click.argument("dev_eui")
-@click.option("--out", help="Write the new owner token to this new 0600 file instead of printing it.")
-@json_option
-@pass_context
-def devices_reissue_token(obj: Context, dev_eui: str, out: str | None, as_json: bool) -> None:
-    """Replace the owner token of an unclaimed device (lost label or import answer); the old one dies."""
-    _new_token(obj, f"/devices/{segment(dev_eui)}/owner-token", out, as_json, "has a new owner token")
+devices_release = _token_command(
+    "release", "release", "released", "Give a device up; it gets a fresh owner token (shown once) for its next owner."
+)
+devices_reissue_token = _token_command(
+    "reissue-token", "owner-token", "has a new owner token",
+    "Replace the owner token of an unclaimed device (lost label or import answer); the old one dies.",
+)  # fmt: skip
 
 
 @devices.command("reset-nonces")
@@ -566,17 +498,8 @@ def devices_reissue_token(obj: Context, dev_eui: str, out: str | None, as_json: 
 @pass_context
 def devices_reset_nonces(obj: Context, dev_eui: str, as_json: bool) -> None:
     """Forget the DevNonces seen (after a device reset); the JoinNonce keeps counting."""
-    if obj.remote:
-        device = obj.run(lambda api: api.call("POST", f"/devices/{segment(dev_eui)}/reset-nonces"))
-    else:
-        dev = _eui(dev_eui, "DevEUI")
-
-        async def body(service: OwnershipService, principal: Principal) -> dict[str, Any]:
-            from jsd.api import render
-
-            return render.device(await service.reset_nonces(principal, dev))
-
-        device = run_local(obj, body)
+    path = f"{_device_path(dev_eui)}/reset-nonces"
+    device = obj.run(lambda api: api.call("POST", path))
     if as_json:
         output.print_json(device)
     else:
@@ -594,15 +517,8 @@ def devices_delete(obj: Context, dev_eui: str, yes: bool, as_json: bool) -> None
         if not sys.stdin.isatty():
             raise click.UsageError(f"deleting {dev_eui} cannot be undone: give --yes to confirm")
         click.confirm(f"Delete device {dev_eui} and its keys for good?", abort=True, err=True)
-    if obj.remote:
-        obj.run(lambda api: api.call("DELETE", f"/devices/{segment(dev_eui)}"))
-    else:
-        dev = _eui(dev_eui, "DevEUI")
-
-        async def body(service: OwnershipService, principal: Principal) -> None:
-            await service.delete_device(principal, dev)
-
-        run_local(obj, body)
+    path = _device_path(dev_eui)
+    obj.run(lambda api: api.call("DELETE", path))
     if as_json:
         output.print_json({"dev_eui": dev_eui.lower(), "deleted": True})
     else:

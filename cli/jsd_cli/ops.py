@@ -8,7 +8,6 @@ JoinNonce again that it may have handed out after the backup was taken: ``jsd db
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
@@ -18,23 +17,18 @@ import ssl
 import subprocess
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from jsd_cli import local
+from jsd_cli import bootstrap
+from jsd_cli.inputs import eui, read_secret_hex
+from jsd_cli.remote import Context, pass_context
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncEngine
-
     from jsd.config import Settings
-    from jsd.hsm import Hsm
-
-T = TypeVar("T")
 
 JOIN_NONCE_MARGIN = 1 << 16
 """Default JoinNonce jump after a restore: more joins of one device than any between a backup and a loss."""
@@ -42,37 +36,6 @@ DEV_NONCE_MARGIN = 16
 """Default raise of a counter device's DevNonce bar after a restore (see docs/operations.md)."""
 MANIFEST = "manifest.json"
 BACKUP_FORMAT = 1
-
-
-def _run(coro: Awaitable[T]) -> T:
-    """Run a command body; domain and database errors end it with a one-line message and exit code 1."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from jsd.hsm import HsmError
-    from jsd.registry import RegistryError
-
-    try:
-        return asyncio.run(coro)  # type: ignore[arg-type]
-    except (HsmError, RegistryError, ValueError) as exc:
-        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
-    except SQLAlchemyError as exc:
-        raise click.ClickException(f"database: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from None
-
-
-def _engine(settings: Settings) -> AsyncEngine:
-    """The daemon's engine; the embedded default's state dir is made (0700) if it is not there yet."""
-    from jsd.config import database_url
-    from jsd.registry import create_engine
-
-    url = database_url(settings)
-    path = _sqlite_path(url)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return create_engine(url)
-
-
-def _sqlite_path(url: str) -> Path | None:
-    return Path(url.split("///", 1)[-1]) if url.startswith("sqlite") else None
 
 
 def _libpq(url: str) -> tuple[str, str | None]:
@@ -124,14 +87,14 @@ def db() -> None:
 
 
 @db.command("upgrade")
-@click.pass_obj
-def db_upgrade(obj: local.Context) -> None:
+@pass_context
+def db_upgrade(obj: Context) -> None:
     """Apply the schema migrations now (``jsd serve`` also does it at start); safe to run twice."""
     from jsd.registry import migrate
     from jsd.registry.ops import schema_head, schema_revision
 
     async def body() -> tuple[str | None, str | None]:
-        engine = _engine(obj.settings())
+        engine = bootstrap.engine(obj.settings())
         try:
             before = await schema_revision(engine)
             await migrate(engine)
@@ -139,7 +102,7 @@ def db_upgrade(obj: local.Context) -> None:
         finally:
             await engine.dispose()
 
-    before, after = _run(body())
+    before, after = bootstrap.run(body())
     if before == after:
         click.echo(f"schema already at {after} (the newest of this version: {schema_head()})")
     else:
@@ -161,7 +124,7 @@ async def _after_restore(settings: Settings, join_margin: int, dev_margin: int) 
     from jsd.registry import migrate
     from jsd.registry.ops import after_restore
 
-    engine = _engine(settings)
+    engine = bootstrap.engine(settings)
     try:
         await migrate(engine)
         return (await after_restore(engine, join_margin, dev_margin)).__dict__
@@ -184,8 +147,8 @@ def _report_margins(summary: dict[str, Any]) -> None:
 @db.command("after-restore")
 @_margins
 @click.option("--force", is_flag=True, help="Run even though a daemon answers on the configured port.")
-@click.pass_obj
-def db_after_restore(obj: local.Context, join_nonce_margin: int, dev_nonce_margin: int, force: bool) -> None:
+@pass_context
+def db_after_restore(obj: Context, join_nonce_margin: int, dev_nonce_margin: int, force: bool) -> None:
     """Move every device's nonces past what it may have used since the backup (after restoring a database).
 
     ``jsd restore`` runs it itself; run it by hand after restoring a PostgreSQL dump with pg_restore. The
@@ -194,7 +157,7 @@ def db_after_restore(obj: local.Context, join_nonce_margin: int, dev_nonce_margi
     settings = obj.settings()
     if not force and _daemon_answers(settings):
         raise click.ClickException("a daemon answers on the configured port: stop it first (or --force)")
-    _report_margins(_run(_after_restore(settings, join_nonce_margin, dev_nonce_margin)))
+    _report_margins(bootstrap.run(_after_restore(settings, join_nonce_margin, dev_nonce_margin)))
 
 
 # -- jsd backup / restore --------------------------------------------------------------------------
@@ -206,8 +169,8 @@ def _embedded_hsm(settings: Settings) -> bool:
 
 @click.command("backup")
 @click.option("--out", type=click.Path(file_okay=False), help="New directory for the backup [jsd-backup-<UTC time>].")
-@click.pass_obj
-def backup(obj: local.Context, out: str | None) -> None:
+@pass_context
+def backup(obj: Context, out: str | None) -> None:
     """A consistent copy of the database, and of the SoftHSM2 token of the embedded default, while running.
 
     SQLite: the online backup API (a snapshot of one moment, the daemon keeps writing). PostgreSQL: pg_dump
@@ -222,7 +185,7 @@ def backup(obj: local.Context, out: str | None) -> None:
         raise click.ClickException(f"{target} exists already: a backup never overwrites anything")
     target.mkdir(parents=True, mode=0o700)
     url = database_url(settings)
-    path = _sqlite_path(url)
+    path = bootstrap.sqlite_path(url)
     manifest: dict[str, Any] = {"format": BACKUP_FORMAT, "created_at": datetime.now(UTC).isoformat()}
     if path is not None:
         if not path.exists():
@@ -265,19 +228,17 @@ def backup(obj: local.Context, out: str | None) -> None:
 
 
 def _db_facts(settings: Settings) -> dict[str, Any]:
-    from jsd.config import database_url
-    from jsd.registry import create_engine
     from jsd.registry.ops import nonce_summary, schema_revision
 
     async def body() -> dict[str, Any]:
-        engine = create_engine(database_url(settings))
+        engine = bootstrap.engine(settings)
         try:
             count, highest = await nonce_summary(engine)
             return {"schema_revision": await schema_revision(engine), "devices": count, "highest_join_nonce": highest}
         finally:
             await engine.dispose()
 
-    return _run(body())
+    return bootstrap.run(body())
 
 
 def _tool(command: list[str]) -> None:
@@ -295,9 +256,9 @@ def _tool(command: list[str]) -> None:
 @click.argument("directory", type=click.Path(exists=True, file_okay=False))
 @_margins
 @click.option("--replace-hsm", is_flag=True, help="Also put back the backup's SoftHSM2 token over an existing one.")
-@click.pass_obj
+@pass_context
 def restore(
-    obj: local.Context, directory: str, join_nonce_margin: int, dev_nonce_margin: int, replace_hsm: bool
+    obj: Context, directory: str, join_nonce_margin: int, dev_nonce_margin: int, replace_hsm: bool
 ) -> None:
     """Put a ``jsd backup`` back (daemon stopped), then move every device's nonces on (``jsd db after-restore``).
 
@@ -328,7 +289,7 @@ def restore(
     if _daemon_answers(settings):
         raise click.ClickException("a daemon answers on the configured port: stop it before restoring")
     url = database_url(settings)
-    path = _sqlite_path(url)
+    path = bootstrap.sqlite_path(url)
     stamp = f"before-restore-{int(time.time())}"
     kind = manifest["database"]["kind"]
     if (kind == "sqlite") != (path is not None):
@@ -359,7 +320,7 @@ def restore(
     elif hsm.get("kind") == "external":
         click.echo("the HSM is not in this backup: its keys must already be in the configured token", err=True)
     click.echo(f"database restored from {source} (taken {manifest.get('created_at')})")
-    _report_margins(_run(_after_restore(settings, join_nonce_margin, dev_nonce_margin)))
+    _report_margins(bootstrap.run(_after_restore(settings, join_nonce_margin, dev_nonce_margin)))
 
 
 def _restore_token(settings: Settings, source: Path, stamp: str, replace: bool) -> None:
@@ -381,26 +342,6 @@ def _restore_token(settings: Settings, source: Path, stamp: str, replace: bool) 
     click.echo(f"SoftHSM2 token restored into {tokens}")
 
 
-@asynccontextmanager
-async def _opened(settings: Settings, hsm_needed: bool) -> AsyncIterator[tuple[AsyncEngine, Hsm | None]]:
-    """The daemon's database engine (migrated) and, if needed, its HSM, as ``jsd serve`` prepares them."""
-    from jsd.app import hsm_settings
-    from jsd.config import database_url
-    from jsd.hsm import Hsm
-    from jsd.registry import create_engine
-    from jsd.serve import prepare
-
-    await prepare(settings)
-    engine = create_engine(database_url(settings))
-    hsm = await Hsm.open(hsm_settings(settings)) if hsm_needed else None
-    try:
-        yield engine, hsm
-    finally:
-        if hsm is not None:
-            await hsm.aclose()
-        await engine.dispose()
-
-
 # -- jsd rotate ------------------------------------------------------------------------------------
 
 
@@ -414,25 +355,25 @@ def rotate() -> None:
 @click.option("--label", required=True, help="Label of the new KEK (the NS finds it by this name).")
 @click.option("--kek-file", help="Import the new KEK (16 bytes hex; '-' = stdin) under --label first.")
 @click.option("--generate-kek", is_flag=True, help="Generate the new KEK in the HSM and print it once.")
-@click.pass_obj
-def rotate_ns_kek(obj: local.Context, net_id: str, label: str, kek_file: str | None, generate_kek: bool) -> None:
+@pass_context
+def rotate_ns_kek(obj: Context, net_id: str, label: str, kek_file: str | None, generate_kek: bool) -> None:
     """Cut an NS over to a new KEK: answers name the KEK they are wrapped under (KEKLabel), so give the NS
     the new KEK first and keep the old one there until every worker has switched (10 s at most)."""
     from jsd.hsm.recipe import check_kek_label
 
-    net = local._eui(net_id, "NetID", 3)
+    net = eui(net_id, "NetID", 3)
     try:
         check_kek_label(label)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--label") from None
     if kek_file and generate_kek:
         raise click.UsageError("use --kek-file or --generate-kek, not both")
-    kek = local._read_secret_hex(kek_file, "KEK") if kek_file else None
+    kek = read_secret_hex(kek_file, "KEK") if kek_file else None
 
     async def body() -> tuple[str, bytes | None]:
         from jsd.registry.ops import set_ns_kek
 
-        async with _opened(obj.settings(), hsm_needed=True) as (engine, hsm):
+        async with bootstrap.opened(obj.settings(), hsm_needed=True) as (engine, hsm):
             assert hsm is not None
             new_kek = await hsm.generate_random(16) if generate_kek else kek
             if new_kek is not None:
@@ -442,7 +383,7 @@ def rotate_ns_kek(obj: local.Context, net_id: str, label: str, kek_file: str | N
             previous = await set_ns_kek(engine, net.hex(), label)
             return previous, new_kek if generate_kek else None
 
-    previous, shown = _run(body())
+    previous, shown = bootstrap.run(body())
     click.echo(f"network server {net.hex()}: answers wrapped under {label} from now on (was {previous})")
     if shown is not None:
         click.echo(f"KEK (shown once, put it in the NS's [[keks]] as {label}): {shown.hex()}")
@@ -455,8 +396,8 @@ def rotate_ns_kek(obj: local.Context, net_id: str, label: str, kek_file: str | N
 @click.argument("new_name")
 @click.option("--batch", type=click.IntRange(1, 100_000), default=500, show_default=True,
               help="Devices moved per transaction.")  # fmt: skip
-@click.pass_obj
-def rotate_astk(obj: local.Context, account: str, old_name: str, new_name: str, batch: int) -> None:
+@pass_context
+def rotate_astk(obj: Context, account: str, old_name: str, new_name: str, batch: int) -> None:
     """Move ACCOUNT's devices from its ASTK OLD_NAME to NEW_NAME, in batches, while joins go on.
 
     Create NEW_NAME first (``jsd astks create``) and give it to the application server next to the old one:
@@ -466,8 +407,8 @@ def rotate_astk(obj: local.Context, account: str, old_name: str, new_name: str, 
     async def body() -> int:
         from jsd.registry.ops import switch_astk
 
-        async with _opened(obj.settings(), hsm_needed=False) as (engine, _):
+        async with bootstrap.opened(obj.settings(), hsm_needed=False) as (engine, _):
             return await switch_astk(engine, account, old_name, new_name, batch)
 
-    moved = _run(body())
+    moved = bootstrap.run(body())
     click.echo(f"{moved} device(s) of {account} moved from ASTK {old_name} to {new_name}")

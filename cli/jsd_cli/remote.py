@@ -3,7 +3,8 @@
 The API key comes from ``--api-key-file`` / ``JSD_API_KEY_FILE`` or ``JSD_API_KEY``, never from the command
 line (``ps`` shows argv to every user). Secrets the API hands out once (API keys, owner tokens, ASTKs) are
 printed once or written to a new file with mode 0600; an existing file is never overwritten, because it may
-hold the only copy of an earlier secret. The remote half of ``jsd ns`` is here too.
+hold the only copy of an earlier secret. The configuration (``-c``, ``JSD_*``) is loaded here too, on
+first need: for ``jsd serve``, the local commands (jsd_cli.bootstrap) and the daemon's default URL.
 """
 
 from __future__ import annotations
@@ -11,20 +12,23 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import secrets
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 import click
 
-from jsd_cli import local, output
+from jsd_cli import output
 from jsd_cli.client import ApiClient, ApiProblem, ApiUnreachable
 
+if TYPE_CHECKING:
+    from jsd.config import Settings
+
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_URL = "http://127.0.0.1:8090"
 
@@ -56,8 +60,8 @@ def load_profile() -> dict[str, str]:
     return {k: str(v) for k, v in data.items() if k in ("url", "api_key_file") and isinstance(v, str)}
 
 
-class Context(local.Context):
-    """One invocation: the local configuration plus the remote daemon's URL and API key.
+class Context:
+    """One invocation: the configuration, loaded lazily, plus the daemon's URL and API key.
 
     Precedence, highest first: the options, the environment (JSD_URL, JSD_API_KEY_FILE, JSD_API_KEY), the
     profile written by ``jsd login``, the configuration (URL only).
@@ -66,12 +70,34 @@ class Context(local.Context):
     def __init__(
         self, config_path: str | None, url: str | None, api_key_file: str | None, force_local: bool = False
     ) -> None:
-        super().__init__(config_path)
+        self.config_path = config_path
+        self._settings: Settings | None = None
+        self.serving = False
         self._given_url = url
         self._given_key_file = api_key_file
         self._profile: dict[str, str] | None = None
         self._api_key: str | None = None
         self.force_local = force_local
+
+    def settings(self) -> Settings:
+        """The configuration; logging is set up with it (quiet for commands: their stderr is for messages)."""
+        import logging
+
+        from jsd.config import ConfigError, load_settings
+        from jsd.logs import setup_logging
+
+        if self._settings is None:
+            try:
+                self._settings = load_settings(Path(self.config_path) if self.config_path else None)
+            except ConfigError as exc:
+                raise click.ClickException(str(exc)) from None
+            level = str(self._settings.get("log", "level"))
+            if self.serving or level.lower() == "debug":
+                setup_logging(self._settings.get("log", "format"), level)
+            else:  # log lines only on trouble, and the first start
+                setup_logging(self._settings.get("log", "format"), "warning")
+                logging.getLogger("jsd.serve").setLevel(logging.INFO)  # "created SoftHSM2 token ..." once
+        return self._settings
 
     def _from_profile(self, name: str) -> str | None:
         """A profile value, read on first need (``jsd serve`` and ``hsm`` never read the profile)."""
@@ -91,8 +117,8 @@ class Context(local.Context):
 
     @property
     def remote(self) -> bool:
-        """Dual-mode commands (``ns``, ``accounts``, ``devices add|list|show|...``) go to the API when an API
-        key is at hand and ``--local`` was not given; otherwise they open the local database and HSM."""
+        """Whether the commands with a local mode (``accounts create``, ``devices add``) go to the API: an API
+        key is at hand and ``--local`` was not given. Every other account command always goes to the API."""
         if self.force_local:
             return False
         return self._api_key_file is not None or bool(os.environ.get("JSD_API_KEY"))
@@ -124,6 +150,11 @@ class Context(local.Context):
 
     def run(self, body: Callable[[ApiClient], Awaitable[T]], timeout: float | None = 120.0) -> T:
         """Run one conversation with the daemon; problems and connection errors end the command readably."""
+        if self.force_local:
+            raise click.UsageError(
+                "--local: this command goes through the daemon's API; local mode is for the HSM, the first "
+                "operator account, the operator's shortcut device, console users and the database operations"
+            )
         key = self.api_key()
         if key is None:
             raise output.fail_cli(
@@ -209,42 +240,32 @@ def emit_secret(out: str | None, text: str, what: str, note_to_stderr: bool = Fa
         click.echo(f"{what} written to {out} (mode 0600)", err=note_to_stderr)
 
 
-# -- jsd ns against the API (the local mode lives in jsd_cli.local) ------------------------------
+def show_list(obj: Context, path: str, items: str, columns: tuple[tuple[str, str], ...], as_json: bool) -> None:
+    """GET a list: the API's JSON under --json, else its ``items`` as a table."""
+    answer = obj.run(lambda api: api.call("GET", path))
+    if as_json:
+        output.print_json(answer)
+    else:
+        click.echo(output.table(answer[items], columns))
 
 
-def ns_add_remote(
-    obj: local.Context,
-    fields: dict[str, Any],
-    kek: bytes | None,
-    generate_kek: bool,
-    token: str | None,
-    generate_token: bool,
-) -> dict[str, Any]:
-    """POST /network-servers; a KEK asked to be generated is made here (OS CSPRNG) and sent like a given one."""
-    assert isinstance(obj, Context)
-    new_kek = secrets.token_bytes(16) if generate_kek else kek
-    payload = {k: v for k, v in fields.items() if v is not None}
-    if new_kek is not None:
-        payload["kek"] = new_kek.hex()
-    if token is not None:
-        payload["token"] = token
-    elif generate_token:
-        payload["generate_token"] = True
-    answer: dict[str, Any] = obj.run(lambda api: api.call("POST", "/network-servers", body=payload))
-    if generate_kek and new_kek is not None:
-        answer["kek"] = new_kek.hex()
-    return answer
+def log_options(noun: str, cursor: str) -> Callable[[F], F]:
+    """``--limit``, ``--after``, ``--follow`` and ``--interval`` of a log command (``jsd audit``, ``jsd events``)."""
+    options = (
+        click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True,
+                     help=f"{noun.capitalize()} per request."),
+        click.option("--after", type=int, help=f"Only {noun} after this {cursor} (the 'next' of an earlier answer)."),
+        click.option("--follow", "-f", is_flag=True, help=f"Keep polling for new {noun} until interrupted."),
+        click.option("--interval", type=click.FloatRange(0.1), default=2.0, show_default=True,
+                     help="Seconds between polls."),
+    )  # fmt: skip
 
+    def wrap(func: F) -> F:
+        for option in reversed(options):
+            func = option(func)
+        return func
 
-def ns_list_remote(obj: local.Context) -> dict[str, Any]:
-    assert isinstance(obj, Context)
-    answer: dict[str, Any] = obj.run(lambda api: api.call("GET", "/network-servers"))
-    return answer
-
-
-def ns_remove_remote(obj: local.Context, net_id: str) -> None:
-    assert isinstance(obj, Context)
-    obj.run(lambda api: api.call("DELETE", f"/network-servers/{segment(net_id)}"))
+    return wrap
 
 
 def show_log(
@@ -253,17 +274,23 @@ def show_log(
     items: str,
     cursor: str,
     columns: tuple[tuple[str, str], ...],
-    params: Callable[[int | None], dict[str, str]],
+    filters: dict[str, str | None],
+    as_json: bool,
+    *,
+    limit: int,
     after: int | None,
     follow: bool,
     interval: float,
-    as_json: bool,
 ) -> None:
     """One page of an append-only log (``/events``, ``/audit``), or with `follow` every new item as it comes.
 
     Following polls after the highest `cursor` seen and prints one JSON object per line with `as_json`
-    (JSON Lines), else table rows under one header.
+    (JSON Lines), else table rows under one header. ``filters`` are query parameters, left out when None.
     """
+
+    def params(position: int | None) -> dict[str, str]:
+        given = {"limit": str(limit)} | {k: v for k, v in filters.items() if v}
+        return given | ({"after": str(position)} if position is not None else {})
     if not follow:
         answer = obj.run(lambda api: api.call("GET", path, params=params(after)))
         if as_json:

@@ -1,20 +1,19 @@
 """``jsd users``: people who sign in to the web console (/ui/), on the local database as the operator.
 
-Like the first ``jsd accounts create``, these run on the daemon's machine with its configuration. The password
-is read from a prompt (asked twice) or from standard input, never from the command line, and only its
-argon2 hash is stored.
+Console users are not in the REST API: like the first ``jsd accounts create``, these run on the daemon's
+machine with its configuration (jsd_cli.bootstrap). The password is read from a prompt (asked twice) or from
+standard input, never from the command line, and only its argon2 hash is stored.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from jsd_cli import output
+from jsd_cli.bootstrap import run_console
 from jsd_cli.output import json_option
 from jsd_cli.remote import Context, pass_context
 
@@ -22,46 +21,7 @@ if TYPE_CHECKING:
     from jsd.ownership import Principal
     from jsd.ui.auth import ConsoleAuth
 
-T = TypeVar("T")
 USER_COLUMNS = (("USERNAME", "username"), ("ACCOUNT", "account"), ("KIND", "kind"), ("CREATED", "created_at"))
-
-
-@asynccontextmanager
-async def _local_auth(obj: Context) -> AsyncIterator[tuple[ConsoleAuth, Principal]]:
-    from jsd.config import database_url
-    from jsd.registry import create_engine
-    from jsd.registry.console import ConsoleStore
-    from jsd.ui.auth import ConsoleAuth, SignInPolicy
-    from jsd_cli.accounts import local_service
-
-    async with local_service(obj) as (service, principal):
-        engine = create_engine(database_url(obj.settings()))
-        try:
-            yield ConsoleAuth(ConsoleStore(engine), service, SignInPolicy()), principal
-        finally:
-            await engine.dispose()
-
-
-def _run(obj: Context, body: Callable[[ConsoleAuth, Principal], Awaitable[T]]) -> T:
-    from jsd.ownership import OwnershipError
-    from jsd_cli.client import ApiProblem
-    from jsd_cli.local import _run as run
-
-    async def call() -> T:
-        async with _local_auth(obj) as (auth, principal):
-            return await body(auth, principal)
-
-    try:
-        return run(call())
-    except OwnershipError as exc:
-        problem = ApiProblem(
-            status=exc.status,
-            problem=exc.problem,
-            title=exc.title,
-            detail=exc.detail,
-            errors=[e.as_dict() for e in exc.errors],
-        )
-        raise output.fail(problem) from None
 
 
 def _password() -> str:
@@ -98,7 +58,7 @@ def users_create(obj: Context, account: str, username: str, as_json: bool) -> No
     async def body(auth: ConsoleAuth, principal: Principal) -> dict[str, Any]:
         return _user(await auth.create_user(principal, account, username, password))
 
-    user = _run(obj, body)
+    user = run_console(obj, body)
     if as_json:
         output.print_json({"user": user})
     else:
@@ -115,7 +75,7 @@ def users_list(obj: Context, account: str | None, as_json: bool) -> None:
     async def body(auth: ConsoleAuth, principal: Principal) -> list[dict[str, Any]]:
         return [_user(u) for u in await auth.list_users(principal, account)]
 
-    found = _run(obj, body)
+    found = run_console(obj, body)
     if as_json:
         output.print_json({"users": found})
     else:
@@ -131,5 +91,5 @@ def users_delete(obj: Context, username: str) -> None:
     async def body(auth: ConsoleAuth, principal: Principal) -> None:
         await auth.delete_user(principal, username)
 
-    _run(obj, body)
+    run_console(obj, body)
     click.echo(f"user {username} deleted")

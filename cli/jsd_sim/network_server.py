@@ -147,8 +147,24 @@ class LbiAnswer:
         return self.result_code == "Success"
 
 
+class _Answered:
+    """What every round trip's outcome tells of its answer (a mixin: ``answer`` is the dataclass's field)."""
+
+    answer: LbiAnswer
+
+    @property
+    def result_code(self) -> str:
+        """The answer's ResultCode."""
+        return self.answer.result_code
+
+    @property
+    def latency_s(self) -> float:
+        """Seconds from sending the request to having the answer."""
+        return self.answer.latency_s
+
+
 @dataclass(frozen=True)
-class JoinOutcome:
+class JoinOutcome(_Answered):
     """A JoinReq/RejoinReq round trip: the answer and, on success, what device and network agreed on."""
 
     request: Mapping[str, Any]
@@ -161,46 +177,26 @@ class JoinOutcome:
     lifetime: int | None = None
 
     @property
-    def result_code(self) -> str:
-        """The answer's ResultCode."""
-        return self.answer.result_code
-
-    @property
     def ok(self) -> bool:
         """Result ``Success`` (and, unless verification was turned off, every check passed)."""
         return self.answer.ok
 
-    @property
-    def latency_s(self) -> float:
-        """Seconds from sending the request to having the answer."""
-        return self.answer.latency_s
-
 
 @dataclass(frozen=True)
-class HomeNSOutcome:
+class HomeNSOutcome(_Answered):
     """A HomeNSReq round trip."""
 
     answer: LbiAnswer
     h_net_id: bytes | None
 
-    @property
-    def result_code(self) -> str:
-        """The answer's ResultCode."""
-        return self.answer.result_code
-
 
 @dataclass(frozen=True)
-class AppSKeyOutcome:
+class AppSKeyOutcome(_Answered):
     """An AppSKeyReq round trip; ``app_s_key`` is None unless the simulator holds the ASTK."""
 
     answer: LbiAnswer
     envelope: KeyEnvelope | None = field(default=None, repr=False)
     app_s_key: bytes | None = field(default=None, repr=False)
-
-    @property
-    def result_code(self) -> str:
-        """The answer's ResultCode."""
-        return self.answer.result_code
 
 
 def dev_addr_for(net_id: bytes) -> bytes:

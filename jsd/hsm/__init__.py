@@ -1,4 +1,4 @@
-"""Key custody: the only package that touches key material (PKCS#11 via python-pkcs11, ctypes where needed).
+"""Key custody: the only package that touches key material (PKCS#11 through one ctypes module, `cryptoki`).
 
 Root keys live in the database only as RFC 3394 blobs under a per-group storage KEK inside the token;
 a join is described as a `JoinRecipe` and executed inside the token by `Hsm.run_join`.

@@ -1,7 +1,7 @@
 """The one thread per process that may call PKCS#11.
 
-python-pkcs11 initialises the module with ``C_Initialize(NULL)``, which switches SoftHSM2's internal locks
-off, and it releases the GIL inside every C call: two threads in PKCS#11 at once crash (docs/pkcs11.md §3).
+`cryptoki` initialises the module with ``C_Initialize(NULL)``, which switches SoftHSM2's internal locks off,
+and ctypes releases the GIL inside every C call: two threads in PKCS#11 at once crash (docs/pkcs11.md §3).
 So every call goes through a single-worker executor, which also keeps the event loop free while the
 token works. The executor is per process (not per `Hsm`), because the module's state is per process.
 """

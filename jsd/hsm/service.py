@@ -6,7 +6,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
 
-from jsd.hsm import _thread, _token
+from jsd.hsm import _keys, _thread, _token
 from jsd.hsm.config import HsmSettings
 from jsd.hsm.errors import HsmUnavailable
 from jsd.hsm.recipe import JoinOutput, JoinRecipe, check_group, check_kek_label
@@ -20,11 +20,12 @@ _MIC_LEN: Final = 4
 _MAX_RANDOM: Final = 1024
 
 
-def _check_key(key: bytes) -> None:
+def _check_key(key: bytes) -> bytes:
     if not isinstance(key, bytes):
         raise TypeError(f"a key is bytes, not {type(key).__name__}")
     if len(key) != _KEY_LEN:
         raise ValueError(f"a LoRaWAN key or KEK is {_KEY_LEN} bytes, got {len(key)}")
+    return key
 
 
 class Hsm:
@@ -76,41 +77,31 @@ class Hsm:
 
     async def ensure_storage_kek(self, group: str) -> bool:
         """Create the group's storage KEKs if absent (True if any was created); check them either way."""
-        check_group(group)
-        return await self._run("ensure storage KEK", _token.ensure_storage_kek, group)
+        return await self._run("ensure storage KEK", _keys.ensure_storage_kek, check_group(group))
 
     async def import_root_key(self, group: str, key: bytes) -> bytes:
         """Provisioning: turn a clear 16-byte root key into a 24-byte RFC 3394 blob under the storage KEK."""
-        check_group(group)
-        _check_key(key)
-        return await self._run("import root key", _token.import_root_key, group, key)
+        return await self._run("import root key", _keys.import_root_key, check_group(group), _check_key(key))
 
     async def generate_root_key(self, group: str) -> tuple[bytes, bytes]:
         """A root key from the token's generator: (blob, clear key), the clear key for one-time export."""
-        check_group(group)
-        return await self._run("generate root key", _token.generate_root_key, group)
+        return await self._run("generate root key", _keys.generate_root_key, check_group(group))
 
     async def import_kek(self, label: str, key: bytes) -> None:
         """Import a shared NS KEK or ASTK as a WRAP-only AES-128 token object; `KekExists` if taken."""
-        check_kek_label(label)
-        _check_key(key)
-        await self._run("import KEK", _token.import_kek, label, key)
+        await self._run("import KEK", _keys.import_kek, check_kek_label(label), _check_key(key))
 
     async def generate_exportable_kek(self, label: str) -> None:
         """A transport KEK (ASTK) from the token's generator that `export_kek_once` may reveal one time."""
-        check_kek_label(label)
-        await self._run("generate KEK", _token.generate_exportable_kek, label)
+        await self._run("generate KEK", _keys.generate_exportable_kek, check_kek_label(label))
 
     async def export_kek_once(self, label: str) -> bytes:
         """The clear value of a generated KEK, then locked for good; `KeyNotExportable` after that."""
-        check_kek_label(label)
-        return await self._run("export KEK", _token.export_kek_once, label)
+        return await self._run("export KEK", _keys.export_kek_once, check_kek_label(label))
 
     async def import_lot_master_key(self, label: str, key: bytes) -> None:
         """A secure-element lot master key: a DERIVE-only token object, never readable again."""
-        check_kek_label(label)
-        _check_key(key)
-        await self._run("import lot master key", _token.import_lot_master_key, label, key)
+        await self._run("import lot master key", _keys.import_lot_master_key, check_kek_label(label), _check_key(key))
 
     async def derive_root_key(self, group: str, master_label: str, block: bytes) -> bytes:
         """A secure-element root key, AES-ECB(master, block), derived in the token; returned as a storage blob."""
@@ -118,32 +109,29 @@ class Hsm:
         check_kek_label(master_label)
         if not isinstance(block, bytes) or len(block) != _KEY_LEN:
             raise ValueError(f"a derivation block is {_KEY_LEN} bytes")
-        return await self._run("derive root key", _token.derive_root_key, group, master_label, block)
+        return await self._run("derive root key", _keys.derive_root_key, group, master_label, block)
 
     async def has_kek(self, label: str) -> bool:
         """True if the token holds a key with this label."""
-        check_kek_label(label)
-        return await self._run("look up KEK", _token.has_kek, label)
+        return await self._run("look up KEK", _keys.has_kek, check_kek_label(label))
 
     async def generate_random(self, nbytes: int) -> bytes:
         """Random bytes from the token (e.g. JoinNonce seeds, owner tokens)."""
         if not 0 < nbytes <= _MAX_RANDOM:
             raise ValueError(f"nbytes must be 1..{_MAX_RANDOM}")
-        return await self._run("generate random", _token.generate_random, nbytes)
+        return await self._run("generate random", _keys.generate_random, nbytes)
 
     async def check_mic(self, group: str, blob: bytes, message: bytes, mic: bytes) -> None:
         """Verify a JoinReq MIC with the root key only (tells MICFailed from a replayed DevNonce)."""
         check_group(group)
         if not isinstance(mic, bytes) or len(mic) != _MIC_LEN:
             raise ValueError(f"a MIC is {_MIC_LEN} bytes")
-        await self._run("check MIC", _token.check_mic, group, blob, message, mic)
+        await self._run("check MIC", _keys.check_mic, group, blob, message, mic)
 
     async def run_join(self, recipe: JoinRecipe) -> JoinOutput:
         """All the crypto of one join or rejoin in one executor call (docs/design.md, "the join recipe")."""
-        return await self._run("join", _token.run_join, recipe)
+        return await self._run("join", _keys.run_join, recipe)
 
     async def rewrap(self, group: str, blob: bytes, kek_label: str) -> bytes:
         """A stored session-key blob (AppSKey) re-wrapped under a transport KEK, for AppSKeyReq."""
-        check_group(group)
-        check_kek_label(kek_label)
-        return await self._run("rewrap", _token.rewrap, group, blob, kek_label)
+        return await self._run("rewrap", _keys.rewrap, check_group(group), blob, check_kek_label(kek_label))

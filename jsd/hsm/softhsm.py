@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
 
-from jsd.hsm import _thread, _token
+from jsd.hsm import _thread, _token, cryptoki
 from jsd.hsm.config import HsmSettings, Pin
 from jsd.hsm.errors import HsmError
 from jsd.hsm.service import Hsm
@@ -96,7 +96,7 @@ async def bootstrap_softhsm(
     module = module or find_softhsm_module()
     conf = str(softhsm_conf_for(state_dir))
     current = os.environ.get(_CONF_ENV)
-    if current != conf and _token.loaded(module):
+    if current != conf and cryptoki.loaded(module):
         raise HsmError(f"{module} is already loaded with {_CONF_ENV}={current}; run the bootstrap in a fresh process")
     os.environ[_CONF_ENV] = conf
     await _thread.call(_token.init_token, module, label, so_pin, user_pin)

@@ -9,17 +9,23 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import case, delete, insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jsd.registry.engine import read_only, writes_first
 from jsd.registry.errors import RegistryError
-from jsd.registry.tables import accounts, api_keys, console_jobs, console_sessions, console_users, rate_limits
+from jsd.registry.ratelimits import count_failures, failure_counts
+from jsd.registry.tables import accounts, api_keys, console_jobs, console_sessions, console_users
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+R = TypeVar("R", bound="DataclassInstance")  # a record class below
 
 __all__ = ["ConsoleStore", "JobRecord", "SessionRecord", "UserExists", "UserRecord"]
 
@@ -166,17 +172,8 @@ class ConsoleStore:
             return None
         if row.key_id is not None and (row.scopes is None or row.revoked_at is not None):
             return None
-        return SessionRecord(
-            id_hash=row.id_hash,
-            account=row.account,
-            account_kind=row.kind,
-            user_id=row.user_id,
-            key_id=row.key_id,
-            key_scopes=None if row.key_id is None else tuple(str(row.scopes).split()),
-            label=row.label,
-            csrf=row.csrf,
-            expires_at=_utc(row.expires_at),
-        )
+        scopes = None if row.key_id is None else tuple(str(row.scopes).split())
+        return _from_row(SessionRecord, row, account_kind=row.kind, key_scopes=scopes, expires_at=_utc(row.expires_at))
 
     async def delete_session(self, id_hash: str) -> None:
         async with self._writer.begin() as conn:
@@ -185,36 +182,10 @@ class ConsoleStore:
     # -- sign-in failure counters (shared by all workers through the database) ----------------------
 
     async def failures(self, buckets: Sequence[str], window_start: int) -> dict[str, int]:
-        async with self._reader.connect() as conn:
-            rows = await conn.execute(
-                select(rate_limits.c.bucket, rate_limits.c.count).where(
-                    rate_limits.c.bucket.in_(list(buckets)), rate_limits.c.window_start == window_start
-                )
-            )
-            return {r.bucket: int(r[1]) for r in rows}
+        return await failure_counts(self._reader, buckets, window_start)
 
     async def count_failure(self, buckets: Sequence[str], window_start: int) -> None:
-        for attempt in range(3):
-            try:
-                async with self._writer.begin() as conn:
-                    for bucket in buckets:
-                        same_window = rate_limits.c.window_start == window_start
-                        result = await conn.execute(
-                            update(rate_limits)
-                            .where(rate_limits.c.bucket == bucket)
-                            .values(
-                                count=case((same_window, rate_limits.c.count + 1), else_=1),
-                                window_start=window_start,
-                            )
-                        )
-                        if result.rowcount == 0:
-                            await conn.execute(
-                                insert(rate_limits), {"bucket": bucket, "window_start": window_start, "count": 1}
-                            )
-                return
-            except IntegrityError:
-                if attempt == 2:
-                    raise
+        await count_failures(self._writer, dict.fromkeys(buckets, 1), window_start)
 
     # -- device uploads -----------------------------------------------------------------------------
 
@@ -264,18 +235,10 @@ class ConsoleStore:
             row = (await conn.execute(statement)).first()
         if row is None:
             return None
-        return JobRecord(
-            id=row.id,
-            account=row.account,
-            session_hash=row.session_hash,
-            state=row.state,
-            total=row.total,
-            done=row.done,
-            started_at=_utc(row.started_at),
-            finished_at=None if row.finished_at is None else _utc(row.finished_at),
-            summary=json.loads(row.summary),
-            has_result=bool(row.has_result),
-        )
+        return _from_row(
+            JobRecord, row, started_at=_utc(row.started_at), summary=json.loads(row.summary),
+            finished_at=None if row.finished_at is None else _utc(row.finished_at), has_result=bool(row.has_result),
+        )  # fmt: skip
 
     async def peek_result(self, job_id: str) -> bytes | None:
         async with self._reader.connect() as conn:
@@ -295,11 +258,9 @@ class ConsoleStore:
 
 
 def _user(row: Any) -> UserRecord:
-    return UserRecord(
-        id=row.id,
-        account=row.account,
-        account_kind=row.kind,
-        username=row.username,
-        password_hash=row.password_hash,
-        created_at=_utc(row.created_at),
-    )
+    return _from_row(UserRecord, row, account_kind=row.kind, created_at=_utc(row.created_at))
+
+
+def _from_row(record: type[R], row: Any, **computed: Any) -> R:
+    """A record from a result row: the fields in `computed` as given, every other one from its column's name."""
+    return record(**{f.name: computed[f.name] if f.name in computed else getattr(row, f.name) for f in fields(record)})

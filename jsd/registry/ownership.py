@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, delete, func, insert, literal, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, insert, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from jsd.registry.engine import read_only, writes_first
 from jsd.registry.errors import DeviceExists, RegistryError
 from jsd.registry.lease import Lease, lease_for
+from jsd.registry.ratelimits import count_failures, failure_counts
 from jsd.registry.tables import (
     accounts,
     api_keys,
@@ -33,7 +34,6 @@ from jsd.registry.tables import (
     fresh_nonces_row,
     import_rows,
     outbox,
-    rate_limits,
     roaming_agreements,
     spent_owner_tokens,
 )
@@ -573,13 +573,7 @@ class OwnershipStore:
     # -- failed-claim counters ----------------------------------------------------------------------
 
     async def failures(self, buckets: Sequence[str], window_start: int) -> dict[str, int]:
-        async with self._reader.connect() as conn:
-            rows = await conn.execute(
-                select(rate_limits.c.bucket, rate_limits.c.count).where(
-                    rate_limits.c.bucket.in_(list(buckets)), rate_limits.c.window_start == window_start
-                )
-            )
-            return {r.bucket: int(r[1]) for r in rows}
+        return await failure_counts(self._reader, buckets, window_start)
 
     async def count_failure(
         self,
@@ -590,29 +584,11 @@ class OwnershipStore:
     ) -> None:
         """Add one failure to each bucket (or the given amount per bucket) in this window, with its records."""
         amounts = dict(buckets) if isinstance(buckets, Mapping) else dict.fromkeys(buckets, 1)
-        for attempt in range(3):
-            try:
-                async with self._writer.begin() as conn:
-                    for bucket, amount in amounts.items():
-                        same_window = rate_limits.c.window_start == window_start
-                        result = await conn.execute(
-                            update(rate_limits)
-                            .where(rate_limits.c.bucket == bucket)
-                            .values(
-                                count=case((same_window, rate_limits.c.count + amount), else_=amount),
-                                window_start=window_start,
-                            )
-                        )
-                        if result.rowcount == 0:
-                            await conn.execute(
-                                insert(rate_limits),
-                                {"bucket": bucket, "window_start": window_start, "count": amount},
-                            )
-                    await self._record(conn, [audit], events_)
-                return
-            except IntegrityError:
-                if attempt == 2:
-                    raise
+
+        async def records(conn: AsyncConnection) -> None:
+            await self._record(conn, [audit], events_)
+
+        await count_failures(self._writer, amounts, window_start, records)
 
     # -- ASTKs --------------------------------------------------------------------------------------
 

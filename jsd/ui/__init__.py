@@ -17,8 +17,8 @@ from jsd.config import ConfigError, Settings
 from jsd.ownership import OwnershipService
 from jsd.registry.console import ConsoleStore
 from jsd.ui.auth import ConsoleAuth, SignInPolicy
+from jsd.ui.pages import add_routes as _add_views
 from jsd.ui.site import CONSOLE, Brand, Console, console_middleware, templates
-from jsd.ui.views import add_routes as _add_views
 
 __all__ = ["PREFIX", "brand", "setup"]
 

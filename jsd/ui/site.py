@@ -23,7 +23,8 @@ from multidict import MultiDict
 
 from jsd.bodies import BODY_TIMEOUT, answer_and_close
 from jsd.ownership import OwnershipService, Principal
-from jsd.ownership.model import FieldError, NotFound, OwnershipError
+from jsd.ownership.model import FieldError, InvalidRequest, NotFound, OwnershipError
+from jsd.ownership.parse import parse_eui
 from jsd.registry.console import ConsoleStore, SessionRecord
 from jsd.ui.auth import ConsoleAuth
 
@@ -120,9 +121,25 @@ class Form:
         for e in exc.errors:
             self.error(mapping.get(e.field or "", e.field or default) if e.field else default, _reason(e))
 
+    def refusal(self, exc: OwnershipError, name: str, problems: tuple[str, ...] = ("conflict",)) -> int:
+        """Show a refusal and return the page's status: an invalid request's field errors (400), or a refusal of
+        one of `problems` next to field `name` as a sentence (409); any other kind is raised."""
+        if isinstance(exc, InvalidRequest):
+            self.take(exc)
+            return 400
+        if exc.problem not in problems:
+            raise exc
+        self.error(name, sentence(exc.detail))
+        return 409
+
 
 def _reason(e: FieldError) -> str:
     return e.reason[:1].upper() + e.reason[1:] + ("" if e.reason.endswith(".") else ".")
+
+
+def sentence(detail: str) -> str:
+    """A refusal's detail as a sentence under a field: capital first letter, full stop."""
+    return detail[:1].upper() + detail[1:] + "."
 
 
 async def read_form(request: web.Request, max_file_bytes: int = 0) -> Form:
@@ -202,6 +219,27 @@ async def check_csrf(request: web.Request, form: Form) -> None:
         )
 
 
+async def posted(request: web.Request, max_file_bytes: int = 0) -> Form:
+    """The form of a state-changing POST, after the CSRF check."""
+    form = await read_form(request, max_file_bytes)
+    await check_csrf(request, form)
+    return form
+
+
+def in_minutes(seconds: int) -> str:
+    """A wait in whole minutes, rounded up: "1 minute", "15 minutes"."""
+    minutes = max(1, -(-seconds // 60))
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"
+
+
+def eui_from_path(request: web.Request) -> bytes:
+    """The DevEUI of a ``/devices/{dev_eui}`` URL; a malformed one is a device not found."""
+    try:
+        return parse_eui(request.match_info["dev_eui"])
+    except InvalidRequest:
+        raise NotFound(f"device {request.match_info['dev_eui'][:32]!r} not found") from None
+
+
 @web.middleware
 async def console_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Load the session, refuse cross-site writes, render refusals as pages, and set security headers."""
@@ -246,6 +284,16 @@ def signed_in(handler: Handler) -> Handler:
     wrapped.__name__ = handler.__name__
     wrapped.__doc__ = handler.__doc__
     return wrapped
+
+
+def form_page(template: str) -> Handler:
+    """A signed-in page that shows its form empty (the POST handler renders it again with errors)."""
+
+    @signed_in
+    async def page(request: web.Request) -> web.StreamResponse:
+        return render(request, template, form=Form())
+
+    return page
 
 
 def set_cookie(request: web.Request, response: web.StreamResponse, name: str, value: str, **kw: Any) -> None:

@@ -4,6 +4,7 @@ Needs ChirpStack v4.12 or later (``apiuse.MINIMUM_CHIRPSTACK``): from v4.6 Chirp
 Server only for devices that have no keys of their own and passes KEK-wrapped AppSKeys through to the
 application (end-to-end encryption); v4.12 added the Join Server ``authorization_header`` and the device
 list's ``order_by`` and ``tags`` that the bridge uses. ``apiuse`` lists every piece with its release.
-Submodules: ``adapter`` (the network-server adapter contract), ``chirpstack`` (its gRPC implementation),
-``bridge`` (the daemon), ``appserver`` (the application side), ``cli`` (``jsd chirpstack …``).
+Submodules: ``chirpstack`` (the ``jsd_nsadapter`` contract over ChirpStack's gRPC API), ``appserver`` (the
+application side), ``nsconfig`` (ChirpStack's Join Server configuration), ``cli`` (``jsd chirpstack …``, which
+runs the bridge of ``jsd_nsadapter``).
 """

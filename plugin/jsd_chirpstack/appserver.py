@@ -36,7 +36,7 @@ from typing import Any
 import aiohttp
 
 from jsd_chirpstack.payload import DOWNLINK, UPLINK, PayloadError, frm_payload_crypt, unwrap_app_s_key
-from jsd_chirpstack.settings import ConfigError, MqttSettings, check_keys, load_toml, read_key, read_secret
+from jsd_nsadapter.settings import MqttSettings, SettingsError, check_keys, load_toml, read_key, read_secret
 
 log = logging.getLogger("jsd_chirpstack.appserver")
 
@@ -216,7 +216,7 @@ class AppServer:
             return None
         from chirpstack_api.api import device_pb2
 
-        from jsd_chirpstack.adapter import AdapterError
+        from jsd_nsadapter.contract import AdapterError
 
         try:
             response = await self.chirpstack.call(
@@ -396,7 +396,7 @@ def load_appserver(path: str | Path) -> tuple[AppServer, dict[str, Any]]:
     run_options["mqtt"] = MqttSettings.from_table(mqtt_table, "mqtt")
     astks = {str(label): read_key(file, f"[astks] {label}") for label, file in config["astks"].items()}
     if not astks:
-        raise ConfigError("[astks]: at least one ASTK label = file")
+        raise SettingsError("[astks]: at least one ASTK label = file")
     join_server = None
     if "join_server" in config:
         table = config["join_server"]
@@ -404,7 +404,7 @@ def load_appserver(path: str | Path) -> tuple[AppServer, dict[str, Any]]:
                    {"url", "token_file", "join_eui"})
         join_eui = bytes.fromhex(str(table["join_eui"]))
         if len(join_eui) != 8:
-            raise ConfigError("[join_server] join_eui: 16 hex digits")
+            raise SettingsError("[join_server] join_eui: 16 hex digits")
         join_server = AppSKeyClient(
             str(table["url"]), read_secret(table["token_file"], "[join_server] token_file"),
             str(table.get("sender_id", "jsd-chirpstack-as")), join_eui, timeout=float(table.get("timeout", 5.0)),

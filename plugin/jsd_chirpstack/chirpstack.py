@@ -18,12 +18,14 @@ from typing import Any
 import grpc
 from chirpstack_api.api import device_pb2, device_pb2_grpc, device_profile_pb2, device_profile_pb2_grpc
 
-from jsd_chirpstack.adapter import (
+from jsd_nsadapter.contract import (
     AdapterRefused,
     AdapterUnavailable,
-    DeviceExists,
+    DeviceChange,
     DeviceSpec,
+    NsAdapter,
     NsDevice,
+    NsDeviceExists,
 )
 
 # Codes that mean "not now" rather than "no".
@@ -139,7 +141,7 @@ class ChirpStackClient:
             await channel.close()
 
 
-class ChirpStackAdapter:
+class ChirpStackAdapter(NsAdapter):
     """Devices of one ChirpStack application, created with one device profile and no keys."""
 
     def __init__(
@@ -175,9 +177,6 @@ class ChirpStackAdapter:
             page_size=int(options.get("page_size", 100)),
             max_list_rate=float(options.get("max_list_rate", 5.0)),
         )
-
-    def __repr__(self) -> str:
-        return f"ChirpStackAdapter({self.describe()})"
 
     def describe(self) -> str:
         return f"chirpstack {self.client.server} application {self.application_id}"
@@ -249,28 +248,21 @@ class ChirpStackAdapter:
             if existing.application_id != self.application_id:
                 # Another application's device: show no tags, so the bridge treats it as not its own.
                 found = NsDevice(found.dev_eui, found.name, found.join_eui, {}, found.disabled)
-            raise DeviceExists(found) from None
+            raise NsDeviceExists(found) from None
 
-    async def update_device(
-        self,
-        dev_eui: bytes,
-        *,
-        tags: Mapping[str, str | None] | None = None,
-        disabled: bool | None = None,
-        join_eui: bytes | None = None,
-    ) -> NsDevice:
+    async def change_device(self, dev_eui: bytes, change: DeviceChange) -> NsDevice:
         device = await self._get(dev_eui)
         if device is None or device.application_id != self.application_id:
             raise AdapterRefused(f"ChirpStack Update: DevEUI {dev_eui.hex()} is not in application {self.application_id}")
-        for key, value in (tags or {}).items():
+        for key, value in change.tags.items():
             if value is None:
                 device.tags.pop(key, None)
             else:
                 device.tags[key] = value
-        if disabled is not None:
-            device.is_disabled = disabled
-        if join_eui is not None:
-            device.join_eui = join_eui.hex()
+        if change.disabled is not None:
+            device.is_disabled = change.disabled
+        if change.join_eui is not None:
+            device.join_eui = change.join_eui.hex()
         await self.client.call(self.client.devices(), "Update", device_pb2.UpdateDeviceRequest(device=device))
         return self._as_ns_device(device)
 

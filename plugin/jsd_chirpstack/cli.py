@@ -103,14 +103,14 @@ def run_command(config_path: str, once: bool) -> None:
     import asyncio
     import logging
 
-    from jsd_chirpstack.bridge import Bridge, BridgeConfig
-    from jsd_chirpstack.settings import ConfigError, load_toml, secret_files, wait_for_secret_files
+    from jsd_nsadapter.bridge import Bridge, BridgeConfig
+    from jsd_nsadapter.settings import SettingsError, load_toml, secret_files, wait_for_secret_files
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         wait_for_secret_files(list(secret_files(load_toml(config_path))))
         config = BridgeConfig.load(config_path)
-    except (ConfigError, LookupError, ValueError, OSError) as exc:
+    except (SettingsError, LookupError, ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
 
     async def main() -> None:
@@ -141,13 +141,13 @@ def appserver_command(config_path: str) -> None:
     import logging
 
     from jsd_chirpstack.appserver import load_appserver
-    from jsd_chirpstack.settings import ConfigError, load_toml, secret_files, wait_for_secret_files
+    from jsd_nsadapter.settings import SettingsError, load_toml, secret_files, wait_for_secret_files
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         wait_for_secret_files(list(secret_files(load_toml(config_path))))
         server, run_options = load_appserver(config_path)
-    except (ConfigError, ValueError, OSError) as exc:
+    except (SettingsError, ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
 
     async def main() -> None:

@@ -93,9 +93,8 @@ async def bootstrap(cli: Cli, tmp_path: Path) -> dict[str, str]:
     sub = json.loads(ok(await cli("accounts", "create", "farm", "--kind", "subscriber", "--json", key=admin)))
     listed = json.loads(ok(await cli("accounts", "list", "--json", key=admin)))
     assert {"admin", "acme", "farm"} <= {a["id"] for a in listed["accounts"]}
-    local = await cli.local("accounts", "keys", "farm", "--json")
-    assert local.returncode == 0, local.stderr
-    assert [k["key_id"] for k in json.loads(local.stdout)["keys"]] == [sub["api_key"]["key_id"]]
+    farm_keys = json.loads(ok(await cli("accounts", "keys", "farm", "--json", key=admin)))
+    assert [k["key_id"] for k in farm_keys["keys"]] == [sub["api_key"]["key_id"]]
     return {"admin": admin, "acme": (tmp_path / "acme.key").read_text().strip(), "farm": sub["api_key"]["key"]}
 
 
@@ -435,25 +434,38 @@ async def test_whoami_login_profile_events_warnings_delete_and_piped_token(cli: 
     assert (await cli("devices", "show", two["dev_eui"], key=keys["acme"])).exit_code == 3
 
 
-async def test_local_ns_add_writes_generated_secrets_to_files_and_stays_quiet(cli: Cli, tmp_path: Path) -> None:
+async def test_ns_add_writes_generated_secrets_to_files_and_the_local_bootstrap_stays_quiet(
+    cli: Cli, tmp_path: Path
+) -> None:
     cli.local_env.pop("JSD_LOG_LEVEL", None)  # the default level, as a user has it
+    made = await cli.local("accounts", "create", "admin", "--kind", "operator", "--json")
+    assert made.returncode == 0 and made.stderr == ""  # no library log lines (alembic used to print nine)
+    admin = json.loads(made.stdout)["api_key"]["key"]
     out = tmp_path / "ns-secrets"
     net_id = f"{secrets.randbelow(0xFFFFFF):06x}"
-    added = await cli.local(
-        "ns", "add", net_id, "--kek-label", f"ns-{net_id}-t", "--generate-kek", "--generate-token", "--out", str(out)
+    added = await cli(
+        "ns", "add", net_id, "--kek-label", f"ns-{net_id}-t", "--generate-kek", "--generate-token", "--out", str(out),
+        key=admin,
     )
-    assert added.returncode == 0, added.stderr
-    assert added.stderr == ""  # no library log lines (alembic used to print nine)
+    assert ok(added) and added.stderr == ""
     kek, token = out / f"ns-{net_id}.kek", out / f"ns-{net_id}.token"
     assert mode(kek) == 0o600 and mode(token) == 0o600 and len(bytes.fromhex(kek.read_text().strip())) == 16
     assert kek.read_text().strip() not in added.stdout and token.read_text().strip() not in added.stdout
     assert f"written to {kek}" in added.stdout
-    again = await cli.local("ns", "add", net_id, "--generate-kek", "--generate-token", "--out", str(out))
-    assert again.returncode == 2 and "exists and may hold an earlier secret" in again.stderr
-    listed = await cli.local("ns", "list", "--json")
-    assert net_id in [n["net_id"] for n in json.loads(listed.stdout)["network_servers"]]
-    text = (await cli.local("ns", "list")).stdout.splitlines()
+    again = await cli("ns", "add", net_id, "--generate-kek", "--generate-token", "--out", str(out), key=admin)
+    assert again.exit_code == 2 and "exists and may hold an earlier secret" in again.stderr
+    listed = json.loads(ok(await cli("ns", "list", "--json", key=admin)))
+    assert net_id in [n["net_id"] for n in listed["network_servers"]]
+    text = ok(await cli("ns", "list", key=admin)).splitlines()
     assert text[0].split() == ["NET_ID", "KEK_LABEL", "AUTH", "NAME"]  # a header, as every other list has
     assert [net_id, f"ns-{net_id}-t", "token"] in [line.split()[:3] for line in text[1:]]
-    removed = await cli.local("ns", "remove", net_id, "--json")
-    assert json.loads(removed.stdout) == {"net_id": net_id, "removed": True}
+    removed = json.loads(ok(await cli("ns", "remove", net_id, "--json", key=admin)))
+    assert removed == {"net_id": net_id, "removed": True}
+
+
+async def test_local_mode_is_only_for_what_no_daemon_can_do(cli: Cli) -> None:
+    """Without a key the account commands that have a REST call ask for one; --local says where it applies."""
+    no_key = await cli("ns", "list")
+    assert no_key.exit_code == 4 and "no API key" in no_key.stderr
+    forced = await cli("--local", "devices", "show", "0102030405060708", key="jsd_unused")
+    assert forced.exit_code == 2 and "goes through the daemon's API" in forced.stderr

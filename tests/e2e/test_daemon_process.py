@@ -10,10 +10,12 @@ import os
 import re
 import secrets
 import signal
+import sqlite3
 import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +57,9 @@ def test_first_start_cli_import_join_sigkill_restart(daemon: Serve, tmp_path: Pa
     (tmp_path / "token").write_text(token)
     dev_eui = secrets.token_bytes(8)
 
-    added = daemon.cli("ns", "add", HOME, "--kek-file", str(tmp_path / "kek"), "--token-file", str(tmp_path / "token"))
-    assert added.returncode == 0, added.stderr
-    assert "created SoftHSM2 token" in added.stderr
+    made = daemon.cli("accounts", "create", "admin", "--kind", "operator", "--out", str(tmp_path / "admin.key"))
+    assert made.returncode == 0, made.stderr  # the first operator account: local, before any daemon ran
+    assert "created SoftHSM2 token" in made.stderr
     assert (daemon.state / "jsd.sqlite3").exists() and (daemon.state / "tokens").is_dir()
     added = daemon.cli(
         "devices", "add", dev_eui.hex(), "--join-eui", JOIN_EUI, "--mac-version", "1.0.4", "--keys-file", "-",
@@ -69,6 +71,9 @@ def test_first_start_cli_import_join_sigkill_restart(daemon: Serve, tmp_path: Pa
 
     device = SimDevice(dev_eui, bytes.fromhex(JOIN_EUI), "1.0.4", app_key)
     daemon.start()
+    operator = ("--api-key-file", str(tmp_path / "admin.key"))
+    added = daemon.cli(*operator, "ns", "add", HOME, "--kek-file", str(tmp_path / "kek"), "--token-file", str(tmp_path / "token"))
+    assert added.returncode == 0, added.stderr
     answer = _join(daemon, device, token)
     assert answer["Result"]["ResultCode"] == "Success", answer
     first = device.accept(bytes.fromhex(answer["PHYPayload"]))
@@ -80,22 +85,28 @@ def test_first_start_cli_import_join_sigkill_restart(daemon: Serve, tmp_path: Pa
     answer = _join(daemon, device, token)
     second = device.accept(bytes.fromhex(answer["PHYPayload"]))
     assert second.join_nonce > first.join_nonce
-    daemon.stop()
+    assert _nonces(daemon, dev_eui) == (second.join_nonce, second.dev_nonce)
 
-    shown = daemon.cli("devices", "show", dev_eui.hex(), "--json")
-    assert shown.returncode == 0, shown.stderr
-    assert json.loads(shown.stdout)["join_nonce"] == second.join_nonce
+    text = daemon.cli(*operator, "devices", "show", dev_eui.hex()).stdout  # the operator's shortcut device, as text
+    assert "None" not in text and "hsm_group" not in text, text
+    assert re.search(r"^astk:\s+astk-acme$", text, re.M) and re.search(rf"^home_net_id:\s+{HOME}$", text, re.M), text
+    reset = daemon.cli(*operator, "devices", "reset-nonces", dev_eui.hex())
+    assert reset.returncode == 0, reset.stderr
+    assert _nonces(daemon, dev_eui) == (second.join_nonce, None)
+    unknown = daemon.cli(*operator, "devices", "show", "0102030405060708")
+    assert unknown.returncode == 3 and "not found" in unknown.stderr
+    daemon.stop()
     logs = daemon.log.read_text()
     assert app_key.hex() not in logs and kek.hex() not in logs and token not in logs
     assert '"result":"Success"' in logs and f'"dev_eui":"{dev_eui.hex()}"' in logs
 
-    text = daemon.cli("devices", "show", dev_eui.hex()).stdout  # the operator's shortcut device, as text
-    assert "None" not in text and "hsm_group" not in text, text
-    assert re.search(r"^astk:\s+astk-acme$", text, re.M) and re.search(rf"^home_net_id:\s+{HOME}$", text, re.M), text
-    reset = daemon.cli("devices", "reset-nonces", dev_eui.hex())
-    assert reset.returncode == 0, reset.stderr
-    after = json.loads(daemon.cli("devices", "show", dev_eui.hex(), "--json").stdout)
-    assert after["last_dev_nonce"] is None and after["join_nonce"] == second.join_nonce
+
+def _nonces(daemon: Serve, dev_eui: bytes) -> tuple[int, int | None]:
+    """The device's JoinNonce and last DevNonce, from the database file (the API does not show them)."""
+    with closing(sqlite3.connect(daemon.state / "jsd.sqlite3")) as db:
+        row = db.execute("SELECT join_nonce, last_dev_nonce FROM device_nonces WHERE dev_eui = ?", (dev_eui.hex(),))
+        join_nonce, last_dev_nonce = row.fetchone()
+    return int(join_nonce), last_dev_nonce
 
 
 @pytest.mark.parametrize(
@@ -110,7 +121,6 @@ def test_first_start_cli_import_join_sigkill_restart(daemon: Serve, tmp_path: Pa
          json.dumps({"AppKey": "00" * 15}), "must be 16 bytes"),
         (["ns", "add", "0013", "--generate-token", "--generate-kek"], None, "NetID must be 3 bytes"),
         (["ns", "add", "000013", "--generate-kek"], None, "give a credential"),
-        (["devices", "show", "0102030405060708"], None, "not found"),
     ],
 )
 def test_cli_bad_input_is_refused_clearly(daemon: Serve, args: list[str], stdin: str | None, message: str) -> None:

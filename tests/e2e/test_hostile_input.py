@@ -74,15 +74,22 @@ class Daemon:
         return done.stdout
 
     def provision(self) -> str:
-        """One NS, one device with its home NS, one operator account; the operator's API key."""
+        """One operator account (local, the first), one device with its home NS (the operator's local shortcut),
+        one NS (through the API, the daemon running for it); the operator's API key."""
         secrets_dir = self.state.parent
         (secrets_dir / "kek").write_text(KEK.hex())
         (secrets_dir / "token").write_text(TOKEN)
-        self.cli("ns", "add", HOME, "--kek-file", str(secrets_dir / "kek"), "--token-file", str(secrets_dir / "token"))
+        made = json.loads(self.cli("accounts", "create", "admin", "--kind", "operator", "--json"))
         self.cli("devices", "add", DEV_EUI.hex(), "--join-eui", JOIN_EUI, "--mac-version", "1.0.3", "--keys-file", "-",
                  "--home-net-id", HOME, stdin=json.dumps({"AppKey": APP_KEY.hex()}))
-        made = json.loads(self.cli("accounts", "create", "admin", "--kind", "operator", "--json"))
-        return str(made["api_key"]["key"])
+        key = str(made["api_key"]["key"])
+        self.start()
+        try:
+            self.cli("--api-key-file", "-", "ns", "add", HOME, "--kek-file", str(secrets_dir / "kek"),
+                     "--token-file", str(secrets_dir / "token"), stdin=key)
+        finally:
+            self.stop()
+        return key
 
     def start(self) -> None:
         with self.log.open("ab") as handle:

@@ -43,7 +43,15 @@ def _provision(serve: Serve, tmp_path: Path) -> tuple[SimDevice, str]:
     token, app_key, dev_eui = secrets.token_urlsafe(24), secrets.token_bytes(16), secrets.token_bytes(8)
     (tmp_path / "kek").write_text(secrets.token_hex(16))
     (tmp_path / "token").write_text(token)
-    added = serve.cli("ns", "add", HOME, "--kek-file", str(tmp_path / "kek"), "--token-file", str(tmp_path / "token"))
+    key = tmp_path / "admin.key"
+    made = serve.cli("accounts", "create", "admin", "--kind", "operator", "--out", str(key))  # the first: local
+    assert made.returncode == 0, made.stderr
+    serve.start()  # an NS is registered through the API
+    try:
+        added = serve.cli("--api-key-file", str(key), "ns", "add", HOME, "--kek-file", str(tmp_path / "kek"),
+                          "--token-file", str(tmp_path / "token"))  # fmt: skip
+    finally:
+        serve.stop()
     assert added.returncode == 0, added.stderr
     added = serve.cli(
         "devices", "add", dev_eui.hex(), "--join-eui", JOIN_EUI, "--mac-version", "1.0.4", "--keys-file", "-",

@@ -21,12 +21,13 @@ from jsd.hsm import (
     HsmUnavailable,
     JoinRecipe,
     Pin,
+    _keys,
     _thread,
     _token,
+    cryptoki,
     init_softhsm_token,
     storage_kek_label,
 )
-from jsd.hsm._cryptoki import cryptoki
 
 SO_PIN = Pin("so-pin-for-tests-0815")
 
@@ -137,7 +138,7 @@ async def test_lost_session_is_recovered_once(
     login = _token._logins[(hsm_settings.module, hsm_settings.token_label)]
 
     def pull_the_session() -> None:
-        cryptoki(hsm_settings.module).close_session(login.live.handle)  # type: ignore[attr-defined]
+        cryptoki.library(hsm_settings.module).close_session(login.live)
 
     await _thread.call(pull_the_session)
 
@@ -173,7 +174,7 @@ async def test_session_lost_twice_is_unavailable(hsm: Hsm, monkeypatch: pytest.M
         calls.append(1)
         raise pkcs11.exceptions.SessionHandleInvalid()
 
-    monkeypatch.setattr(_token, "run_join", always_lost)
+    monkeypatch.setattr(_keys, "run_join", always_lost)
 
     with pytest.raises(HsmUnavailable, match="join: the token is unusable"):
         await hsm.run_join(_recipe(bytes(24)))

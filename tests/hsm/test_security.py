@@ -23,12 +23,10 @@ from jsd.hsm import (
     JoinRecipe,
     KeyNotFound,
     MicMismatch,
-    _fastjoin,
-    _token,
+    cryptoki,
     session_store_kek_label,
     storage_kek_label,
 )
-from jsd.hsm._cryptoki import cryptoki
 
 InToken = Callable[[Callable[[Session], Any]], Awaitable[Any]]
 
@@ -168,7 +166,7 @@ async def test_storage_keks_are_protected(hsm: Hsm, hsm_settings: HsmSettings, i
                     Attribute.DERIVE,
                 ]
             )
-            enforced = cryptoki(hsm_settings.module).get_template_attribute(
+            enforced = cryptoki.library(hsm_settings.module).get_template_attribute(
                 session.handle,
                 kek.handle,
                 Attribute.UNWRAP_TEMPLATE,  # type: ignore[attr-defined]
@@ -350,18 +348,15 @@ async def test_join_key_objects_get_only_what_they_need(
         wraps=[("nwk_s", label), ("app_s", label)],
         store=["app_s"],
     )
-    slots = [*recipe.roots, *(step.slot for step in recipe.derives)]
+    slots = iter([*recipe.roots, *(step.slot for step in recipe.derives)])
     seen: dict[str, dict[int, bytes | None]] = {}
-    destroy = _fastjoin.FastJoin._destroy
+    destroy = cryptoki.Cryptoki.destroy
 
-    def inspect_then_destroy(self: _fastjoin.FastJoin, session: int, handles: Any, quiet: bool) -> None:
-        handles = list(handles)
-        for slot, handle in zip(slots, handles, strict=True):
-            kinds = [*_USAGE_KEYS, Attribute.VALUE]
-            seen[slot] = cryptoki(hsm_settings.module).get_attributes(session, handle, kinds)
-        destroy(self, session, handles, quiet)
+    def inspect_then_destroy(self: cryptoki.Cryptoki, session: int, handle: int) -> None:
+        seen[next(slots)] = self.get_attributes(session, handle, [*_USAGE_KEYS, Attribute.VALUE])
+        destroy(self, session, handle)
 
-    monkeypatch.setattr(_fastjoin.FastJoin, "_destroy", inspect_then_destroy)
+    monkeypatch.setattr(cryptoki.Cryptoki, "destroy", inspect_then_destroy)
 
     await hsm.run_join(recipe)
 
@@ -377,14 +372,14 @@ async def test_join_key_objects_get_only_what_they_need(
 
 
 async def test_management_key_objects_get_only_what_they_need(hsm: Hsm, in_token: InToken) -> None:
-    """The python-pkcs11 templates of check_mic (root key) and rewrap/import (wrappable key), as the token reports them."""
+    """The templates of check_mic (root key) and rewrap/import (wrappable key), as the token reports them."""
     blob = await hsm.import_root_key("default", ROOT_KEY)
 
     def probe(session: Session) -> dict[str, Any]:
         kek = _storage_kek(session)
         found: dict[str, Any] = {}
-        root = _unwrap(kek, blob, _token._SIGN_ONLY_ROOT)
-        clear = session.create_object({**_token._WRAPPABLE, Attribute.VALUE: ROOT_KEY})
+        root = _unwrap(kek, blob, dict(cryptoki.root_key(frozenset({"sign"})).attrs))
+        clear = session.create_object({**cryptoki.WRAPPABLE.attrs, Attribute.VALUE: ROOT_KEY})
         try:
             for name, key in (("root", root), ("wrappable", clear)):
                 found[name] = key.get_attributes(_USAGE_KEYS)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import secrets
+import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,13 +38,40 @@ class Daemon(Serve):
         result: dict[str, Any] = self.request("POST", "/", token, body)
         return result
 
+    def operator_key(self) -> Path:
+        """The file of an operator's API key; the account is made locally, as the first one is, on first need."""
+        path = self.state.parent / f"operator-{self.state.name}.key"
+        if not path.exists():
+            made = self.cli("accounts", "create", "ops-admin", "--kind", "operator", "--out", str(path))
+            assert made.returncode == 0, made.stderr
+        return path
+
     def add_ns(self, tmp: Path) -> Net:
+        """Register the NS through the API, as the operator; the daemon runs for it if it was not running."""
         net = Net(secrets.token_bytes(16), secrets.token_urlsafe(24), f"ns-{HOME}")
         (tmp / "kek").write_text(net.kek.hex())
         (tmp / "token").write_text(net.token)
-        added = self.cli("ns", "add", HOME, "--kek-file", str(tmp / "kek"), "--token-file", str(tmp / "token"))
+        key, was_running = self.operator_key(), self.process is not None
+        if not was_running:
+            self.start()
+        try:
+            added = self.cli(
+                "--api-key-file", str(key), "ns", "add", HOME, "--kek-file", str(tmp / "kek"),
+                "--token-file", str(tmp / "token"),
+            )  # fmt: skip
+        finally:
+            if not was_running:
+                self.stop()
         assert added.returncode == 0, added.stderr
         return net
+
+    def nonces(self, device: SimDevice) -> dict[str, Any]:
+        """A device's nonce state, read from the database file (the API does not show it)."""
+        with closing(sqlite3.connect(self.state / "jsd.sqlite3")) as db:
+            row = db.execute(
+                "SELECT join_nonce, last_dev_nonce FROM device_nonces WHERE dev_eui = ?", (device.dev_eui.hex(),)
+            ).fetchone()
+        return {"join_nonce": row[0], "last_dev_nonce": row[1]}
 
     def add_device(self, tmp: Path, version: str, astk: bytes, astk_label: str) -> SimDevice:
         dev_eui, app_key = secrets.token_bytes(8), secrets.token_bytes(16)

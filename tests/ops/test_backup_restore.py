@@ -78,8 +78,7 @@ def test_restore_of_an_older_backup_never_reissues_a_join_nonce(daemon: Any, tmp
     restored = daemon.cli("restore", str(tmp_path / "backup"))
     assert restored.returncode == 0, restored.stderr
     assert "SoftHSM2 token restored" in restored.stdout and "JoinNonce +65536" in restored.stdout
-    shown = json.loads(daemon.cli("devices", "show", random_nonce.dev_eui.hex(), "--json").stdout)
-    assert shown["join_nonce"] == N + 65536
+    assert daemon.nonces(random_nonce)["join_nonce"] == N + 65536
 
     daemon.start()
     answer = _join(daemon, net, random_nonce)
@@ -108,12 +107,10 @@ def test_db_upgrade_and_after_restore_by_hand(daemon: Any, tmp_path: Path) -> No
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     done = daemon.cli("db", "after-restore", "--join-nonce-margin", "100")
     assert done.returncode == 0, done.stderr
-    shown = json.loads(daemon.cli("devices", "show", device.dev_eui.hex(), "--json").stdout)
-    assert shown["join_nonce"] == 100
+    assert daemon.nonces(device)["join_nonce"] == 100
     near_end = daemon.cli("db", "after-restore", "--join-nonce-margin", str(0xFFFFFF - 50))
     assert near_end.returncode == 0 and "need new root keys" in near_end.stderr
-    shown = json.loads(daemon.cli("devices", "show", device.dev_eui.hex(), "--json").stdout)
-    assert shown["join_nonce"] == 0xFFFFFF  # capped: the device gets no JoinNonce again rather than an old one
+    assert daemon.nonces(device)["join_nonce"] == 0xFFFFFF  # capped: the device gets no JoinNonce again rather than an old one
 
 
 async def test_backup_and_restore_of_a_configured_database(database: Any, hsm_state: Path, tmp_path: Path) -> None:

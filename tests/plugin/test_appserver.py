@@ -29,7 +29,7 @@ from google.protobuf import json_format
 
 from jsd_chirpstack.appserver import AppServer, AppSKeyClient, SessionUnknown
 from jsd_chirpstack.chirpstack import ChirpStackClient
-from jsd_chirpstack.settings import MqttSettings
+from jsd_nsadapter.settings import MqttSettings
 
 pytestmark = pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 NET_ID = "000013"

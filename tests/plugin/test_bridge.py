@@ -28,8 +28,8 @@ from jsd.app import HSM, OWNERSHIP, build_app, softhsm_module
 from jsd.config import load_settings
 from jsd.lorawan.tr005 import DeviceQr, build_qr
 from jsd.ownership import SCOPES, AccountKind, Principal
-from jsd_chirpstack.adapter import ERROR_TAG, LINK_TAG, OWNER_TOKEN_TAG, QR_TAG, RELEASED_TAG
-from jsd_chirpstack.bridge import Bridge, BridgeConfig, Link, PassAbandoned
+from jsd_nsadapter.bridge import Bridge, BridgeConfig, Link, PassAbandoned
+from jsd_nsadapter.contract import ERROR_TAG, LINK_TAG, OWNER_TOKEN_TAG, QR_TAG, RELEASED_TAG
 
 pytestmark = pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 JOIN_EUI = "70b3d57ed0000001"

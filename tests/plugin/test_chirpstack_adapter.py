@@ -9,17 +9,17 @@ from typing import Any
 
 import pytest
 
-from jsd_chirpstack.adapter import (
+from jsd_chirpstack.chirpstack import ChirpStackAdapter
+from jsd_nsadapter.contract import (
     LINK_TAG,
     AdapterRefused,
     AdapterUnavailable,
-    DeviceExists,
     DeviceSpec,
     NsAdapter,
+    NsDeviceExists,
     adapter_kinds,
     load_adapter,
 )
-from jsd_chirpstack.chirpstack import ChirpStackAdapter
 
 DEV = bytes.fromhex("0004a30b001c0530")
 JOIN = bytes.fromhex("70b3d57ed0000001")
@@ -76,7 +76,7 @@ async def test_create_registers_the_device_without_keys(adapter: Any, chirpstack
 
 async def test_create_of_an_existing_device_says_whose_it_is(adapter: Any, chirpstack: Any) -> None:
     chirpstack.add_device(DEV.hex(), tags={"site": "roof"})
-    with pytest.raises(DeviceExists) as raised:
+    with pytest.raises(NsDeviceExists) as raised:
         await adapter.create_device(spec())
     assert raised.value.device.tags == {"site": "roof"}
     assert raised.value.device.link is None
@@ -88,7 +88,7 @@ async def test_a_device_of_another_application_is_not_visible(adapter: Any, chir
     chirpstack.state.applications.add(other)
     chirpstack.add_device(DEV.hex(), application_id=other, tags={LINK_TAG: "acme"})
     assert await adapter.get_device(DEV) is None
-    with pytest.raises(DeviceExists) as raised:
+    with pytest.raises(NsDeviceExists) as raised:
         await adapter.create_device(spec())
     assert raised.value.device.link is None
     with pytest.raises(AdapterRefused):

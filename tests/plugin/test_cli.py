@@ -14,7 +14,7 @@ import pytest
 
 from jsd.app import OWNERSHIP
 from jsd.ownership import SCOPES, AccountKind, Principal
-from jsd_chirpstack.adapter import LINK_TAG
+from jsd_nsadapter.contract import LINK_TAG
 
 
 def test_the_command_group_is_registered_and_light(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import yaml
 
 from jsd.config import load_settings
 from jsd_chirpstack.appserver import load_appserver
-from jsd_chirpstack.bridge import BridgeConfig
+from jsd_nsadapter.bridge import BridgeConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
@@ -261,7 +261,7 @@ def test_the_healthchecks_ask_the_right_thing(compose: dict[str, Any]) -> None:
 def test_services_with_secret_files_wait_for_them(compose: dict[str, Any]) -> None:
     """init-secrets.sh leaves the API-key and token files empty: each file a service reads is one the bridge's
     and the appserver's wait covers (a key ending in _file, or an [astks] value)."""
-    from jsd_chirpstack.settings import load_toml, secret_files
+    from jsd_nsadapter.settings import load_toml, secret_files
 
     for name in ("chirpstack-bridge", "appserver"):
         service = services(compose)[name]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from jsd_chirpstack.settings import ConfigError, load_toml, read_secret, secret_files, wait_for_secret_files
+from jsd_nsadapter.settings import SettingsError, load_toml, read_secret, secret_files, wait_for_secret_files
 
 
 def fill_later(path: Path, text: str, after: float) -> threading.Thread:
@@ -34,7 +34,7 @@ def test_an_empty_file_is_waited_for_with_a_message_naming_it(tmp_path: Path, ca
     token.write_text("already there\n")
     files = [("links[0].api_key_file", key), ("links[0].chirpstack.api_token_file", token)]
     writer = fill_later(key, "jsd_0123456789ab_secret\n", 1.0)
-    with caplog.at_level(logging.INFO, logger="jsd_chirpstack.settings"):
+    with caplog.at_level(logging.INFO, logger="jsd_nsadapter.settings"):
         waited = wait_for_secret_files(files, interval=0.05, remind_every=0.3)
     writer.join()
     assert waited >= 1.0
@@ -66,7 +66,7 @@ def test_secret_files_of_a_configuration(tmp_path: Path) -> None:
         ("mqtt.password_file", Path("/s/mqtt")),
     ]
     (tmp_path / "empty").write_text("\n")
-    with pytest.raises(ConfigError, match="is empty"):
+    with pytest.raises(SettingsError, match="is empty"):
         read_secret(tmp_path / "empty", "x")
 
 

@@ -1,4 +1,4 @@
-"""Small pieces of the bridge's and the application side's TOML configuration shared by both.
+"""Small pieces of TOML configuration shared by the bridge and adapters' own services (ChirpStack's application side).
 
 Secrets (API keys, tokens, passwords, ASTKs) are never values in these files, only paths to files that hold
 them, so a configuration can be shown, copied into an issue or mounted world-readable.
@@ -18,27 +18,27 @@ from urllib.parse import urlsplit
 log = logging.getLogger(__name__)
 
 
-class ConfigError(ValueError):
+class SettingsError(ValueError):
     """The configuration cannot be used; the text names the key."""
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
-    """A TOML file; a syntax error becomes a ConfigError naming the file and the line."""
+    """A TOML file; a syntax error becomes a SettingsError naming the file and the line."""
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raise SettingsError(f"{path}: {exc}") from None
 
 
 def check_keys(table: Mapping[str, Any], where: str, allowed: Collection[str], required: Collection[str] = ()) -> None:
     """Unknown keys are errors (a misspelt key must not silently fall back to a default)."""
     unknown = sorted(set(table) - set(allowed))
     if unknown:
-        raise ConfigError(f"[{where}]: unknown key(s) {', '.join(unknown)}")
+        raise SettingsError(f"[{where}]: unknown key(s) {', '.join(unknown)}")
     missing = sorted(set(required) - set(table))
     if missing:
-        raise ConfigError(f"[{where}]: missing key(s) {', '.join(missing)}")
+        raise SettingsError(f"[{where}]: missing key(s) {', '.join(missing)}")
 
 
 def read_secret(path: str | Path, what: str) -> str:
@@ -46,9 +46,9 @@ def read_secret(path: str | Path, what: str) -> str:
     try:
         value = Path(path).read_text().strip()
     except OSError as exc:
-        raise ConfigError(f"{what}: cannot read {path}: {exc.strerror}") from None
+        raise SettingsError(f"{what}: cannot read {path}: {exc.strerror}") from None
     if not value:
-        raise ConfigError(f"{what}: {path} is empty")
+        raise SettingsError(f"{what}: {path} is empty")
     return value
 
 
@@ -113,9 +113,9 @@ def read_key(path: str | Path, what: str) -> bytes:
     try:
         key = bytes.fromhex(text)
     except ValueError:
-        raise ConfigError(f"{what}: {path} does not hold hex") from None
+        raise SettingsError(f"{what}: {path} does not hold hex") from None
     if len(key) not in (16, 24, 32):
-        raise ConfigError(f"{what}: {path} holds {len(key)} bytes, not an AES key")
+        raise SettingsError(f"{what}: {path} holds {len(key)} bytes, not an AES key")
     return key
 
 
@@ -134,7 +134,7 @@ class MqttSettings:
         check_keys(table, where, {"server", "username", "password_file", *extra}, {"server"})
         url = urlsplit(str(table["server"]))
         if url.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not url.hostname:
-            raise ConfigError(f"[{where}] server: use mqtt://host:port or mqtts://host:port")
+            raise SettingsError(f"[{where}] server: use mqtt://host:port or mqtts://host:port")
         tls = url.scheme in ("mqtts", "ssl")
         password = read_secret(table["password_file"], f"[{where}] password_file") if "password_file" in table else None
         return cls(url.hostname, url.port or (8883 if tls else 1883), tls, table.get("username"), password)

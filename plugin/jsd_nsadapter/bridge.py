@@ -7,7 +7,7 @@ of a network server (an ``NsAdapter``, ChirpStack by default). Two ways in, one 
   ``{topic_prefix}/accounts/{account}/devices/+/events/+`` make the bridge converge that one device at once.
 - Passes: every ``interval`` seconds (and after each MQTT reconnect) a full pass compares
   ``GET /api/v1/devices`` with the application's devices and repairs the difference. Events are an
-  optimisation; the passes are what make a ChirpStack outage or a lost event harmless.
+  optimisation; the passes are what make a network-server outage or a lost event harmless.
 
 Rules: a device the bridge creates carries ``jsd_link = <link name>``; a device without that tag is never
 changed or deleted (a DevEUI already registered by someone else is logged and left alone). A claimed device
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jsd_chirpstack.adapter import (
+from jsd_nsadapter.contract import (
     ERROR_TAG,
     LINK_TAG,
     OWNER_TOKEN_TAG,
@@ -41,20 +41,22 @@ from jsd_chirpstack.adapter import (
     RELEASED_TAG,
     AdapterError,
     AdapterUnavailable,
-    DeviceExists,
     DeviceSpec,
     NsAdapter,
     NsDevice,
+    NsDeviceExists,
     load_adapter,
 )
-from jsd_chirpstack.jsclient import JsClient, JsError, JsRefused, JsUnavailable
-from jsd_chirpstack.settings import ConfigError, MqttSettings, check_keys, load_toml, read_secret
+from jsd_nsadapter.jsclient import JsClient, JsError, JsRefused, JsUnavailable
+from jsd_nsadapter.settings import MqttSettings, SettingsError, check_keys, load_toml, read_secret
 
-log = logging.getLogger("jsd_chirpstack.bridge")
+log = logging.getLogger(__name__)
 
 ON_RELEASE = ("delete", "disable")
 IDENTIFY_RETRY = 60.0  # seconds before reconnecting to subscribe links whose account was not known yet
 ERROR_TAG_LIMIT = 200
+DEFAULT_ADAPTER = "chirpstack"  # a link without ``adapter = …`` (the bridge had only this one at first)
+RUN_BY = "jsd chirpstack"  # the command that runs the bridge, named in the description of devices it creates
 
 
 @dataclass(frozen=True)
@@ -95,24 +97,24 @@ class BridgeConfig:
             mqtt = MqttSettings.from_table(table, "mqtt")
         links = tuple(_link(i, table) for i, table in enumerate(config["links"]))
         if not links:
-            raise ConfigError("[[links]]: at least one link")
+            raise SettingsError("[[links]]: at least one link")
         names = [link.name for link in links]
         if len(set(names)) != len(names):
-            raise ConfigError("[[links]]: link names must differ (the name is the jsd_link tag value)")
+            raise SettingsError("[[links]]: link names must differ (the name is the jsd_link tag value)")
         interval = float(bridge.get("interval", 300.0))
         if interval <= 0:
-            raise ConfigError("[bridge] interval: seconds > 0")
+            raise SettingsError("[bridge] interval: seconds > 0")
         return cls(links, mqtt, topic_prefix, interval)
 
 
 def _link(index: int, table: Mapping[str, Any]) -> LinkConfig:
     where = f"links[{index}]"
-    adapter = str(table.get("adapter", "chirpstack"))
+    adapter = str(table.get("adapter", DEFAULT_ADAPTER))
     check_keys(table, where, {"name", "jsd_url", "api_key_file", "net_id", "on_release", "adapter", adapter},
                {"name", "jsd_url", "api_key_file", adapter})
     name = str(table["name"])
     if not name or len(name) > 64:
-        raise ConfigError(f"[{where}] name: 1 to 64 characters")
+        raise SettingsError(f"[{where}] name: 1 to 64 characters")
     net_id = None
     if table.get("net_id") is not None:
         try:
@@ -120,10 +122,10 @@ def _link(index: int, table: Mapping[str, Any]) -> LinkConfig:
         except ValueError:
             net_id = b""
         if len(net_id) != 3:
-            raise ConfigError(f"[{where}] net_id: 6 hex digits (the network server's NetID)")
+            raise SettingsError(f"[{where}] net_id: 6 hex digits (the network server's NetID)")
     on_release = str(table.get("on_release", "delete"))
     if on_release not in ON_RELEASE:
-        raise ConfigError(f"[{where}] on_release: one of {', '.join(ON_RELEASE)}")
+        raise SettingsError(f"[{where}] on_release: one of {', '.join(ON_RELEASE)}")
     return LinkConfig(
         name=name,
         jsd_url=str(table["jsd_url"]),
@@ -250,7 +252,7 @@ class Link:
         dev_eui = bytes.fromhex(wanted["dev_eui"])
         if present is None:
             if self.profile_mac_version == "1.1" and str(wanted["mac_version"]).startswith("1.0"):
-                # ChirpStack would announce 1.1 with OptNeg; the device derives 1.0 keys: it could never join.
+                # The NS would announce 1.1 with OptNeg; the device derives 1.0 keys: it could never join.
                 report.errors.append(f"{dev_eui.hex()}: a LoRaWAN {wanted['mac_version']} device needs a 1.0.x "
                                      "device profile, the link's is 1.1; not created")
                 return
@@ -260,11 +262,11 @@ class Link:
                 name=str(wanted.get("name") or dev_eui.hex()),
                 mac_version=str(wanted["mac_version"]),
                 tags={LINK_TAG: self.config.name},
-                description=f"claimed on the Join Server by {self.account}; managed by jsd chirpstack",
+                description=f"claimed on the Join Server by {self.account}; managed by {RUN_BY}",
             )
             try:
                 await self.adapter.create_device(spec)
-            except DeviceExists as exc:
+            except NsDeviceExists as exc:
                 present = exc.device
             else:
                 report.created.append(dev_eui.hex())

@@ -1,24 +1,25 @@
 """The contract between the bridge and a network server's device registry, and how adapters are found.
 
-The bridge knows nothing of ChirpStack: it talks to an ``NsAdapter`` for one linked application. Adapters are
-classes registered in the ``jsd.ns_adapters`` entry-point group whose ``from_config(options)`` builds one from
-the link's adapter table, so another network server (The Things Stack, a plain LBI NS) is added by installing a
-package, without touching the bridge.
+The bridge knows no network server by name: it talks to an ``NsAdapter`` for one linked application.
+Adapters are classes registered in the ``jsd.ns_adapters`` entry-point group whose ``from_config(options)``
+builds one from the link's adapter table, so another network server (The Things Stack, a plain LBI NS) is
+added by installing a package, without touching the bridge. ``jsd_chirpstack.chirpstack`` is one such adapter.
 
 Errors the bridge acts on::
 
     AdapterError
      ├── AdapterUnavailable   the NS cannot be reached now: keep state, retry on the next pass
      ├── AdapterRefused       the NS refused the call (credentials, permissions, invalid value)
-     └── DeviceExists         create found the DevEUI already registered (``device`` says how)
+     └── NsDeviceExists       create found the DevEUI already registered (``device`` says how)
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 ADAPTER_GROUP = "jsd.ns_adapters"
 
@@ -46,8 +47,8 @@ class AdapterRefused(AdapterError):
     """The network server answered with a refusal that retrying will not change."""
 
 
-class DeviceExists(AdapterError):
-    """``create_device`` found the DevEUI registered already."""
+class NsDeviceExists(AdapterError):
+    """``create_device`` found the DevEUI registered already (not ``jsd.registry.DeviceExists``: the NS's)."""
 
     def __init__(self, device: NsDevice) -> None:
         super().__init__(f"DevEUI {device.dev_eui.hex()} exists already")
@@ -82,25 +83,36 @@ class DeviceSpec:
     description: str = ""
 
 
-@runtime_checkable
-class NsAdapter(Protocol):
-    """One linked application (or equivalent) of one network server."""
+@dataclass(frozen=True)
+class DeviceChange:
+    """What ``update_device`` changes; a field left None (a tag set to None: removed) keeps what the NS has."""
 
+    tags: Mapping[str, str | None] = field(default_factory=dict)
+    disabled: bool | None = None
+    join_eui: bytes | None = None
+
+
+class NsAdapter(ABC):
+    """One linked application (or equivalent) of one network server; adapters subclass it."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.describe()})"
+
+    @abstractmethod
     def describe(self) -> str:
         """Where this adapter points, for logs (no secrets)."""
-        ...
 
+    @abstractmethod
     async def list_devices(self) -> list[NsDevice]:
         """Every device of the linked application; the bridge selects by tags. Paced by the adapter."""
-        ...
 
+    @abstractmethod
     async def get_device(self, dev_eui: bytes) -> NsDevice | None:
         """One device with its disabled flag, or None if it is not registered there."""
-        ...
 
+    @abstractmethod
     async def create_device(self, spec: DeviceSpec) -> None:
-        """Register a device without keys; raises ``DeviceExists`` if the DevEUI is taken."""
-        ...
+        """Register a device without keys; raises ``NsDeviceExists`` if the DevEUI is taken."""
 
     async def update_device(
         self,
@@ -111,23 +123,27 @@ class NsAdapter(Protocol):
         join_eui: bytes | None = None,
     ) -> NsDevice:
         """Change only what is given (a tag set to None is removed), keeping every other field as it is."""
-        ...
+        return await self.change_device(dev_eui, DeviceChange(tags or {}, disabled, join_eui))
 
+    @abstractmethod
+    async def change_device(self, dev_eui: bytes, change: DeviceChange) -> NsDevice:
+        """``update_device`` in one value, for adapters to implement: read, change, write back."""
+
+    @abstractmethod
     async def delete_device(self, dev_eui: bytes) -> None:
         """Remove a device; a missing one is not an error."""
-        ...
 
+    @abstractmethod
     async def has_root_keys(self, dev_eui: bytes) -> bool:
         """Whether the NS holds root keys for the device: then it would never ask the Join Server."""
-        ...
 
+    @abstractmethod
     async def mac_version(self) -> str | None:
         """The LoRaWAN version the NS will announce for devices created here ("1.0.3", "1.1"), if known."""
-        ...
 
+    @abstractmethod
     async def aclose(self) -> None:
         """Release connections."""
-        ...
 
 
 class AdapterFactory(Protocol):
