@@ -41,8 +41,9 @@ from jsd.registry import NetworkServer, NewDevice, Registry, create_engine, migr
 
 PG_ADMIN_URL = os.environ.get("JSD_TEST_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 TOKEN_LABEL = "jsd-test"  # the session token of tests/conftest.py
-STOP_WITHIN = 15.0
-"""Seconds a daemon may take to stop on SIGTERM (or its in-process cleanup) before the test fails."""
+STOP_WITHIN = 20.0
+"""Seconds a daemon may take to stop on SIGTERM (or its in-process cleanup) before the test fails: above the
+15 s after which ``jsd serve`` kills a worker that outlasts its own stop deadline (the defaults' 12 s + 3 s)."""
 APP_SHUTDOWN = 0.5
 """Seconds an in-process application waits at its stop for requests still running; then they are cancelled.
 At a test's end these are only what the test left behind, such as a console page's live join stream, which
