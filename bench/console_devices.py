@@ -4,7 +4,7 @@
 
 Fills a throw-away SQLite file (or the given, empty and migrated-here database) with devices owned by one
 subscriber (the key blobs are filler: listing never reads them), then times the queries of the console's
-device list through `OwnershipService.list_devices`, as the console calls it: first page, a page deep in
+device list through `DeviceService.list_devices`, as the console calls it: first page, a page deep in
 the keyset, DevEUI-prefix and name-prefix search, and a state filter. Prints the median of 20 runs each.
 """
 
@@ -21,9 +21,8 @@ from typing import Any, cast
 
 from sqlalchemy import insert
 
-from jsd.ownership import DEFAULT_SCOPES, AccountKind, OwnershipPolicy, OwnershipService, Principal
+from jsd.ownership import DEFAULT_SCOPES, AccountKind, Ownership, OwnershipPolicy, OwnershipStores, Principal
 from jsd.registry import Registry, create_engine, migrate
-from jsd.registry.ownership import OwnershipStore
 from jsd.registry.tables import accounts, devices
 
 PAGE = 51  # the console asks for one more than it shows, to know whether a next page exists
@@ -70,16 +69,16 @@ async def main(count: int, url: str | None) -> None:
         started = time.perf_counter()
         euis = await fill(engine, count)
         print(f"filled {count} devices in {time.perf_counter() - started:.1f} s")
-        service = OwnershipService(OwnershipStore(engine), Registry(engine), cast(Any, None), OwnershipPolicy())
+        service = Ownership.build(OwnershipStores.on(engine), Registry(engine), cast(Any, None), OwnershipPolicy())
         p = Principal("bench-sub", AccountKind.SUBSCRIBER, DEFAULT_SCOPES[AccountKind.SUBSCRIBER], None, "bench")
         middle = bytes.fromhex(euis[count // 2])
-        await timed("first page", lambda: service.list_devices(p, PAGE))
-        await timed("page after the middle DevEUI", lambda: service.list_devices(p, PAGE, middle))
-        await timed("DevEUI prefix (4 hex digits)", lambda: service.list_devices(p, PAGE, search=euis[777][:4]))
-        await timed("name prefix (100 matches)", lambda: service.list_devices(p, PAGE, search="sensor-0424"))
-        await timed("name prefix (all match)", lambda: service.list_devices(p, PAGE, search="sensor"))
-        await timed("state: no home NetID", lambda: service.list_devices(p, PAGE, state="no_net_id"))
-        await timed("state + after the middle", lambda: service.list_devices(p, PAGE, middle, state="net_id_set"))
+        await timed("first page", lambda: service.devices.list_devices(p, PAGE))
+        await timed("page after the middle DevEUI", lambda: service.devices.list_devices(p, PAGE, middle))
+        await timed("DevEUI prefix (4 hex digits)", lambda: service.devices.list_devices(p, PAGE, search=euis[777][:4]))
+        await timed("name prefix (100 matches)", lambda: service.devices.list_devices(p, PAGE, search="sensor-0424"))
+        await timed("name prefix (all match)", lambda: service.devices.list_devices(p, PAGE, search="sensor"))
+        await timed("state: no home NetID", lambda: service.devices.list_devices(p, PAGE, state="no_net_id"))
+        await timed("state + after the middle", lambda: service.devices.list_devices(p, PAGE, middle, state="net_id_set"))
         await engine.dispose()
 
 

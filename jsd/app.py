@@ -22,16 +22,15 @@ from jsd.hsm import Hsm, HsmSettings, Pin, find_softhsm_module, load_pin
 from jsd.hsm.softhsm import SOFTHSM_MODULES
 from jsd.join import JoinPolicy, JoinService
 from jsd.lbi import handlers
-from jsd.ownership import OwnershipPolicy, OwnershipService
+from jsd.ownership import Ownership, OwnershipPolicy, OwnershipStores
 from jsd.registry import Registry, create_engine, is_unavailable
 from jsd.registry.console import ConsoleStore
-from jsd.registry.ownership import OwnershipStore
 
 REGISTRY = web.AppKey("registry", Registry)
 HSM = health.HSM
 SETTINGS = web.AppKey("settings", Settings)
-OWNERSHIP = web.AppKey("ownership", OwnershipService)
-STORE = web.AppKey("ownership_store", OwnershipStore)
+OWNERSHIP = web.AppKey("ownership", Ownership)
+STORES = web.AppKey("ownership_stores", OwnershipStores)
 CONSOLE_STORE = web.AppKey("console_store", ConsoleStore)
 
 
@@ -92,7 +91,7 @@ def build_app(settings: Settings, *, events: bool = True) -> web.Application:
         engine = create_engine(database_url(settings))
         app[health.ENGINE] = engine
         app[REGISTRY] = Registry(engine)
-        app[STORE] = OwnershipStore(engine)
+        app[STORES] = OwnershipStores.on(engine)
         app[CONSOLE_STORE] = ConsoleStore(engine)
         yield
         await engine.dispose()
@@ -104,8 +103,11 @@ def build_app(settings: Settings, *, events: bool = True) -> web.Application:
         await hsm.aclose()
 
     async def service_ctx(app: web.Application) -> AsyncIterator[None]:
-        app[handlers.JOIN_SERVICE] = JoinService(app[REGISTRY], app[HSM], join_policy(settings), app[STORE])
-        app[OWNERSHIP] = OwnershipService(app[STORE], app[REGISTRY], app[HSM], ownership_policy(settings))
+        stores = app[STORES]
+        app[handlers.JOIN_SERVICE] = JoinService(
+            app[REGISTRY], app[HSM], join_policy(settings), stores.journal, stores.roaming
+        )
+        app[OWNERSHIP] = Ownership.build(stores, app[REGISTRY], app[HSM], ownership_policy(settings))
         yield
 
     async def answers_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -118,7 +120,7 @@ def build_app(settings: Settings, *, events: bool = True) -> web.Application:
 
     # -- MQTT events and commands (jsd.events): after the services it calls, stopped before them --
     async def events_ctx(app: web.Application) -> AsyncIterator[None]:
-        async with jsd.events.running(settings, app[OWNERSHIP], app[STORE]):
+        async with jsd.events.running(settings, app[OWNERSHIP], app[STORES].journal):
             yield
 
     app.cleanup_ctx.extend([registry_ctx, hsm_ctx, service_ctx, answers_ctx])
@@ -126,6 +128,6 @@ def build_app(settings: Settings, *, events: bool = True) -> web.Application:
         app.cleanup_ctx.append(events_ctx)
     handlers.add_routes(app)
     health.add_routes(app, mqtt_configured=bool(settings.get("mqtt", "host")))
-    api.add_routes(app, OWNERSHIP)
+    api.add_routes(app, OWNERSHIP, join_eui_required=not settings.get("ownership", "default_join_eui"))
     ui.setup(app, settings, OWNERSHIP, CONSOLE_STORE)
     return app

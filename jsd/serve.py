@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jsd.config import Settings, database_url
-from jsd.logs import setup_logging
+from jsd.logs import lean_records, setup_logging
 
 if TYPE_CHECKING:
     from jsd.hsm import Pin
@@ -136,6 +136,7 @@ def run_worker(settings: Settings, index: int) -> None:
     from jsd.app import build_app
 
     setup_logging(settings.get("log", "format"), settings.get("log", "level"))
+    lean_records()
     loop = _new_event_loop()
     app = build_app(settings, events=index == 0)
     app.on_shutdown.append(_stop_deadline(_worker_grace(settings)))

@@ -273,11 +273,11 @@ class JsdServer:
 
     async def add_roaming_agreement(self, home_net_id: str, visited_net_id: str) -> None:
         """Let the visited NS ask HomeNSReq for the home NS's devices (as an operator would)."""
-        from jsd.app import STORE
-        from jsd.registry.ownership import AuditRecord
+        from jsd.app import STORES
+        from jsd.registry.journal import AuditRecord
 
         audit = AuditRecord(account=None, key_id=None, source="test", action="roaming.added")
-        assert await self.app[STORE].add_roaming(home_net_id.lower(), visited_net_id.lower(), audit)
+        assert await self.app[STORES].roaming.add_roaming(home_net_id.lower(), visited_net_id.lower(), audit)
 
     async def add_device(
         self,

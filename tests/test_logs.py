@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,34 @@ def test_malformed_http_from_a_client_is_a_warning_and_a_handler_failure_an_erro
     crashed = [e for e in entries if e.get("error") == "RuntimeError"]
     assert [(e["level"], e["msg"]) for e in client] == [("warning", "malformed HTTP request from 127.0.0.1, answered 400")]
     assert [e["level"] for e in crashed] == ["error"]
+
+
+def test_the_time_stamps_are_loggings_own_across_seconds() -> None:
+    """The date and time are made once a second; every line still carries its own milliseconds."""
+    plain, default, as_json = PlainFormatter(), logging.Formatter(), JsonFormatter()
+    for created in (1_790_000_000.001, 1_790_000_000.999, 1_790_000_001.5, 1_790_000_000.25, 1_790_086_400.0):
+        made = record("tick")
+        made.created, made.msecs = created, int((created - int(created)) * 1000) + 0.0
+        assert plain.format(made).startswith(default.formatTime(made) + " INFO ")
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(made.msecs):03d}Z"
+        assert json.loads(as_json.format(made))["ts"] == stamp
+
+
+def test_lean_records_print_the_same_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker leaves the caller's place, thread and process out of its records: no formatter prints them."""
+    from jsd.logs import lean_records
+
+    for name in ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing"):
+        monkeypatch.setattr(logging, name, getattr(logging, name))
+    made: list[logging.LogRecord] = []
+    logger = logging.getLogger("jsd.test.lean")
+    monkeypatch.setattr(logger, "isEnabledFor", lambda level: True)
+    monkeypatch.setattr(logger, "handle", made.append)
+    for _ in range(2):
+        logger.info("lbi %s", "JoinReq", extra={"request_id": "r 1", "status": 200, "latency_ms": 1.5})
+        lean_records()
+    full, lean = made
+    assert (lean.lineno, lean.threadName, lean.process) == (0, None, None) and full.lineno > 0
+    lean.created, lean.msecs = full.created, full.msecs
+    for formatter in (PlainFormatter(), JsonFormatter()):
+        assert formatter.format(lean) == formatter.format(full)

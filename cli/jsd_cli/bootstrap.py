@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from jsd.config import Settings
     from jsd.hsm import Hsm
-    from jsd.ownership import OwnershipService, Principal
+    from jsd.ownership import Ownership, Principal
     from jsd.ui.auth import ConsoleAuth
     from jsd_cli.remote import Context
 
@@ -137,7 +137,7 @@ def add_unowned_device(
 class Operator:
     """The ownership service on the local database and HSM, and the local operator who calls it."""
 
-    service: OwnershipService
+    service: Ownership
     principal: Principal
     engine: AsyncEngine
 
@@ -146,14 +146,13 @@ class Operator:
 async def operator(obj: Context) -> AsyncIterator[Operator]:
     """The ownership service built as jsd.app builds it, acting as the operator ``_local``."""
     from jsd.app import ownership_policy
-    from jsd.ownership import SCOPES, AccountKind, OwnershipService, Principal
+    from jsd.ownership import SCOPES, AccountKind, Ownership, OwnershipStores, Principal
     from jsd.registry import Registry
-    from jsd.registry.ownership import OwnershipStore
 
     settings = obj.settings()
     async with opened(settings) as (db, hsm):
         assert hsm is not None
-        service = OwnershipService(OwnershipStore(db), Registry(db), hsm, ownership_policy(settings))
+        service = Ownership.build(OwnershipStores.on(db), Registry(db), hsm, ownership_policy(settings))
         principal = Principal(
             account="_local", kind=AccountKind.OPERATOR, scopes=frozenset(SCOPES), key_id=None, source=LOCAL_SOURCE
         )
@@ -182,7 +181,7 @@ def create_account(obj: Context, account_id: str, kind: str, name: str | None) -
     from jsd.api import render
 
     async def body(local: Operator) -> dict[str, Any]:
-        view, key = await local.service.create_account(local.principal, account_id, kind, name)
+        view, key = await local.service.accounts.create_account(local.principal, account_id, kind, name)
         return {"account": render.account(view), "api_key": render.new_api_key(key)}
 
     return _as_operator(obj, body)

@@ -425,9 +425,22 @@ def _device_path(dev_eui: str) -> str:
 @json_option
 @pass_context
 def devices_show(obj: Context, dev_eui: str, as_json: bool) -> None:
-    """One device (never its keys)."""
+    """One device (never its keys); with an admin key also its nonce state (last JoinNonce, last DevNonce, how
+    many DevNonces are remembered), for diagnosing refused joins."""
     path = _device_path(dev_eui)
-    show_device(as_json, obj.run(lambda api: api.call("GET", path)))
+
+    async def body(api: ApiClient) -> dict[str, Any]:
+        shown: dict[str, Any] = await api.call("GET", path)
+        try:
+            book = await api.call("GET", f"{path}/nonces")
+        except ApiProblem as exc:
+            if exc.status != 403:
+                raise
+        else:
+            shown.update({k: book[k] for k in ("join_nonce", "last_dev_nonce", "used_dev_nonces")})
+        return shown
+
+    show_device(as_json, obj.run(body))
 
 
 def _setting_command(name: str, setting: str, metavar: str, clear_help: str, doc: str) -> click.Command:

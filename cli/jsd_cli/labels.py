@@ -9,12 +9,16 @@ file is written for the user alone (0600) and a new directory is 0700.
 
 from __future__ import annotations
 
+import concurrent.futures
 import csv
 import functools
 import io
+import itertools
 import json
 import os
 import re
+import struct
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +34,12 @@ if TYPE_CHECKING:
 
 SCALE = 8
 BORDER = 4  # modules of quiet zone: the minimum ISO/IEC 18004 asks for
+PNG_COMPRESSION = 3  # zlib level: with the "up" rows below, files ~1/5 larger than Pillow's default at 2/5 the CPU
 CSV_COLUMNS = ("dev_eui", "join_eui", "profile_id", "name", "qr")
+CHUNK = 64  # labels per task of a worker process
+PARALLEL_FROM = 4 * CHUNK  # fewer labels than this are drawn in the command's own process
 _HEX = re.compile(r"[0-9A-Fa-f]+")
+_GREY = bytes.maketrans(b"\x00\x01", b"\xff\x00")  # a light module white, a dark one black
 
 
 class BadLine(ValueError):
@@ -102,10 +110,13 @@ def read_label(line: str | Any, default_profile: bytes, checksum: bool) -> Label
 
 
 def make_symbol(text: str) -> segno.QRCode:
-    """Error correction M exactly; an uppercase TR005 string lets segno pick the compact alphanumeric mode."""
-    import segno
+    """Error correction M exactly; an uppercase TR005 string lets segno pick the compact alphanumeric mode.
 
-    return segno.make_qr(text, error="m", boost_error=False)
+    The symbol is segno's, with the data mask segno would choose, found about four times faster.
+    """
+    from jsd_cli.qrmask import make_qr_m
+
+    return make_qr_m(text)
 
 
 def label_svg(symbol: segno.QRCode, captions: list[str]) -> str:
@@ -131,7 +142,7 @@ def label_png(symbol: segno.QRCode, captions: list[str]) -> bytes:
     from PIL import Image, ImageDraw
 
     modules = len(symbol.matrix)
-    dark = bytes(0 if cell else 255 for row in symbol.matrix for cell in row)
+    dark = b"".join(symbol.matrix).translate(_GREY)
     side = (modules + 2 * BORDER) * SCALE
     code = Image.frombytes("L", (modules, modules), dark).resize((modules * SCALE,) * 2, Image.Resampling.NEAREST)
     size = max(10, side // 12)
@@ -141,9 +152,34 @@ def label_png(symbol: segno.QRCode, captions: list[str]) -> bytes:
     draw = ImageDraw.Draw(image)
     for index, caption in enumerate(captions):
         draw.text((side / 2, side + step * index), caption, fill=0, font=_font(size), anchor="ma")
-    out = io.BytesIO()
-    image.save(out, format="PNG")
-    return out.getvalue()
+    return grey_png(image.width, image.height, image.tobytes())
+
+
+def grey_png(width: int, height: int, pixels: bytes) -> bytes:
+    """An 8-bit greyscale PNG of ``pixels`` (row after row), written here rather than by Pillow, in half its time.
+
+    A row equal to the one above (most of a label: every module is SCALE rows high) goes out with PNG's "up"
+    filter, all zeros, which zlib packs fast and small; any other row unfiltered.
+    """
+    same = b"\x02" + bytes(width)
+    rows, previous = [], b""
+    for start in range(0, width * height, width):
+        row = pixels[start : start + width]
+        rows.append(same if row == previous else b"\x00" + row)
+        previous = row
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # bit depth 8, greyscale, no interlace
+    return b"".join(
+        (
+            b"\x89PNG\r\n\x1a\n",
+            _chunk(b"IHDR", header),
+            _chunk(b"IDAT", zlib.compress(b"".join(rows), PNG_COMPRESSION)),
+            _chunk(b"IEND", b""),
+        )
+    )
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
 @functools.cache
@@ -168,6 +204,32 @@ def write_label(label: Label, out_dir: Path, fmt: str) -> None:
     if fmt in ("svg", "both"):
         with private_file(out_dir / f"{label.dev_eui}.svg") as handle:
             handle.write(label_svg(symbol, label.captions).encode("utf-8"))
+
+
+def _write_chunk(labels: list[Label], out_dir: Path, fmt: str) -> int:
+    for label in labels:
+        write_label(label, out_dir, fmt)
+    return len(labels)
+
+
+def workers(count: int) -> int:
+    """Processes to draw ``count`` labels with: one per usable core, none extra for a few labels."""
+    if count < PARALLEL_FROM:
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cores or 1, count // CHUNK))
+
+
+def write_labels(labels: list[Label], out_dir: Path, fmt: str, processes: int) -> Iterator[int]:
+    """Write every label's files, in chunks over ``processes`` worker processes; yields each chunk's size once
+    written. Drawing a label is CPU-bound Python (segno, Pillow), so only processes use more than one core."""
+    chunks = [labels[start : start + CHUNK] for start in range(0, len(labels), CHUNK)]
+    if processes < 2:
+        for chunk in chunks:
+            yield _write_chunk(chunk, out_dir, fmt)
+        return
+    with concurrent.futures.ProcessPoolExecutor(processes) as pool:
+        yield from pool.map(_write_chunk, chunks, itertools.repeat(out_dir), itertools.repeat(fmt))
 
 
 def entries(text: str) -> Iterator[tuple[str, str | Any]]:
@@ -248,14 +310,14 @@ def labels_command(
         found = [(where, {**inner, "owner_token": token})]
     if not out_dir.exists():
         out_dir.mkdir(parents=True, mode=0o700)
-    written = without_token = bad = 0
+    without_token = bad = 0
     seen: dict[bytes, str] = {}
+    ready: list[Label] = []
     progress = Progress("printing labels", len(found), unit="entries")
     with private_file(out_dir / "labels.csv") as raw, io.TextIOWrapper(raw, encoding="utf-8", newline="") as index:
         rows = csv.writer(index)
         rows.writerow(CSV_COLUMNS)
         for where, line in found:
-            progress.advance()
             try:
                 label = read_label(line, default_profile, checksum=not no_checksum)
                 if label is not None and label.qr.dev_eui in seen:
@@ -263,23 +325,30 @@ def labels_command(
             except NoToken as exc:
                 click.echo(f"{where}: {exc}, skipped", err=True)
                 without_token += 1
-                continue
+                label = None
             except BadLine as exc:
                 click.echo(f"{where}: {exc}", err=True)
                 bad += 1
-                continue
+                label = None
             if label is None:
+                progress.advance()
                 continue
             seen[label.qr.dev_eui] = where
-            write_label(label, out_dir, fmt)
-            rows.writerow(label.csv_row())
-            written += 1
+            ready.append(label)
+        done = 0
+        for count in write_labels(ready, out_dir, fmt, workers(len(ready))):
+            rows.writerows(label.csv_row() for label in ready[done : done + count])  # the index lists written ones
+            done += count
+            progress.advance(count)
+    written = len(ready)
     progress.finish()
     if as_json:
         counts = {"written": written, "without_token": without_token, "bad": bad}
         click.echo(json.dumps({"out": str(out_dir), "format": fmt, **counts}, indent=2))
     else:
-        click.echo(f"labels: {written} written to {out_dir} ({fmt}), {without_token} without owner_token, {bad} bad lines")
+        click.echo(
+            f"labels: {written} written to {out_dir} ({fmt}), {without_token} without owner_token, {bad} bad lines"
+        )
     if bad:
         raise click.ClickException(f"{bad} bad input line(s) skipped; see the messages above")
 

@@ -21,38 +21,12 @@ from jsd.api.inputs import invalid
 from jsd.api.openapi import document
 from jsd.api.problems import NO_STORE
 from jsd.bodies import BODY_TIMEOUT
-from jsd.ownership import OwnershipService
+from jsd.ownership import Ownership
 from jsd.ownership.imports import MAX_LINE_BYTES, RawRow, csv_rows, jsonl_rows
 from jsd.ownership.model import Principal, Unauthenticated
-from jsd.ownership.parse import parse_key
+from jsd.ownership.parse import parse_eui, parse_key, parse_net_id
+from jsd.wire import requests as wire
 
-# DeviceImport members and their JSON types (the service checks the values).
-DEVICE_IMPORT_FIELDS: dict[str, type] = {
-    "dev_eui": str,
-    "join_eui": str,
-    "mac_version": str,
-    "name": str,
-    "admin_info": str,
-    "secure_element": bool,
-    "app_key": str,
-    "nwk_key": str,
-    "generate_keys": bool,
-    "tkm_info": str,
-    "hsm_group": str,
-    "profile_id": str,
-    "serial": str,
-}
-NETWORK_SERVER_FIELDS = (
-    "net_id",
-    "name",
-    "kek_label",
-    "kek",
-    "token",
-    "generate_token",
-    "cert_fingerprint",
-    "answer_url",
-    "async_mode",
-)
 CSV_TYPES = frozenset({"text/csv"})
 JSONL_TYPES = frozenset({"application/x-ndjson", "application/jsonl", "application/json-lines"})
 NDJSON = "application/x-ndjson"
@@ -111,24 +85,26 @@ async def _lines(content: StreamReader, idle_timeout: float) -> AsyncIterator[by
 class Api:
     """The handlers, bound to the AppKey under which the composition root keeps the service."""
 
-    def __init__(self, service_key: web.AppKey[OwnershipService]) -> None:
+    def __init__(self, service_key: web.AppKey[Ownership], *, join_eui_required: bool = True) -> None:
+        """`join_eui_required`: no default JoinEUI is configured (the document then requires one per device)."""
         self._service_key = service_key
+        self.join_eui_required = join_eui_required
 
-    def service(self, request: web.Request) -> OwnershipService:
+    def service(self, request: web.Request) -> Ownership:
         return request.config_dict[self._service_key]
 
-    async def principal(self, request: web.Request) -> tuple[OwnershipService, Principal]:
+    async def principal(self, request: web.Request) -> tuple[Ownership, Principal]:
         """The service and the caller behind the bearer API key; no key at all fails like a wrong one."""
         service = self.service(request)
         scheme, _, key = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             raise Unauthenticated("an API key is required (Authorization: Bearer <key>)")
-        return service, await service.authenticate(key.strip(), f"http {request.remote or 'unknown'}")
+        return service, await service.accounts.authenticate(key.strip(), f"http {request.remote or 'unknown'}")
 
     # --- the document ---------------------------------------------------------------------------------
 
     async def openapi(self, request: web.Request) -> web.StreamResponse:
-        return _json(document())
+        return _json(document(self.join_eui_required))
 
     # --- accounts and keys ----------------------------------------------------------------------------
 
@@ -138,51 +114,41 @@ class Api:
 
     async def create_account(self, request: web.Request) -> web.StreamResponse:
         service, p = await self.principal(request)
-        body = await inputs.json_object(request, ("id", "kind", "name"))
-        view, key = await service.create_account(
-            p,
-            inputs.required_str(body, "id", 63),
-            inputs.required_str(body, "kind", 32),
-            inputs.optional_str(body, "name"),
-        )
+        body, _ = await inputs.body(request, wire.AccountIn)
+        view, key = await service.accounts.create_account(p, body.id, body.kind, body.name)
         return _json({"account": render.account(view), "api_key": render.new_api_key(key)}, 201)
 
     async def list_accounts(self, request: web.Request) -> web.StreamResponse:
         service, p = await self.principal(request)
-        return _json({"accounts": [render.account(a) for a in await service.list_accounts(p)]})
+        return _json({"accounts": [render.account(a) for a in await service.accounts.list_accounts(p)]})
 
     async def get_account(self, request: web.Request) -> web.StreamResponse:
         service, p = await self.principal(request)
-        return _json(render.account(await service.get_account(p, request.match_info["id"])))
+        return _json(render.account(await service.accounts.get_account(p, inputs.path(request, "id"))))
 
     async def create_api_key(self, request: web.Request) -> web.StreamResponse:
         service, p = await self.principal(request)
-        body = await inputs.json_object(request, ("scopes",))
-        scopes = body.get("scopes")
-        if scopes is not None and (
-            not isinstance(scopes, list) or not all(isinstance(s, str) and len(s) <= 64 for s in scopes)
-        ):
-            raise invalid("scopes", "must be a list of scope names")
-        key = await service.create_api_key(p, request.match_info["id"], scopes)
+        body, _ = await inputs.body(request, wire.ApiKeyIn)
+        scopes = body.scopes
+        key = await service.accounts.create_api_key(p, inputs.path(request, "id"), scopes)
         return _json(render.new_api_key(key), 201)
 
     async def list_api_keys(self, request: web.Request) -> web.StreamResponse:
         service, p = await self.principal(request)
-        keys = await service.list_api_keys(p, request.match_info["id"])
+        keys = await service.accounts.list_api_keys(p, inputs.path(request, "id"))
         return _json({"keys": [render.api_key(k) for k in keys]})
 
     async def revoke_api_key(self, request: web.Request) -> web.StreamResponse:
         service, p = await self.principal(request)
-        await service.revoke_api_key(p, request.match_info["key_id"])
+        await service.accounts.revoke_api_key(p, inputs.path(request, "key_id"))
         return _no_content()
 
     # --- devices --------------------------------------------------------------------------------------
 
     async def add_device(self, request: web.Request) -> web.StreamResponse:
         service, p = await self.principal(request)
-        body = await inputs.json_object(request, DEVICE_IMPORT_FIELDS)
-        inputs.check_types(body, DEVICE_IMPORT_FIELDS)
-        return _json(render.imported_device(await service.add_device(p, body)), 201)
+        _, body = await inputs.body(request, wire.DeviceImport)
+        return _json(render.imported_device(await service.devices.add_device(p, body)), 201)
 
     async def import_devices(self, request: web.Request) -> web.StreamResponse:
         """Streamed both ways: rows are parsed as they arrive; the answer is written in batches."""
@@ -191,11 +157,11 @@ class Api:
         idle = request.config_dict[BODY_TIMEOUT]
         if request.content_type in CSV_TYPES:
             rows = csv_rows(_lines(request.content, idle))
-        elif request.content_type in JSONL_TYPES:
+        elif request.content_type in JSONL_TYPES or not request.body_exists:  # no body: nothing to import
             rows = jsonl_rows(_lines(request.content, idle))
         else:
             raise invalid("Content-Type", "must be text/csv or application/x-ndjson")
-        imported = await service.import_devices(p, rows, request.headers.get("Import-Id"))
+        imported = await service.devices.import_devices(p, rows, request.headers.get("Import-Id"))
         response = web.StreamResponse(status=200, headers={"Content-Type": NDJSON, "Cache-Control": NO_STORE})
         await response.prepare(request)
         created = sum(1 for item in imported if item.created)
@@ -214,13 +180,14 @@ class Api:
 
     async def import_progress(self, request: web.Request) -> web.StreamResponse:
         service, p = await self.principal(request)
-        import_id = request.match_info["import_id"]
-        return _json({"import_id": import_id, "staged": await service.import_progress(p, import_id)})
+        import_id = inputs.path(request, "import_id")
+        return _json({"import_id": import_id, "staged": await service.devices.import_progress(p, import_id)})
 
     async def list_devices(self, request: web.Request) -> web.StreamResponse:
         service, p = await self.principal(request)
-        limit = inputs.query_limit(request)
-        devices = await service.list_devices(p, limit=limit, after=inputs.query_eui(request, "after"))
+        query = inputs.query(request, wire.DevicesQuery)
+        limit = inputs.limit(query)
+        devices = await service.devices.list_devices(p, limit=limit, after=inputs.eui(query.after, "after"))
         return _json(
             {
                 "devices": [render.device(d) for d in devices],
@@ -230,91 +197,90 @@ class Api:
 
     async def get_device(self, request: web.Request) -> web.StreamResponse:
         service, p = await self.principal(request)
-        return _json(render.device(await service.get_device(p, inputs.path(request, "dev_eui", inputs.eui))))
+        return _json(render.device(await service.devices.get_device(p, inputs.path_eui(request))))
+
+    async def get_device_nonces(self, request: web.Request) -> web.StreamResponse:
+        service, p = await self.principal(request)
+        dev_eui = inputs.path_eui(request)
+        return _json(render.nonces(dev_eui, await service.devices.nonce_state(p, dev_eui)))
 
     async def delete_device(self, request: web.Request) -> web.StreamResponse:
         service, p = await self.principal(request)
-        await service.delete_device(p, inputs.path(request, "dev_eui", inputs.eui))
+        await service.devices.delete_device(p, inputs.path_eui(request))
         return _no_content()
 
     async def claim(self, request: web.Request) -> web.StreamResponse:
         service, p = await self.principal(request)
-        body = await inputs.json_object(request, ("dev_eui", "owner_token", "qr"))
-        if "qr" in body:
-            if "dev_eui" in body or "owner_token" in body:
-                raise invalid("qr", "give either qr or dev_eui and owner_token, not both")
-            view = await service.claim_qr(p, inputs.required_str(body, "qr", 512))
+        claim, _ = await inputs.body(request, wire.Claim)
+        if isinstance(claim.root, wire.ClaimByQr):
+            view = await service.claims.claim_qr(p, claim.root.qr)
         else:
-            dev_eui = inputs.eui(inputs.nullable_member(body, "dev_eui"), "dev_eui")
-            view = await service.claim(p, dev_eui, inputs.required_str(body, "owner_token", 128))
+            dev_eui = parse_eui(claim.root.dev_eui)
+            view = await service.claims.claim(p, dev_eui, claim.root.owner_token)
         return _json(render.device(view))
 
     async def set_net_id(self, request: web.Request) -> web.StreamResponse:
         service, p = await self.principal(request)
-        dev_eui = inputs.path(request, "dev_eui", inputs.eui)
-        body = await inputs.json_object(request, ("net_id",))
-        value = inputs.nullable_member(body, "net_id")
-        net_id = None if value is None else inputs.net_id(value, "net_id")
-        answer = render.device(await service.set_net_id(p, dev_eui, net_id))
-        warnings = await service.net_id_warnings(net_id)
+        dev_eui = inputs.path_eui(request)
+        body, _ = await inputs.body(request, wire.NetIdChoice)
+        net_id = inputs.net_id(body.net_id, "net_id")
+        answer = render.device(await service.devices.set_net_id(p, dev_eui, net_id))
+        warnings = await service.networks.net_id_warnings(net_id)
         return _json(answer | ({"warnings": warnings} if warnings else {}))
 
     async def set_astk(self, request: web.Request) -> web.StreamResponse:
         service, p = await self.principal(request)
-        dev_eui = inputs.path(request, "dev_eui", inputs.eui)
-        body = await inputs.json_object(request, ("astk",))
-        inputs.nullable_member(body, "astk")
-        return _json(render.device(await service.set_astk(p, dev_eui, inputs.optional_str(body, "astk", 128))))
+        dev_eui = inputs.path_eui(request)
+        body, _ = await inputs.body(request, wire.AstkChoice)
+        return _json(render.device(await service.devices.set_astk(p, dev_eui, body.astk)))
+
+    async def _device_action(self, request: web.Request) -> tuple[Ownership, Principal, bytes]:
+        """The service, the caller and the path's DevEUI, for an action on a device that takes no body."""
+        service, p = await self.principal(request)
+        dev_eui = inputs.path_eui(request)
+        await inputs.body(request, wire.Empty)
+        return service, p, dev_eui
 
     async def release(self, request: web.Request) -> web.StreamResponse:
-        service, p = await self.principal(request)
-        dev_eui = inputs.path(request, "dev_eui", inputs.eui)
-        await inputs.json_object(request, ())
-        view, token = await service.release(p, dev_eui)
-        return _json({"device": render.device(view), "owner_token": token})
+        service, p, dev_eui = await self._device_action(request)
+        view, token = await service.claims.release(p, dev_eui)
+        return _json(render.released(view, token))
 
     async def reissue_owner_token(self, request: web.Request) -> web.StreamResponse:
-        service, p = await self.principal(request)
-        dev_eui = inputs.path(request, "dev_eui", inputs.eui)
-        await inputs.json_object(request, ())
-        view, token = await service.reissue_owner_token(p, dev_eui)
-        return _json({"device": render.device(view), "owner_token": token})
+        service, p, dev_eui = await self._device_action(request)
+        view, token = await service.claims.reissue_owner_token(p, dev_eui)
+        return _json(render.released(view, token))
 
     async def reset_nonces(self, request: web.Request) -> web.StreamResponse:
-        service, p = await self.principal(request)
-        dev_eui = inputs.path(request, "dev_eui", inputs.eui)
-        await inputs.json_object(request, ())
-        return _json(render.device(await service.reset_nonces(p, dev_eui)))
+        service, p, dev_eui = await self._device_action(request)
+        return _json(render.device(await service.devices.reset_nonces(p, dev_eui)))
 
     # --- ASTKs ----------------------------------------------------------------------------------------
 
     async def create_astk(self, request: web.Request) -> web.StreamResponse:
         service, p = await self.principal(request)
-        body = await inputs.json_object(request, ("name", "key"))
-        name = inputs.required_str(body, "name", 128)
-        key = body.get("key")
-        if key is not None and not isinstance(key, str):
-            raise invalid("key", "must be a string of 32 hex digits")
+        body, _ = await inputs.body(request, wire.AstkIn)
+        name, key = body.name, body.key
         return _json(
-            render.astk(await service.create_astk(p, name, None if key is None else parse_key(key, "key"))), 201
+            render.astk(await service.astks.create_astk(p, name, None if key is None else parse_key(key, "key"))), 201
         )
 
     async def list_astks(self, request: web.Request) -> web.StreamResponse:
         service, p = await self.principal(request)
-        return _json({"astks": [render.astk(a) for a in await service.list_astks(p)]})
+        return _json({"astks": [render.astk(a) for a in await service.astks.list_astks(p)]})
 
     async def export_astk(self, request: web.Request) -> web.StreamResponse:
         service, p = await self.principal(request)
-        await inputs.json_object(request, ())
-        name = request.match_info["name"]
-        return _json({"name": name, "key": (await service.export_astk(p, name)).hex()})
+        await inputs.body(request, wire.Empty)
+        name = inputs.path(request, "name")
+        return _json({"name": name, "key": (await service.astks.export_astk(p, name)).hex()})
 
     # --- network servers and roaming ------------------------------------------------------------------
 
     async def add_network_server(self, request: web.Request) -> web.StreamResponse:
         service, p = await self.principal(request)
-        body = await inputs.json_object(request, NETWORK_SERVER_FIELDS)
-        view, token = await service.add_network_server(p, body)
+        _, body = await inputs.body(request, wire.NetworkServerIn)
+        view, token = await service.networks.add_network_server(p, body)
         answer: dict[str, Any] = {"network_server": render.network_server(view)}
         if token is not None:
             answer["token"] = token
@@ -322,46 +288,47 @@ class Api:
 
     async def list_network_servers(self, request: web.Request) -> web.StreamResponse:
         service, p = await self.principal(request)
-        servers = await service.list_network_servers(p)
+        servers = await service.networks.list_network_servers(p)
         return _json({"network_servers": [render.network_server(s) for s in servers]})
 
     async def get_network_server(self, request: web.Request) -> web.StreamResponse:
         service, p = await self.principal(request)
-        view = await service.get_network_server(p, inputs.path(request, "net_id", inputs.net_id))
+        view = await service.networks.get_network_server(p, inputs.path_net_id(request))
         return _json(render.network_server(view))
 
     async def remove_network_server(self, request: web.Request) -> web.StreamResponse:
         service, p = await self.principal(request)
-        await service.remove_network_server(p, inputs.path(request, "net_id", inputs.net_id))
+        await service.networks.remove_network_server(p, inputs.path_net_id(request))
         return _no_content()
 
     async def add_roaming(self, request: web.Request) -> web.StreamResponse:
         service, p = await self.principal(request)
-        body = await inputs.json_object(request, ("home_net_id", "visited_net_id"))
-        home = inputs.net_id(inputs.nullable_member(body, "home_net_id"), "home_net_id")
-        visited = inputs.net_id(inputs.nullable_member(body, "visited_net_id"), "visited_net_id")
-        await service.add_roaming(p, home, visited)
+        body, _ = await inputs.body(request, wire.RoamingAgreementIn)
+        home = parse_net_id(body.home_net_id, "home_net_id")
+        visited = parse_net_id(body.visited_net_id, "visited_net_id")
+        await service.networks.add_roaming(p, home, visited)
         return _json(render.roaming(home, visited), 201)
 
     async def list_roaming(self, request: web.Request) -> web.StreamResponse:
         service, p = await self.principal(request)
-        pairs = await service.list_roaming(p)
+        pairs = await service.networks.list_roaming(p)
         return _json({"roaming_agreements": [render.roaming(h, v) for h, v in pairs]})
 
     async def remove_roaming(self, request: web.Request) -> web.StreamResponse:
         service, p = await self.principal(request)
-        home = inputs.path(request, "home_net_id", inputs.net_id)
-        visited = inputs.path(request, "visited_net_id", inputs.net_id)
-        await service.remove_roaming(p, home, visited)
+        home = inputs.path_net_id(request, "home_net_id")
+        visited = inputs.path_net_id(request, "visited_net_id")
+        await service.networks.remove_roaming(p, home, visited)
         return _no_content()
 
     # --- audit and events -----------------------------------------------------------------------------
 
     async def audit(self, request: web.Request) -> web.StreamResponse:
         service, p = await self.principal(request)
-        limit = inputs.query_limit(request)
-        entries = await service.audit(
-            p, dev_eui=inputs.query_eui(request, "dev_eui"), after=inputs.query_int(request, "after"), limit=limit
+        query = inputs.query(request, wire.AuditQuery)
+        limit = inputs.limit(query)
+        entries = await service.journal.audit(
+            p, dev_eui=inputs.eui(query.dev_eui, "dev_eui"), after=query.after, limit=limit
         )
         return _json(
             {"entries": [render.audit_entry(e) for e in entries], "next": _page_next(entries, limit, lambda e: e.id)}
@@ -369,13 +336,14 @@ class Api:
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         service, p = await self.principal(request)
-        limit = inputs.query_limit(request)
-        found = await service.events(
+        query = inputs.query(request, wire.EventsQuery)
+        limit = inputs.limit(query)
+        found = await service.journal.events(
             p,
-            after=inputs.query_int(request, "after"),
+            after=query.after,
             limit=limit,
-            dev_eui=inputs.query_eui(request, "dev_eui"),
-            type=inputs.query_str(request, "type"),
+            dev_eui=inputs.eui(query.dev_eui, "dev_eui"),
+            type=query.type,
         )
         return _json({"events": [render.event(e) for e in found], "next": _page_next(found, limit, lambda e: e.seq)})
 
@@ -396,6 +364,7 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
     ("GET", "/devices", "list_devices"),
     ("GET", "/devices/{dev_eui}", "get_device"),
     ("DELETE", "/devices/{dev_eui}", "delete_device"),
+    ("GET", "/devices/{dev_eui}/nonces", "get_device_nonces"),
     ("PUT", "/devices/{dev_eui}/net-id", "set_net_id"),
     ("PUT", "/devices/{dev_eui}/astk", "set_astk"),
     ("POST", "/devices/{dev_eui}/release", "release"),

@@ -1,33 +1,61 @@
-"""Strict reading of request bodies, path and query parameters; every refusal names its field.
+"""Strict reading of request bodies, path and query parameters by the wire models; every refusal names its field.
 
 Bodies are strict JSON objects (UTF-8, no duplicate members, bounded nesting: `jsd.bodies`) with known
-members only (a typo is an error, not a silently ignored field), read within ``server.body_timeout``. Hex
-follows the service's rules (any case, optional 0x, exact length) by calling its parsers.
+members only (a typo is an error, not a silently ignored field), read within ``server.body_timeout``, then
+validated by their model in jsd.wire.requests, the same model the OpenAPI document shows. Query strings
+have known parameters only, each given once; path parameters have their type in `PATH_TYPES`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
-from typing import Any
+from collections.abc import Collection
+from typing import Any, TypeVar
 
 from aiohttp import web
+from pydantic import BaseModel
 
 from jsd.bodies import BodyTimeout, JsonRefused, loads, read_body
 from jsd.ownership.model import FieldError, InvalidRequest
 from jsd.ownership.parse import parse_eui, parse_net_id
+from jsd.wire import Invalid, integer_fields, validate
+from jsd.wire.requests import CLAIM_FIELDS, DEVICE_IMPORT_FIELDS, MAX_CURSOR, MAX_LIMIT, PATH_TYPES, Claim, DeviceImport
 
-MAX_LIMIT = 1000
+__all__ = ["DEFAULT_LIMIT", "MAX_CURSOR", "MAX_LIMIT", "body", "invalid", "path", "path_eui", "path_net_id", "query"]
+
 DEFAULT_LIMIT = 100
-MAX_CURSOR = 2**63 - 1
-"""The API's cursor range for audit ids and event seqs: signed 64-bit."""
+M = TypeVar("M", bound=BaseModel)
+# The members a union body may have: those of any of its variants.
+_UNION_FIELDS: dict[type[BaseModel], frozenset[str]] = {
+    DeviceImport: DEVICE_IMPORT_FIELDS,
+    Claim: CLAIM_FIELDS,
+}
 
 
 def invalid(field: str | None, reason: str) -> InvalidRequest:
     return InvalidRequest(f"{field}: {reason}" if field else reason, errors=[FieldError(field, reason)])
 
 
+def refused(exc: Invalid) -> InvalidRequest:
+    """The model's refusal as the API's invalid-request problem."""
+    errors = [FieldError(field, reason) for field, reason in exc.errors[:20]]
+    return InvalidRequest("; ".join(f"{e.field}: {e.reason}" if e.field else e.reason for e in errors), errors=errors)
+
+
+def _check(model: type[M], value: Any) -> M:
+    try:
+        return validate(model, value)  # type: ignore[no-any-return]
+    except Invalid as exc:
+        raise refused(exc) from None
+
+
+async def body(request: web.Request, model: type[M]) -> tuple[M, dict[str, Any]]:
+    """The body as `model`, and its members that are not null (null means left out; an empty body is ``{}``)."""
+    raw = await json_object(request, _UNION_FIELDS.get(model) or model.model_fields)
+    return _check(model, raw), {name: value for name, value in raw.items() if value is not None}
+
+
 async def json_object(request: web.Request, allowed: Collection[str]) -> dict[str, Any]:
-    """The body as a JSON object with no member outside `allowed` (an empty body counts as ``{}``)."""
+    """The body as a JSON object with no member outside `allowed`."""
     try:
         raw = await read_body(request)
     except BodyTimeout:
@@ -35,105 +63,59 @@ async def json_object(request: web.Request, allowed: Collection[str]) -> dict[st
     if not raw.strip():
         return {}
     try:
-        body = loads(raw)
+        found = loads(raw)
     except JsonRefused as exc:
         raise invalid(None, str(exc)) from None
-    if not isinstance(body, dict):
+    if not isinstance(found, dict):
         raise invalid(None, "body must be a JSON object")
-    unknown = sorted(set(body) - set(allowed))
+    unknown = sorted(set(found) - set(allowed))
     if unknown:
         errors = [FieldError(name[:64], "unknown field") for name in unknown[:20]]
         raise InvalidRequest(f"unknown field(s): {', '.join(e.field or '' for e in errors)}", errors=errors)
-    return body
+    return found
 
 
-def check_types(body: dict[str, Any], types: Mapping[str, type]) -> None:
-    """Each member present (and not null) has its JSON type: text is a string, a flag a boolean."""
-    errors = [
-        FieldError(name, "must be true or false" if expected is bool else "must be a string")
-        for name, expected in types.items()
-        if body.get(name) is not None and not isinstance(body[name], expected)
-    ]
-    if errors:
-        raise InvalidRequest("; ".join(f"{e.field}: {e.reason}" for e in errors), errors=errors)
+def query(request: web.Request, model: type[M]) -> M:
+    """The query string as `model`: known parameters, each once; integers as decimal digits."""
+    fields = model.model_fields
+    integers = integer_fields(model)
+    unknown = sorted(set(request.query) - set(fields))
+    if unknown:
+        raise invalid(unknown[0][:64], "unknown parameter")
+    values: dict[str, Any] = {}
+    for name in request.query:
+        found = request.query.getall(name)
+        if len(found) > 1:
+            raise invalid(name, "must be given once")
+        text = found[0]
+        values[name] = int(text) if name in integers and text.isascii() and text.isdigit() else text
+    return _check(model, values)
 
 
-def required_str(body: dict[str, Any], name: str, max_length: int = 256) -> str:
-    if name not in body or body[name] is None:
-        raise invalid(name, "is required")
-    return _string(body[name], name, max_length)
+def limit(page: Any) -> int:
+    return DEFAULT_LIMIT if page.limit is None else int(page.limit)
 
 
-def optional_str(body: dict[str, Any], name: str, max_length: int = 256) -> str | None:
-    value = body.get(name)
-    return None if value is None else _string(value, name, max_length)
+def path(request: web.Request, name: str) -> str:
+    """A path parameter, checked against its type."""
+    try:
+        return str(validate(PATH_TYPES[name], request.match_info[name]))
+    except Invalid as exc:
+        raise refused(Invalid([(name, reason) for _, reason in exc.errors])) from None
 
 
-def _string(value: Any, name: str, max_length: int) -> str:
-    if not isinstance(value, str):
-        raise invalid(name, "must be a string")
-    if len(value) > max_length:
-        raise invalid(name, f"must be at most {max_length} characters")
-    return value
+def path_eui(request: web.Request, name: str = "dev_eui") -> bytes:
+    return parse_eui(path(request, name), name)
 
 
-def nullable_member(body: dict[str, Any], name: str) -> Any:
-    """A member that must be present but may be null (``{"net_id": null}`` clears, ``{}`` is an error)."""
-    if name not in body:
-        raise invalid(name, "is required (null clears it)")
-    return body[name]
+def path_net_id(request: web.Request, name: str = "net_id") -> bytes:
+    return parse_net_id(path(request, name), name)
 
 
-def eui(value: Any, field: str) -> bytes:
-    if not isinstance(value, str):
-        raise invalid(field, "must be a string of 16 hex digits")
-    return parse_eui(value, field)
+def eui(value: str | None, field: str) -> bytes | None:
+    """A checked hex EUI member as bytes (the model has matched its pattern)."""
+    return None if value is None else parse_eui(value, field)
 
 
-def net_id(value: Any, field: str) -> bytes:
-    if not isinstance(value, str):
-        raise invalid(field, "must be a string of 6 hex digits")
-    return parse_net_id(value, field)
-
-
-def path(request: web.Request, name: str, parse: Callable[[Any, str], bytes]) -> bytes:
-    return parse(request.match_info[name], name)
-
-
-def query_limit(request: web.Request) -> int:
-    value = query_int(request, "limit")
-    if value is None:
-        return DEFAULT_LIMIT
-    if not 1 <= value <= MAX_LIMIT:
-        raise invalid("limit", f"must be between 1 and {MAX_LIMIT}")
-    return value
-
-
-def query_int(request: web.Request, name: str) -> int | None:
-    raw = _query(request, name)
-    if raw is None:
-        return None
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 19 or int(raw) > MAX_CURSOR:
-        raise invalid(name, f"must be an integer from 0 to {MAX_CURSOR}")
-    return int(raw)
-
-
-def query_eui(request: web.Request, name: str) -> bytes | None:
-    raw = _query(request, name)
-    return None if raw is None else eui(raw, name)
-
-
-def query_str(request: web.Request, name: str, max_length: int = 64) -> str | None:
-    raw = _query(request, name)
-    if raw is not None and len(raw) > max_length:
-        raise invalid(name, f"must be at most {max_length} characters")
-    return raw
-
-
-def _query(request: web.Request, name: str) -> str | None:
-    values = request.query.getall(name, [])
-    if len(values) > 1:
-        raise invalid(name, "must be given once")
-    if not values or values[0] == "":
-        return None
-    return values[0]
+def net_id(value: str | None, field: str) -> bytes | None:
+    return None if value is None else parse_net_id(value, field)

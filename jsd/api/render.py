@@ -1,13 +1,13 @@
 """The JSON shapes of docs/api.md, from the service's views: lowercase hex, RFC 3339 'Z' times.
 
-Kept apart from the handlers so the OpenAPI schemas (openapi.py) and these functions can be read side by
-side; the schemathesis test checks that they agree.
+Each function builds the shape of one model of jsd/wire/responses.py (the OpenAPI document's schemas); the
+schemathesis test holds every answer of the running daemon to them.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from jsd.ownership.model import (
     AccountView,
@@ -61,6 +61,30 @@ def api_key(view: ApiKeyView) -> dict[str, Any]:
 
 def device(view: DeviceView) -> dict[str, Any]:
     return view.as_dict()
+
+
+class NonceBook(Protocol):
+    """What a nonce state shows (the registry's `NonceState`, without depending on the registry)."""
+
+    @property
+    def join_nonce(self) -> int: ...
+    @property
+    def last_dev_nonce(self) -> int | None: ...
+    @property
+    def used_dev_nonces(self) -> tuple[int, ...]: ...
+
+
+def nonces(dev_eui: bytes, state: NonceBook | None) -> dict[str, Any]:
+    """A device's nonce state; a device without one (gone since it was looked up) shows none used."""
+    if state is None:
+        return {"dev_eui": dev_eui.hex(), "join_nonce": 0, "last_dev_nonce": None, "used_dev_nonces": 0}
+    return {"dev_eui": dev_eui.hex(), "join_nonce": state.join_nonce, "last_dev_nonce": state.last_dev_nonce,
+            "used_dev_nonces": len(state.used_dev_nonces)}  # fmt: skip
+
+
+def released(view: DeviceView, owner_token: str) -> dict[str, Any]:
+    """The answer of a release or a reissued owner token: the device and its new token, shown this once."""
+    return {"device": device(view), "owner_token": owner_token}
 
 
 def imported_device(item: ImportedDevice) -> dict[str, Any]:

@@ -25,9 +25,9 @@ from jsd.events.commands import CommandHandler
 from jsd.events.outbox import Outbox
 from jsd.events.publisher import MqttConfig, Publisher, keep_without_broker
 from jsd.events.topics import Topics
-from jsd.ownership import OwnershipService
+from jsd.ownership import Ownership
+from jsd.registry.journal import Journal
 from jsd.registry.lease import Lease
-from jsd.registry.ownership import OwnershipStore
 
 __all__ = ["Publisher", "Topics", "running"]
 
@@ -41,7 +41,7 @@ to tell the broker it goes offline."""
 
 @contextlib.asynccontextmanager
 async def running(
-    settings: Settings, service: OwnershipService, store: OwnershipStore
+    settings: Settings, service: Ownership, store: Journal
 ) -> AsyncIterator[Publisher | None]:
     """Run the publisher (or, without a broker, the retention keeper) until the context ends."""
     topics = Topics(settings.get("mqtt", "topic_prefix"))

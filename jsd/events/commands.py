@@ -24,8 +24,8 @@ from jsd.ownership import (
     FieldError,
     Forbidden,
     InvalidRequest,
+    Ownership,
     OwnershipError,
-    OwnershipService,
     Principal,
     Unauthenticated,
 )
@@ -106,7 +106,7 @@ def _text(value: Any, field: str, limit: int) -> str:
 class CommandHandler:
     """Turns one command message into one reply by calling the ownership service."""
 
-    def __init__(self, service: OwnershipService, topics: Topics) -> None:
+    def __init__(self, service: Ownership, topics: Topics) -> None:
         self._service = service
         self._topics = topics
 
@@ -183,15 +183,15 @@ class CommandHandler:
         args = body.get("args", {})
         if not isinstance(args, dict):
             raise _invalid("args", "a JSON object")
-        principal = await self._service.authenticate(api_key, "mqtt")
+        principal = await self._service.accounts.authenticate(api_key, "mqtt")
         if principal.account != account:
             raise Forbidden(f"this API key does not belong to account {account!r} of the command topic")
-        stored = await self._service.stored_reply(account, request_id)
+        stored = await self._service.journal.stored_reply(account, request_id)
         if stored is not None:
             return stored
         result, kept = await self._execute(principal, str(name), args)
         reply = {"request_id": request_id, "ok": True, "result": result}
-        await self._service.store_reply(account, request_id, {**reply, "result": kept})
+        await self._service.journal.store_reply(account, request_id, {**reply, "result": kept})
         return reply
 
     async def _execute(self, p: Principal, name: str, args: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -202,24 +202,24 @@ class CommandHandler:
             if "qr" in args:
                 if "dev_eui" in args or "owner_token" in args:
                     raise _invalid("args.qr", "give either qr or dev_eui and owner_token, not both")
-                view = await service.claim_qr(p, _text(args["qr"], "args.qr", 512), retry=True)
+                view = await service.claims.claim_qr(p, _text(args["qr"], "args.qr", 512), retry=True)
             else:
                 dev_eui = parse_eui(_required(args, "dev_eui"), "args.dev_eui")
                 token = _text(_required(args, "owner_token"), "args.owner_token", 128)
-                view = await service.claim(p, dev_eui, token, retry=True)
+                view = await service.claims.claim(p, dev_eui, token, retry=True)
         elif name == "set-netid":
             _members(args, ("dev_eui", "net_id"))
             dev_eui = parse_eui(_required(args, "dev_eui"), "args.dev_eui")
             value = _required(args, "net_id")
-            view = await service.set_net_id(p, dev_eui, None if value is None else parse_net_id(value, "args.net_id"))
+            view = await service.devices.set_net_id(p, dev_eui, None if value is None else parse_net_id(value, "args.net_id"))
         elif name == "set-astk":
             _members(args, ("dev_eui", "astk"))
             dev_eui = parse_eui(_required(args, "dev_eui"), "args.dev_eui")
             value = _required(args, "astk")
-            view = await service.set_astk(p, dev_eui, None if value is None else _text(value, "args.astk", 128))
+            view = await service.devices.set_astk(p, dev_eui, None if value is None else _text(value, "args.astk", 128))
         else:
             _members(args, ("dev_eui",))
-            released, token = await service.release(p, parse_eui(_required(args, "dev_eui"), "args.dev_eui"))
+            released, token = await service.claims.release(p, parse_eui(_required(args, "dev_eui"), "args.dev_eui"))
             device = released.as_dict()
             return {"device": device, "owner_token": token}, {"device": device, "owner_token": None}
         result = view.as_dict()

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from jsd.events.topics import Topics
-from jsd.ownership import event_view
-from jsd.registry.ownership import OwnershipStore
+from jsd.ownership.journal import event_view
+from jsd.registry.journal import Journal
 
 __all__ = ["Outbox", "Outgoing"]
 
@@ -48,7 +48,7 @@ class Outbox:
     """
 
     def __init__(
-        self, store: OwnershipStore, topics: Topics, retention: int, prune_interval: float, hole_grace: float = 2.0
+        self, store: Journal, topics: Topics, retention: int, prune_interval: float, hole_grace: float = 2.0
     ) -> None:
         self._store = store
         self._topics = topics

@@ -1,34 +1,19 @@
-"""Join use cases: no HTTP types, no SQL text; talks to the registry and the HSM."""
+"""Join use cases: no HTTP types, no SQL text; talks to the registry and the HSM.
 
-from jsd.join.errors import (
-    JoinFailed,
-    JoinNonceExhausted,
-    JoinRejected,
-    MalformedFrame,
-    MICMismatch,
-    NoApplicationKey,
-    NonceReplayed,
-    NotHomeNetwork,
-    UnknownDevice,
-    UnknownReceiver,
-)
+Every use case returns its answer or a `Refusal` (`jsd.join.refusals`); nothing of ours is raised out of it.
+"""
+
+from jsd.join.refusals import Reason, Refusal, RefusalName
 from jsd.join.service import JoinAccepted, JoinParams, JoinPolicy, JoinService, KeyEnvelope, Sender
 
 __all__ = [
     "JoinAccepted",
-    "JoinFailed",
-    "JoinNonceExhausted",
     "JoinParams",
     "JoinPolicy",
-    "JoinRejected",
     "JoinService",
     "KeyEnvelope",
-    "MICMismatch",
-    "MalformedFrame",
-    "NoApplicationKey",
-    "NonceReplayed",
-    "NotHomeNetwork",
+    "Reason",
+    "Refusal",
+    "RefusalName",
     "Sender",
-    "UnknownDevice",
-    "UnknownReceiver",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from jsd.join.errors import JoinNonceExhausted, NonceReplayed
+from jsd.join.refusals import Reason, Refused
 from jsd.lorawan import MACVersion, dev_nonce_is_counter
 from jsd.registry import NonceState
 
@@ -19,16 +19,17 @@ MAX_JOIN_NONCE = 0xFFFFFF
 def after_join_request(
     state: NonceState, version: MACVersion, dev_nonce: int, history: int
 ) -> NonceState:
-    """The state after accepting ``dev_nonce``; raises ``NonceReplayed`` if the device may not use it."""
+    """The state after accepting ``dev_nonce``; raises `Refused` (NONCE_REPLAYED) if the device may not use it."""
     if dev_nonce_is_counter(version):
         if state.last_dev_nonce is not None and dev_nonce <= state.last_dev_nonce:
-            raise NonceReplayed(
-                f"DevNonce {dev_nonce} is not greater than the last one ({state.last_dev_nonce})"
+            raise Refused(
+                Reason.NONCE_REPLAYED,
+                f"DevNonce {dev_nonce} is not greater than the last one ({state.last_dev_nonce})",
             )
         used = state.used_dev_nonces
     else:
         if dev_nonce in state.used_dev_nonces:
-            raise NonceReplayed(f"DevNonce {dev_nonce} already used")
+            raise Refused(Reason.NONCE_REPLAYED, f"DevNonce {dev_nonce} already used")
         used = (state.used_dev_nonces + (dev_nonce,))[-history:] if history > 0 else ()
     return dataclasses.replace(
         state,
@@ -50,7 +51,7 @@ def after_rejoin_request(state: NonceState, rejoin_type: int, rj_count: int) -> 
     if rejoin_type == 1:
         last = state.rj_count1
         if last is not None and rj_count <= last:
-            raise NonceReplayed(f"RJcount1 {rj_count} is not greater than the last one ({last})")
+            raise Refused(Reason.NONCE_REPLAYED, f"RJcount1 {rj_count} is not greater than the last one ({last})")
         return dataclasses.replace(state, join_nonce=next_join_nonce(state), rj_count1=rj_count)
     return dataclasses.replace(state, join_nonce=next_join_nonce(state), rj_count0=rj_count)
 
@@ -58,5 +59,8 @@ def after_rejoin_request(state: NonceState, rejoin_type: int, rj_count: int) -> 
 def next_join_nonce(state: NonceState) -> int:
     """The JoinNonce to issue next; never a value issued before."""
     if state.join_nonce >= MAX_JOIN_NONCE:
-        raise JoinNonceExhausted("JoinNonce exhausted (24-bit counter); the device needs new root keys")
+        raise Refused(
+            Reason.JOIN_NONCE_EXHAUSTED,
+            "JoinNonce exhausted (24-bit counter); the device needs new root keys",
+        )
     return state.join_nonce + 1

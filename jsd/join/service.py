@@ -1,5 +1,8 @@
 """Join, rejoin, HomeNS and AppSKey use cases, written as named steps.
 
+Each use case returns its answer or a `Refusal`; a refused join or rejoin of a known device is recorded as a
+`join.rejected` event first, in a transaction of its own that never touches the nonce state.
+
 A join reads the device once, checks the nonce rules in pure code, runs all key work in one HSM call and
 persists the new nonce state plus the session-key record in one short transaction with an optimistic version
 check, before the answer leaves. Losing the race to a concurrent request for the same device restarts the
@@ -17,24 +20,16 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from jsd import lorawan, metrics
 from jsd.hsm import Derive, Hsm, HsmError, HsmUnavailable, JoinOutput, JoinRecipe, MicMismatch
 from jsd.join import nonces
-from jsd.join.errors import (
-    JoinFailed,
-    JoinRejected,
-    MalformedFrame,
-    MICMismatch,
-    NoApplicationKey,
-    NonceReplayed,
-    NotHomeNetwork,
-    UnknownDevice,
-    UnknownReceiver,
-)
+from jsd.join.refusals import Reason, Refusal, RefusalName, Refused
 from jsd.lorawan import MACVersion
 from jsd.registry import Device, NetworkServer, NonceConflict, NonceState, Registry, RegistryError, SessionKey
-from jsd.registry.ownership import EventRecord, OwnershipStore, new_event
+from jsd.registry.journal import EventRecord, Journal, new_event
+from jsd.registry.networks import RoamingStore
 
 log = logging.getLogger("jsd.join")
 
@@ -42,13 +37,13 @@ NETWORK_KEYS_10 = ("NwkSKey",)
 NETWORK_KEYS_11 = ("FNwkSIntKey", "SNwkSIntKey", "NwkSEncKey")
 
 
-def hsm_failure(exc: HsmError) -> JoinFailed:
+def hsm_failure(exc: HsmError) -> Refused:
     """The refusal for an HSM error: a generic description for the NS, the HSM's own words for the log."""
     if isinstance(exc, HsmUnavailable):
         description = "key service temporarily unavailable; try again"
     else:
         description = "key service could not process this device"
-    return JoinFailed(description, detail=f"HSM {type(exc).__name__}: {exc}")
+    return Refused(Reason.FAILED, description, detail=f"HSM {type(exc).__name__}: {exc}")
 
 
 @dataclass(frozen=True)
@@ -119,17 +114,37 @@ def _served(join_eui: bytes, patterns: Sequence[str]) -> bool:
     return False
 
 
+Frame = TypeVar("Frame", lorawan.JoinRequest, lorawan.RejoinRequest)
+
+
+def _parsed(parse: Callable[[bytes], Frame], params: JoinParams) -> Frame:
+    """The request's PHYPayload parsed, and checked against the DevEUI the NS sent with it."""
+    try:
+        frame = parse(params.phy_payload)
+    except ValueError as exc:
+        raise Refused(Reason.MALFORMED, f"PHYPayload: {exc}") from None
+    if frame.dev_eui != params.dev_eui:
+        raise Refused(Reason.MALFORMED, "DevEUI does not match the DevEUI in the PHYPayload")
+    return frame
+
+
 class JoinService:
     """Answers JoinReq, RejoinReq, HomeNSReq and AppSKeyReq for registered devices."""
 
     def __init__(
-        self, registry: Registry, hsm: Hsm, policy: JoinPolicy, records: OwnershipStore | None = None
+        self,
+        registry: Registry,
+        hsm: Hsm,
+        policy: JoinPolicy,
+        records: Journal | None = None,
+        roaming: RoamingStore | None = None,
     ) -> None:
-        """`records` receives the events of refused joins and AppSKeyReqs and answers roaming questions."""
+        """`records` receives the events of refused joins and AppSKeyReqs; `roaming` answers roaming questions."""
         self._registry = registry
         self._hsm = hsm
         self._policy = policy
         self._records = records
+        self._roaming = roaming
         self._senders: dict[str, tuple[float, Sender | None]] = {}
         self._turns: dict[bytes, tuple[asyncio.Lock, int]] = {}
 
@@ -180,12 +195,38 @@ class JoinService:
 
     # -- JoinReq ---------------------------------------------------------------------------------
 
-    async def join(self, params: JoinParams, sender: Sender) -> JoinAccepted:
-        """Check and answer a JoinRequest from the device's home network server."""
-        frame = self._parse_join_request(params)
-        self._check_receiver(frame.join_eui, params.receiver_id)
-        async with self._device_turn(frame.dev_eui):
-            return await self._join_steps(params, sender, frame)
+    async def join(self, params: JoinParams, sender: Sender, name: RefusalName) -> JoinAccepted | Refusal:
+        """Check and answer a JoinRequest from the device's home network server.
+
+        `name` says how the asking protocol names a refusal, for the `join.rejected` event.
+        """
+        try:
+            frame = _parsed(lorawan.parse_join_request, params)
+            self._check_receiver(frame.join_eui, params.receiver_id)
+            async with self._device_turn(frame.dev_eui):
+                return await self._join_steps(params, sender, frame)
+        except Refused as refused:
+            return await self._recorded(refused.refusal, params.dev_eui, sender, name)
+
+    async def _recorded(self, refusal: Refusal, dev_eui: bytes, sender: Sender, name: RefusalName) -> Refusal:
+        """The refusal of a join or rejoin, once recorded.
+
+        The `join.rejected` event goes to the journal in a transaction of its own (the nonce state is not
+        touched), for a known DevEUI only (nobody to tell otherwise); failing to record it is logged and
+        leaves the refusal as it is.
+        """
+        if self._records is None:
+            return refusal
+        try:
+            device = await self._registry.get_device(dev_eui)
+            if device is not None:
+                data = {"net_id": sender.net_id.hex(), "result": name(refusal), "reason": refusal.description}
+                await self._record(new_event("join.rejected", device.owner_account, dev_eui.hex(), data))
+        except RegistryError:
+            log.exception("could not record a refused join of %s", dev_eui.hex())
+        except Exception as failure:  # noqa: BLE001 - the refusal stands; only its record was lost
+            log.warning("the refused join of %s could not be recorded (%s)", dev_eui.hex(), type(failure).__name__)
+        return refusal
 
     async def _join_steps(self, params: JoinParams, sender: Sender, frame: lorawan.JoinRequest) -> JoinAccepted:
         for _ in range(self._policy.nonce_retries):
@@ -196,8 +237,9 @@ class JoinService:
                 state = nonces.after_join_request(
                     device.nonces, version, frame.dev_nonce, self._policy.dev_nonce_history
                 )
-            except NonceReplayed:
-                await self._check_mic_before_replay(device, params.phy_payload, frame.mic)
+            except Refused as refused:
+                if refused.reason is Reason.NONCE_REPLAYED:
+                    await self._check_mic_before_replay(device, params.phy_payload, frame.mic)
                 raise
             opt_neg = lorawan.is_1_1(version) and lorawan.is_1_1(params.mac_version)
             recipe = self._join_recipe(device, params, sender, frame, state.join_nonce, opt_neg)
@@ -207,7 +249,7 @@ class JoinService:
             )  # fmt: skip
             if accepted is not None:
                 return accepted
-        raise JoinFailed("too many concurrent joins for this device; try again")
+        raise Refused(Reason.FAILED, "too many concurrent joins for this device; try again")
 
     async def _derive_and_commit(
         self,
@@ -244,34 +286,28 @@ class JoinService:
             metrics.DB_COMMIT_SECONDS.observe(time.perf_counter() - started)
         return accepted
 
-    def _parse_join_request(self, params: JoinParams) -> lorawan.JoinRequest:
-        try:
-            frame = lorawan.parse_join_request(params.phy_payload)
-        except ValueError as exc:
-            raise MalformedFrame(f"PHYPayload: {exc}") from None
-        if frame.dev_eui != params.dev_eui:
-            raise MalformedFrame("DevEUI does not match the DevEUI in the PHYPayload")
-        return frame
-
     def _check_receiver(self, join_eui: bytes, receiver_id: bytes | None) -> None:
         if receiver_id is not None and receiver_id != join_eui:
-            raise UnknownReceiver(f"ReceiverID {receiver_id.hex()} is not the JoinEUI of the request")
+            raise Refused(
+                Reason.JOIN_EUI_NOT_SERVED, f"ReceiverID {receiver_id.hex()} is not the JoinEUI of the request"
+            )
         if not _served(join_eui, self._policy.join_euis):
-            raise UnknownReceiver(f"JoinEUI {join_eui.hex()} is not served by this Join Server")
+            raise Refused(Reason.JOIN_EUI_NOT_SERVED, f"JoinEUI {join_eui.hex()} is not served by this Join Server")
 
     async def _device(self, dev_eui: bytes, join_eui: bytes | None) -> Device:
         device = await self._registry.get_device(dev_eui)
         if device is None or (join_eui is not None and device.join_eui != join_eui):
-            raise UnknownDevice(f"DevEUI {dev_eui.hex()} is not registered for this JoinEUI")
+            raise Refused(Reason.UNKNOWN_DEVICE, f"DevEUI {dev_eui.hex()} is not registered for this JoinEUI")
         return device
 
     @staticmethod
     def _check_home(device: Device, sender: Sender) -> None:
         if device.home_net_id is None:
-            raise NotHomeNetwork(f"DevEUI {device.dev_eui.hex()} has no home network")
+            raise Refused(Reason.NOT_HOME_NETWORK, f"DevEUI {device.dev_eui.hex()} has no home network")
         if device.home_net_id != sender.net_id:
-            raise NotHomeNetwork(
-                f"NetID {sender.net_id.hex()} is not the home network of DevEUI {device.dev_eui.hex()}"
+            raise Refused(
+                Reason.NOT_HOME_NETWORK,
+                f"NetID {sender.net_id.hex()} is not the home network of DevEUI {device.dev_eui.hex()}",
             )
 
     @staticmethod
@@ -290,7 +326,7 @@ class JoinService:
         try:
             await self._hsm.check_mic(device.hsm_group, blob, lorawan.join_request_mic_input(phy), mic)
         except MicMismatch:
-            raise MICMismatch("JoinRequest MIC is wrong") from None
+            raise Refused(Reason.WRONG_MIC, "JoinRequest MIC is wrong") from None
         except HsmError as exc:
             metrics.HSM_ERRORS.labels("check_mic").inc()
             raise hsm_failure(exc) from None
@@ -308,7 +344,7 @@ class JoinService:
                 )
             )
         except ValueError as exc:
-            raise MalformedFrame(str(exc)) from None
+            raise Refused(Reason.MALFORMED, str(exc)) from None
 
     def _join_recipe(
         self,
@@ -375,7 +411,7 @@ class JoinService:
         try:
             return await self._hsm.run_join(recipe)
         except MicMismatch:
-            raise MICMismatch("request MIC is wrong") from None
+            raise Refused(Reason.WRONG_MIC, "request MIC is wrong") from None
         except HsmError as exc:
             metrics.HSM_ERRORS.labels("join").inc()
             raise hsm_failure(exc) from None
@@ -413,18 +449,19 @@ class JoinService:
 
     # -- RejoinReq -------------------------------------------------------------------------------
 
-    async def rejoin(self, params: JoinParams, sender: Sender) -> JoinAccepted:
-        """Answer a LoRaWAN 1.1 RejoinRequest (types 0, 1, 2) with a rejoin-accept under JSEncKey."""
+    async def rejoin(self, params: JoinParams, sender: Sender, name: RefusalName) -> JoinAccepted | Refusal:
+        """Answer a LoRaWAN 1.1 RejoinRequest (types 0, 1, 2) with a rejoin-accept under JSEncKey.
+
+        Refusals are recorded as for `join`.
+        """
         try:
-            frame = lorawan.parse_rejoin_request(params.phy_payload)
-        except ValueError as exc:
-            raise MalformedFrame(f"PHYPayload: {exc}") from None
-        if frame.dev_eui != params.dev_eui:
-            raise MalformedFrame("DevEUI does not match the DevEUI in the PHYPayload")
-        if frame.join_eui is not None:
-            self._check_receiver(frame.join_eui, params.receiver_id)
-        async with self._device_turn(frame.dev_eui):
-            return await self._rejoin_steps(params, sender, frame)
+            frame = _parsed(lorawan.parse_rejoin_request, params)
+            if frame.join_eui is not None:
+                self._check_receiver(frame.join_eui, params.receiver_id)
+            async with self._device_turn(frame.dev_eui):
+                return await self._rejoin_steps(params, sender, frame)
+        except Refused as refused:
+            return await self._recorded(refused.refusal, params.dev_eui, sender, name)
 
     async def _rejoin_steps(self, params: JoinParams, sender: Sender, frame: lorawan.RejoinRequest) -> JoinAccepted:
         for _ in range(self._policy.nonce_retries):
@@ -433,7 +470,7 @@ class JoinService:
                 self._check_receiver(device.join_eui, params.receiver_id)
             self._check_home(device, sender)
             if device.nwk_key_blob is None or not lorawan.is_1_1(self._device_version(device)):
-                raise MalformedFrame("RejoinRequest from a device that is not LoRaWAN 1.1")
+                raise Refused(Reason.MALFORMED, "RejoinRequest from a device that is not LoRaWAN 1.1")
             state = nonces.after_rejoin_request(device.nonces, frame.rejoin_type, frame.rj_count)
             recipe = self._rejoin_recipe(device, params, sender, frame, state.join_nonce)
             accepted = await self._derive_and_commit(
@@ -442,7 +479,7 @@ class JoinService:
             )  # fmt: skip
             if accepted is not None:
                 return accepted
-        raise JoinFailed("too many concurrent rejoins for this device; try again")
+        raise Refused(Reason.FAILED, "too many concurrent rejoins for this device; try again")
 
     def _rejoin_recipe(
         self,
@@ -479,55 +516,45 @@ class JoinService:
 
     # -- HomeNSReq and AppSKeyReq ----------------------------------------------------------------
 
-    async def home_net_id(self, dev_eui: bytes, sender: Sender | None = None) -> bytes:
+    async def home_net_id(self, dev_eui: bytes, sender: Sender | None = None) -> bytes | Refusal:
         """The home NetID of a device (activation away from home).
 
         With `home_ns_requires_agreement`, only the home NS itself or an NS with a roaming agreement with
         it may ask; any other asker is told the device is unknown, so it learns nothing.
         """
         device = await self._registry.get_device(dev_eui)
+        unknown = Refusal(Reason.UNKNOWN_DEVICE, f"DevEUI {dev_eui.hex()} is not registered")
         if device is None:
-            raise UnknownDevice(f"DevEUI {dev_eui.hex()} is not registered")
+            return unknown
         if device.home_net_id is None:
-            raise NotHomeNetwork(f"DevEUI {dev_eui.hex()} has no home network")
+            return Refusal(Reason.NOT_HOME_NETWORK, f"DevEUI {dev_eui.hex()} has no home network")
         if self._policy.home_ns_requires_agreement and sender is not None and sender.net_id != device.home_net_id:
-            allowed = self._records is not None and await self._records.roaming_allowed(
+            allowed = self._roaming is not None and await self._roaming.roaming_allowed(
                 device.home_net_id.hex(), sender.net_id.hex()
             )
             if not allowed:
-                raise UnknownDevice(f"DevEUI {dev_eui.hex()} is not registered")
+                return unknown
         return device.home_net_id
-
-    async def record_rejection(self, dev_eui: bytes, sender: Sender | None, result: str, reason: str) -> None:
-        """A `join.rejected` event for a known device (unknown DevEUIs get none: nobody to tell)."""
-        if self._records is None:
-            return
-        try:
-            device = await self._registry.get_device(dev_eui)
-            if device is None:
-                return
-            data = {"net_id": None if sender is None else sender.net_id.hex(), "result": result, "reason": reason}
-            await self._records.record(events_=[new_event("join.rejected", device.owner_account, dev_eui.hex(), data)])
-        except RegistryError:
-            log.exception("could not record a refused join of %s", dev_eui.hex())
 
     async def _record(self, event: EventRecord) -> None:
         if self._records is not None:
             await self._records.record(events_=[event])
 
-    async def app_s_key(self, dev_eui: bytes, session_key_id: str, sender: Sender | None = None) -> KeyEnvelope:
+    async def app_s_key(
+        self, dev_eui: bytes, session_key_id: str, sender: Sender | None = None
+    ) -> KeyEnvelope | Refusal:
         """The AppSKey of a past session, wrapped under the device's ASTK."""
         device = await self._registry.get_device(dev_eui)
         record = None if device is None else await self._registry.get_session_key(dev_eui, session_key_id)
         if device is None or record is None:
-            raise UnknownDevice(f"no session {session_key_id} for DevEUI {dev_eui.hex()}")
+            return Refusal(Reason.UNKNOWN_DEVICE, f"no session {session_key_id} for DevEUI {dev_eui.hex()}")
         if not device.astk_label:
-            raise NoApplicationKey(f"DevEUI {dev_eui.hex()} has no application server transport key")
+            return Refusal(Reason.NO_APPLICATION_KEY, f"DevEUI {dev_eui.hex()} has no application server transport key")
         try:
             wrapped = await self._hsm.rewrap(record.hsm_group, record.app_s_key_blob, device.astk_label)
         except HsmError as exc:
             metrics.HSM_ERRORS.labels("rewrap").inc()
-            raise hsm_failure(exc) from None
+            return hsm_failure(exc).refusal
         await self._record(
             new_event(
                 "appskey.answered",
@@ -537,14 +564,3 @@ class JoinService:
             )
         )
         return KeyEnvelope(device.astk_label, wrapped)
-
-
-__all__ = [
-    "JoinAccepted",
-    "JoinParams",
-    "JoinPolicy",
-    "JoinRejected",
-    "JoinService",
-    "KeyEnvelope",
-    "Sender",
-]

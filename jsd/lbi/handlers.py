@@ -29,7 +29,7 @@ from aiohttp import ClientSession, ClientTimeout, web
 
 from jsd import metrics
 from jsd.bodies import BodyTimeout, JsonRefused, answer_and_close, loads, read_body
-from jsd.join import JoinAccepted, JoinRejected, JoinService, KeyEnvelope, Sender
+from jsd.join import JoinService, KeyEnvelope, Refusal, Sender
 from jsd.lbi import results
 from jsd.lbi.codec import (
     PROTOCOL_VERSIONS,
@@ -68,6 +68,26 @@ UNAVAILABLE: web.AppKey[Callable[[BaseException], bool]] = web.AppKey("unavailab
 
 class UnknownSender(Exception):
     """No credential, an unknown one, or a SenderID that is not the credential's NetID."""
+
+
+@dataclass(slots=True)
+class RequestLog:
+    """What the log lines of one request name, filled in as the request is read (never passed to a use case)."""
+
+    request_id: str
+    transaction_id: int | None = None
+    dev_eui: str | None = None
+    net_id: str | None = None
+
+    def extra(self, **more: Any) -> dict[str, Any]:
+        """The ids as a log record's `extra`, plus `more`."""
+        return {
+            "request_id": self.request_id,
+            "transaction_id": self.transaction_id,
+            "dev_eui": self.dev_eui,
+            "net_id": self.net_id,
+            **more,
+        }
 
 
 def _envelope(env: KeyEnvelope) -> dict[str, str]:
@@ -132,12 +152,14 @@ def _check_sender_id(header: Header, sender: Sender) -> None:
 
 
 async def _join_answer(
-    service: JoinService, header: Header, message: dict[str, Any], sender: Sender, ctx: dict[str, Any]
-) -> dict[str, Any]:
+    service: JoinService, header: Header, message: dict[str, Any], sender: Sender, ids: RequestLog
+) -> dict[str, Any] | Refusal:
     params = decode_join_params(message, header)
-    ctx["dev_eui"] = params.dev_eui.hex()
+    ids.dev_eui = params.dev_eui.hex()
     call = service.join if header.message_type == "JoinReq" else service.rejoin
-    accepted: JoinAccepted = await call(params, sender)
+    accepted = await call(params, sender, results.namer(header.protocol_version))
+    if isinstance(accepted, Refusal):
+        return accepted
     answer: dict[str, Any] = {
         "Result": _result(results.SUCCESS),
         "PHYPayload": accepted.phy_payload.hex(),
@@ -152,21 +174,25 @@ async def _join_answer(
 
 
 async def _home_ns_answer(
-    service: JoinService, header: Header, message: dict[str, Any], sender: Sender, ctx: dict[str, Any]
-) -> dict[str, Any]:
+    service: JoinService, header: Header, message: dict[str, Any], sender: Sender, ids: RequestLog
+) -> dict[str, Any] | Refusal:
     dev_eui = required_hex(message, "DevEUI", 8)
-    ctx["dev_eui"] = dev_eui.hex()
+    ids.dev_eui = dev_eui.hex()
     net_id = await service.home_net_id(dev_eui, sender)
+    if isinstance(net_id, Refusal):
+        return net_id
     return {"Result": _result(results.SUCCESS), "HNetID": net_id.hex()}
 
 
 async def _app_s_key_answer(
-    service: JoinService, header: Header, message: dict[str, Any], sender: Sender, ctx: dict[str, Any]
-) -> dict[str, Any]:
+    service: JoinService, header: Header, message: dict[str, Any], sender: Sender, ids: RequestLog
+) -> dict[str, Any] | Refusal:
     dev_eui = required_hex(message, "DevEUI", 8)
-    ctx["dev_eui"] = dev_eui.hex()
+    ids.dev_eui = dev_eui.hex()
     session_key_id = decode_session_key_id(message)
     env = await service.app_s_key(dev_eui, session_key_id, sender)
+    if isinstance(env, Refusal):
+        return env
     return {
         "Result": _result(results.SUCCESS),
         "DevEUI": dev_eui.hex(),
@@ -175,7 +201,7 @@ async def _app_s_key_answer(
     }
 
 
-Handler = Callable[[JoinService, Header, dict[str, Any], Sender, dict[str, Any]], Awaitable[dict[str, Any]]]
+Handler = Callable[[JoinService, Header, dict[str, Any], Sender, RequestLog], Awaitable[dict[str, Any] | Refusal]]
 HANDLERS: dict[str, Handler] = {
     "JoinReq": _join_answer,
     "RejoinReq": _join_answer,
@@ -186,29 +212,29 @@ SENDER_ID_IS_NET_ID = {"JoinReq", "RejoinReq", "HomeNSReq"}
 
 
 async def _answer(
-    request: web.Request, header: Header, message: dict[str, Any], ctx: dict[str, Any]
+    request: web.Request, header: Header, message: dict[str, Any], ids: RequestLog
 ) -> tuple[dict[str, Any], Sender | None]:
     """The answer body for a decoded header, and the authenticated sender if any."""
     body = _answer_header(header, REQUEST_TYPES[header.message_type])
     sender: list[Sender] = []
     try:
-        await _fill_answer(request, header, message, ctx, body, sender)
+        await _fill_answer(request, header, message, ids, body, sender)
     except Exception as exc:  # noqa: BLE001 - the NS gets an LBI answer whatever failed, never an HTTP 500
-        body["Result"] = _failure_result(request, header, exc, ctx)
+        body["Result"] = _failure_result(request, header, exc, ids)
     return body, (sender[0] if sender else None)
 
 
-def _failure_result(request: web.Request, header: Header, exc: Exception, ctx: dict[str, Any]) -> dict[str, str]:
+def _failure_result(request: web.Request, header: Header, exc: Exception, ids: RequestLog) -> dict[str, str]:
     """`Other`, saying whether to try again (database out of reach) or that it is a bug (logged by type and
     place only: an exception's message may quote request data)."""
-    extra = {"request_id": ctx["request_id"], "message_type": header.message_type, "dev_eui": ctx.get("dev_eui")}
+    extra = {"request_id": ids.request_id, "message_type": header.message_type, "dev_eui": ids.dev_eui}
     if request.app.get(UNAVAILABLE, _never)(exc):
         log.warning("lbi %s: database unavailable (%s)", header.message_type, type(exc).__name__, extra=extra)
         return _result(results.OTHER, "the Join Server's database is unavailable; try again")
     frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
     where = f"{frame.filename}:{frame.lineno}" if frame else "?"
     log.error("lbi %s: internal error %s at %s", header.message_type, type(exc).__name__, where, extra=extra)
-    return _result(results.OTHER, f"internal error (request id {ctx['request_id']})")
+    return _result(results.OTHER, f"internal error (request id {ids.request_id})")
 
 
 def _never(_exc: BaseException) -> bool:
@@ -219,54 +245,37 @@ async def _fill_answer(
     request: web.Request,
     header: Header,
     message: dict[str, Any],
-    ctx: dict[str, Any],
+    ids: RequestLog,
     body: dict[str, Any],
     senders: list[Sender],
 ) -> None:
     """Put the Result (and the answer's fields) into `body`; the authenticated sender goes into `senders`."""
     service = request.app[JOIN_SERVICE]
-    sender: Sender | None = None
     try:
         sender = await _authenticate(request, service)
         senders.append(sender)
         if header.message_type in SENDER_ID_IS_NET_ID:
             _check_sender_id(header, sender)
-        ctx["net_id"] = sender.net_id.hex()
+        ids.net_id = sender.net_id.hex()
         if header.protocol_version not in PROTOCOL_VERSIONS:
             body["Result"] = _result(
                 results.INVALID_PROTOCOL_VERSION, f"ProtocolVersion {header.protocol_version[:8]!r} is not served"
             )
             return
-        body.update(await HANDLERS[header.message_type](service, header, message, sender, ctx))
+        outcome = await HANDLERS[header.message_type](service, header, message, sender, ids)
     except UnknownSender as exc:
         body["Result"] = _result(results.UNKNOWN_SENDER, str(exc))
+        return
     except DecodeError as exc:
         body["Result"] = _result(results.malformed(header.protocol_version), str(exc))
-    except JoinRejected as exc:
-        code = results.result_code(exc, header.protocol_version)
-        body["Result"] = _result(code, exc.description)
-        if exc.detail:
-            log.warning(
-                "%s refused: %s",
-                header.message_type,
-                exc.detail,
-                extra={
-                    "request_id": ctx["request_id"],
-                    "transaction_id": header.transaction_id,
-                    "dev_eui": ctx.get("dev_eui"),
-                    "net_id": ctx.get("net_id"),
-                    "result": code,
-                },
-            )
-        if header.message_type in ("JoinReq", "RejoinReq") and "dev_eui" in ctx:
-            try:
-                await service.record_rejection(bytes.fromhex(ctx["dev_eui"]), sender, code, exc.description)
-            except Exception as failure:  # noqa: BLE001 - the refusal stands; only its record was lost
-                log.warning(
-                    "lbi %s: the refusal could not be recorded (%s)", header.message_type, type(failure).__name__,
-                    extra={"request_id": ctx["request_id"], "dev_eui": ctx["dev_eui"]},
-                )
-
+        return
+    if not isinstance(outcome, Refusal):
+        body.update(outcome)
+        return
+    code = results.result_code(outcome, header.protocol_version)
+    body["Result"] = _result(code, outcome.description)
+    if outcome.detail:
+        log.warning("%s refused: %s", header.message_type, outcome.detail, extra=ids.extra(result=code))
 
 def _content_type_refusal(request: web.Request) -> str | None:
     """Why the request's Content-Type is refused, or ``None``: LBI messages are JSON (TS002-1.0.0), in UTF-8.
@@ -307,7 +316,7 @@ def _partial_header(message: Any) -> dict[str, Any]:
 async def lbi_endpoint(request: web.Request) -> web.Response:
     """POST handler for every LBI message type."""
     started = time.perf_counter()
-    ctx: dict[str, Any] = {"request_id": f"{_REQUEST_PREFIX}-{next(_request_numbers):x}"}
+    ids = RequestLog(f"{_REQUEST_PREFIX}-{next(_request_numbers):x}")
     status: int | None = 200
     body: dict[str, Any] | None = None
     message_type: str | None = None
@@ -338,7 +347,7 @@ async def lbi_endpoint(request: web.Request) -> web.Response:
             status, body = 400, {**_partial_header(message), **_error_body(results.MALFORMED_REQUEST, str(exc))}
             return _json(status, body)
         message_type = header.message_type
-        ctx["transaction_id"] = header.transaction_id
+        ids.transaction_id = header.transaction_id
         mac_version = message.get("MACVersion") if isinstance(message, dict) else None
         if header.message_type not in REQUEST_TYPES:
             status = 400
@@ -347,9 +356,9 @@ async def lbi_endpoint(request: web.Request) -> web.Response:
                 **_error_body(results.MALFORMED_REQUEST, f"MessageType {header.message_type[:24]!r} is not served"),
             }
             return _json(status, body)
-        body, sender = await _answer(request, header, message, ctx)
+        body, sender = await _answer(request, header, message, ids)
         if sender is not None and sender.async_mode and sender.answer_url:
-            _send_later(request.app, sender.answer_url, body, ctx)
+            _send_later(request.app, sender.answer_url, body, ids)
             status = 202
             return web.Response(status=202)
         return _json(200, body)
@@ -367,16 +376,9 @@ async def lbi_endpoint(request: web.Request) -> web.Response:
         log.info(
             "lbi %s",
             message_type or "-",
-            extra={
-                "request_id": ctx["request_id"],
-                "transaction_id": ctx.get("transaction_id"),
-                "message_type": message_type,
-                "dev_eui": ctx.get("dev_eui"),
-                "net_id": ctx.get("net_id"),
-                "result": result,
-                "status": status,
-                "latency_ms": round(latency * 1000, 3),
-            },
+            extra=ids.extra(
+                message_type=message_type, result=result, status=status, latency_ms=round(latency * 1000, 3)
+            ),
         )
 
 
@@ -398,17 +400,11 @@ ANSWER_DELIVERY = web.AppKey("answer_delivery", AnswerDelivery)
 _FINAL_STATUSES = frozenset(range(400, 500)) - {408, 425, 429}
 
 
-def _send_later(app: web.Application, url: str, body: dict[str, Any], ctx: dict[str, Any]) -> None:
+def _send_later(app: web.Application, url: str, body: dict[str, Any], ids: RequestLog) -> None:
     pending = app[ANSWER_TASKS].pending
-    ids = {
-        "request_id": ctx["request_id"],
-        "transaction_id": body.get("TransactionID"),
-        "dev_eui": ctx.get("dev_eui"),
-        "message_type": body.get("MessageType"),
-        "net_id": ctx.get("net_id"),
-    }
+    extra = ids.extra(transaction_id=body.get("TransactionID"), message_type=body.get("MessageType"))
     task = asyncio.get_running_loop().create_task(
-        _post_answer(app[ANSWER_CLIENT], app[ANSWER_DELIVERY], url, body, ids)
+        _post_answer(app[ANSWER_CLIENT], app[ANSWER_DELIVERY], url, body, extra)
     )
     pending.add(task)
     task.add_done_callback(pending.discard)

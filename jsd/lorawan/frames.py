@@ -9,34 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = [
-    "CF_LIST_SIZE",
-    "EUI_SIZE",
-    "JOIN_ACCEPT_BODY_SIZES",
-    "JOIN_REQUEST_SIZE",
-    "MHDR_JOIN_ACCEPT",
-    "MHDR_JOIN_REQUEST",
-    "MHDR_REJOIN_REQUEST",
-    "MIC_SIZE",
-    "OPT_NEG",
-    "RX_DELAY_MAX",
-    "FrameError",
-    "JoinAcceptFields",
-    "JoinRequest",
-    "RejoinRequest",
-    "build_join_request",
-    "build_rejoin_request",
-    "has_opt_neg",
-    "join_accept_body",
-    "parse_join_accept",
-    "parse_join_accept_body",
-    "parse_join_request",
-    "parse_rejoin_request",
-    "to_wire",
-    "uint_to_wire",
-    "with_opt_neg",
-]
-
 
 class FrameError(ValueError):
     """A frame, or a value meant for one, does not fit its LoRaWAN layout; the message names the field."""

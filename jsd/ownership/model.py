@@ -6,13 +6,18 @@ Every error carries the stable problem slug of docs/api.md and its HTTP status, 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar
 
+from jsd.registry.journal import AuditEntry
+
 __all__ = [
     "ACCOUNT_ID_RE",
+    "NOT_TEXT",
+    "is_text",
     "DEFAULT_SCOPES",
     "SCOPES",
     "AccountKind",
@@ -33,7 +38,7 @@ __all__ = [
     "InvalidRequest",
     "NetworkServerView",
     "NewApiKey",
-    "NotFound",
+    "NoSuchResource",
     "OwnershipError",
     "PROBLEM_TYPE_PREFIX",
     "Principal",
@@ -43,8 +48,26 @@ __all__ = [
 ]
 
 ACCOUNT_ID_RE = r"[a-z0-9][a-z0-9-]{0,62}"
+NOT_TEXT = (
+    "\\x00-\\x1f\\x7f-\\xa0\\xad\\u0600-\\u0605\\u061c\\u06dd\\u070f\\u0890-\\u0891\\u08e2\\u1680\\u180e"
+    "\\u2000-\\u200b\\u200e-\\u200f\\u2028-\\u202f\\u205f-\\u2064\\u2066-\\u206f\\u3000\\ud800-\\uf8ff"
+    "\\ufeff\\ufff9-\\ufffb"
+)
+"""What names and other free text may not hold, as a regex character class: controls, separators other than
+the space, invisible format characters (bidi overrides, soft hyphen), surrogates and private use. Every script
+and emoji passes; ZWNJ and ZWJ (U+200C, U+200D) pass because Persian, Indic scripts and emoji sequences need
+them. The Basic Multilingual Plane's non-printable characters of Unicode 14 (`str.isprintable` in Python 3.11),
+written out so the rule does not move with the Python version; one class for the service, pydantic, the
+OpenAPI document and schemathesis alike."""
 PROBLEM_TYPE_PREFIX = "urn:jsd:problem:"
 """RFC 7807 `type` of every problem: this prefix and the slug (docs/api.md)."""
+
+_TEXT = re.compile(f"[^{NOT_TEXT}]*")
+
+
+def is_text(value: str) -> bool:
+    """Whether `value` holds only characters a name or note may have (see `NOT_TEXT`)."""
+    return _TEXT.fullmatch(value) is not None
 
 
 def wire_time(value: datetime) -> str:
@@ -144,7 +167,9 @@ class Forbidden(OwnershipError):
     problem, status, title = "forbidden", 403, "Not allowed"
 
 
-class NotFound(OwnershipError):
+class NoSuchResource(OwnershipError):
+    """Absent, or not visible to the caller: the two are never told apart."""
+
     problem, status, title = "not-found", 404, "Not found"
 
 
@@ -285,18 +310,6 @@ class NetworkServerView:
     cert_fingerprint: str | None
     answer_url: str | None
     async_mode: bool
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    id: int
-    at: datetime
-    account: str | None
-    key_id: str | None
-    source: str
-    action: str
-    dev_eui: bytes | None
-    details: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jsd.registry.engine import read_only
 from jsd.registry.errors import NotFound
-from jsd.registry.ownership import new_event
+from jsd.registry.journal import new_event
 from jsd.registry.tables import astks, audit_log, device_nonces, devices, events, network_servers, outbox
 
 __all__ = [

@@ -22,8 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from jsd.registry.engine import read_only, writes_first
 from jsd.registry.errors import DeviceExists, NetworkServerExists, NotFound
 from jsd.registry.hotpath import HotStatements, JoinWrite, WriteStats, hot_path_for
+from jsd.registry.journal import EventRecord
 from jsd.registry.models import Device, NetworkServer, NewDevice, NonceState, SessionKey
-from jsd.registry.ownership import EventRecord
 from jsd.registry.tables import (
     device_nonces,
     devices,
@@ -31,6 +31,7 @@ from jsd.registry.tables import (
     fresh_nonces_row,
     network_servers,
     outbox,
+    reset_nonces_values,
     session_keys,
 )
 
@@ -102,14 +103,7 @@ _NONCE_CHECK = select(device_nonces.c.version, device_nonces.c.join_nonce).where
 _RESET_DEV_NONCES = (
     update(device_nonces)
     .where(device_nonces.c.dev_eui == bindparam("p_dev_eui"))
-    .values(
-        version=device_nonces.c.version + 1,
-        last_dev_nonce=None,
-        used_dev_nonces=b"",
-        rj_count0=None,
-        rj_count1=None,
-        updated_at=func.now(),
-    )
+    .values(reset_nonces_values())
 )
 _INSERT_SESSION = insert(session_keys)
 _SESSION_COLUMNS = ("session_key_id", "dev_eui", "hsm_group", "app_s_key_blob", "join_nonce", "dev_nonce")

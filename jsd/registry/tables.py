@@ -131,6 +131,18 @@ def fresh_nonces_row(dev_eui: str) -> dict[str, Any]:
     return {"dev_eui": dev_eui, "version": 0, "join_nonce": 0, "used_dev_nonces": b""}
 
 
+def reset_nonces_values() -> dict[str, Any]:
+    """What forgetting a device's DevNonces sets (its nonce store was wiped); the JoinNonce keeps counting."""
+    return {
+        "version": device_nonces.c.version + 1,
+        "last_dev_nonce": None,
+        "used_dev_nonces": b"",
+        "rj_count0": None,
+        "rj_count1": None,
+        "updated_at": func.now(),
+    }
+
+
 network_servers = _table(
     "network_servers",
     Column("net_id", String(6), primary_key=True),

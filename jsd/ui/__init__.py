@@ -14,7 +14,7 @@ from pathlib import Path
 from aiohttp import web
 
 from jsd.config import ConfigError, Settings
-from jsd.ownership import OwnershipService
+from jsd.ownership import Ownership
 from jsd.registry.console import ConsoleStore
 from jsd.ui.auth import ConsoleAuth, SignInPolicy
 from jsd.ui.pages import add_routes as _add_views
@@ -41,7 +41,7 @@ def brand(settings: Settings) -> Brand:
 def setup(
     app: web.Application,
     settings: Settings,
-    service_key: web.AppKey[OwnershipService],
+    service_key: web.AppKey[Ownership],
     store_key: web.AppKey[ConsoleStore],
 ) -> None:
     """Mount the console on `app` (after the contexts that set `service_key` and `store_key`)."""

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from jsd.ownership import AccountKind, OwnershipService, Principal
+from jsd.ownership import AccountKind, Ownership, Principal
 from jsd.ownership.model import DEFAULT_SCOPES, FieldError, InvalidRequest, OwnershipError, RateLimited
 from jsd.registry.console import ConsoleStore, SessionRecord, UserExists, UserRecord
 
@@ -57,7 +57,7 @@ def _invalid(field: str, reason: str) -> InvalidRequest:
 class ConsoleAuth:
     """Users, sessions and sign-in; account rules are asked of the ownership service."""
 
-    def __init__(self, store: ConsoleStore, service: OwnershipService, policy: SignInPolicy) -> None:
+    def __init__(self, store: ConsoleStore, service: Ownership, policy: SignInPolicy) -> None:
         self._store = store
         self._service = service
         self._policy = policy
@@ -68,7 +68,7 @@ class ConsoleAuth:
 
     async def create_user(self, p: Principal, account: str, username: str, password: str) -> UserRecord:
         """A user of `account` (its own account, or any for an operator); only the argon2 hash is kept."""
-        await self._service.get_account(p, account)  # NotFound unless the caller may manage that account
+        await self._service.accounts.get_account(p, account)  # NoSuchResource unless the caller may manage that account
         errors = []
         if not isinstance(username, str) or not _USERNAME.fullmatch(username):
             errors.append(FieldError("username", "3-64 characters: lowercase letters, digits and . _ @ -"))
@@ -92,7 +92,7 @@ class ConsoleAuth:
             if not p.is_operator:
                 account = p.account
         else:
-            await self._service.get_account(p, account)
+            await self._service.accounts.get_account(p, account)
         return await self._store.list_users(account)
 
     async def delete_user(self, p: Principal, username: str) -> None:
@@ -133,7 +133,7 @@ class ConsoleAuth:
         address_bucket = f"signin:addr:{address}"[:96]
         window = await self._check_rate(None, address_bucket)
         try:
-            p = await self._service.authenticate(api_key, f"ui {address}")
+            p = await self._service.accounts.authenticate(api_key, f"ui {address}")
         except OwnershipError:
             await self._store.count_failure([address_bucket], window)
             raise SignInFailed("unknown or revoked API key") from None

@@ -22,8 +22,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDict
 
 from jsd.bodies import BODY_TIMEOUT, answer_and_close
-from jsd.ownership import OwnershipService, Principal
-from jsd.ownership.model import FieldError, InvalidRequest, NotFound, OwnershipError
+from jsd.ownership import Ownership, Principal
+from jsd.ownership.model import FieldError, InvalidRequest, NoSuchResource, OwnershipError
 from jsd.ownership.parse import parse_eui
 from jsd.registry.console import ConsoleStore, SessionRecord
 from jsd.ui.auth import ConsoleAuth
@@ -55,7 +55,7 @@ class Brand:
 class Console:
     """Everything the console's handlers use, kept on the application."""
 
-    service: OwnershipService
+    service: Ownership
     auth: ConsoleAuth
     store: ConsoleStore
     brand: Brand
@@ -237,7 +237,7 @@ def eui_from_path(request: web.Request) -> bytes:
     try:
         return parse_eui(request.match_info["dev_eui"])
     except InvalidRequest:
-        raise NotFound(f"device {request.match_info['dev_eui'][:32]!r} not found") from None
+        raise NoSuchResource(f"device {request.match_info['dev_eui'][:32]!r} not found") from None
 
 
 @web.middleware
@@ -252,7 +252,7 @@ async def console_middleware(request: web.Request, handler: Handler) -> web.Stre
         if request.method not in ("GET", "HEAD", "OPTIONS") and not _same_origin(request):
             raise web.HTTPForbidden(text="Cross-site requests are refused.")
         response = await handler(request)
-    except NotFound as exc:
+    except NoSuchResource as exc:
         response = render(request, "error.html", status=404, title="Not found", detail=exc.detail)
     except OwnershipError as exc:
         response = render(request, "error.html", status=exc.status, title=exc.title, detail=exc.detail)

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from jsd.api import render as rest_render
-from jsd.ownership import OwnershipService, Principal
+from jsd.ownership import Ownership, Principal
 from jsd.ownership.imports import RawRow, csv_rows, jsonl_rows
 from jsd.ownership.model import ImportedDevice, OwnershipError
 from jsd.registry.console import ConsoleStore
@@ -50,7 +50,7 @@ async def _chunks(lines: list[bytes]) -> AsyncIterator[bytes]:
 
 
 async def start_upload(
-    store: ConsoleStore, service: OwnershipService, p: Principal, session_hash: str, filename: str, data: bytes
+    store: ConsoleStore, service: Ownership, p: Principal, session_hash: str, filename: str, data: bytes
 ) -> tuple[str, bytes, asyncio.Task[None]]:
     """Record the job and start it; returns the job id, the result key (for the cookie) and the task."""
     job_id = secrets.token_hex(16)
@@ -65,7 +65,7 @@ async def start_upload(
 
 async def run_upload(
     store: ConsoleStore,
-    service: OwnershipService,
+    service: Ownership,
     p: Principal,
     job_id: str,
     key: bytes,
@@ -87,7 +87,7 @@ async def run_upload(
     reader = csv_rows if is_csv else jsonl_rows
     started = time.monotonic()
     try:
-        imported: list[ImportedDevice] = await service.import_devices(p, counted(reader(_chunks(lines))))
+        imported: list[ImportedDevice] = await service.devices.import_devices(p, counted(reader(_chunks(lines))))
     except OwnershipError as exc:
         summary = {
             "detail": exc.detail,

@@ -143,7 +143,7 @@ class Api:
 async def api(jsd_server: Any) -> AsyncIterator[Api]:
     """A client of the running daemon, with an operator account "admin" created on the daemon's machine."""
     local = Principal("_local", AccountKind.OPERATOR, frozenset(SCOPES), None, "local test")
-    _, key = await jsd_server.app[OWNERSHIP].create_account(local, "admin", "operator", None)
+    _, key = await jsd_server.app[OWNERSHIP].accounts.create_account(local, "admin", "operator", None)
     async with aiohttp.ClientSession() as session:
         yield Api(session, jsd_server, key.key)
 

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.keywrap import aes_key_unwrap
 
 from jsd.lorawan.tr005 import DeviceQr, build_qr
 from jsd_sim import SimDevice
+from jsd_sim.device import dev_nonce_is_counter
 
 HOME = "000013"
 JOIN_EUI = "70b3d57ed0000001"
@@ -177,14 +178,23 @@ async def test_import_claim_join_release(api: Any, eui: Any) -> None:
 
     # -- real joins from the home NS: keys agree with the device, the AppSKey opens with the ASTK -------------
     se_dev = SimDevice(bytes.fromhex(se_eui), bytes.fromhex(JOIN_EUI), "1.0.3", se_root_key(lmk, tkm, 1))
+    sessions = {}
     for dev in (single, v11, se_dev):
         answer = await lbi_post(api.server.url, join_request(dev, HOME), ns_token)
         assert answer["Result"] == {"ResultCode": "Success"}, answer
         session = dev.accept(bytes.fromhex(answer["PHYPayload"]))
+        sessions[dev.dev_eui.hex()] = (session, 0 if dev_nonce_is_counter(dev.mac_version) else 1)
         assert aes_key_unwrap(astk_key, bytes.fromhex(answer["AppSKey"]["AESKey"])) == session.keys.app_s_key
         network_key = "FNwkSIntKey" if session.opt_neg else "NwkSKey"
         assert answer[network_key]["KEKLabel"] == ns_label
         assert len(aes_key_unwrap(ns_kek, bytes.fromhex(answer[network_key]["AESKey"]))) == 16
+    # the operator sees the nonce state the joins left; the owner may not (admin scope)
+    for dev_eui, (session, remembered) in sessions.items():  # random DevNonces (1.0.0-1.0.3) are remembered
+        book = await api.ok("GET", f"/devices/{dev_eui}/nonces", api.operator)
+        assert book == {"dev_eui": dev_eui, "join_nonce": session.join_nonce,
+                        "last_dev_nonce": session.dev_nonce, "used_dev_nonces": remembered}, book  # fmt: skip
+    assert (await api.call("GET", f"/devices/{single.dev_eui.hex()}/nonces", alice)).problem == "forbidden"
+    assert (await api.call("GET", "/devices/0102030405060708/nonces", api.operator)).problem == "not-found"
     events = await api.ok("GET", f"/events?dev_eui={single.dev_eui.hex()}", alice)
     assert [e["type"] for e in events["events"]] == [
         "device.claimed", "claim.failed", "device.netid_set", "device.astk_set", "join.accepted"]  # fmt: skip

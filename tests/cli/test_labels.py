@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from jsd.lorawan.tr005 import DeviceQr, parse_qr
-from jsd_cli.labels import BORDER, SCALE, labels_command, make_symbol
+from jsd_cli.labels import BORDER, CHUNK, SCALE, labels_command, make_symbol, read_label, workers, write_labels
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SVG = "{http://www.w3.org/2000/svg}"
@@ -214,3 +214,18 @@ def test_a_release_or_reissue_answer_prints_a_new_label(tmp_path: Path) -> None:
 def test_progress_is_shown_on_stderr(tmp_path: Path) -> None:
     result, _ = _run(tmp_path, [json.dumps(d) for d in GOOD])
     assert "printing labels: 2 entries in" in result.stderr
+
+
+def test_worker_processes_write_the_same_files(tmp_path: Path) -> None:
+    labels = [
+        read_label(json.dumps({**GOOD[index % 2], "dev_eui": f"0004A30B001C06{index:02X}"}), b"\0" * 4, True)
+        for index in range(2 * CHUNK + 3)
+    ]
+    assert all(labels) and workers(len(labels)) == 1
+    written = {}
+    for processes in (1, 2):
+        out = tmp_path / str(processes)
+        out.mkdir()
+        assert sum(write_labels([label for label in labels if label], out, "both", processes)) == len(labels)
+        written[processes] = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert len(written[1]) == 2 * len(labels) and written[1] == written[2]

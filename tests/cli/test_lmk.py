@@ -29,7 +29,7 @@ async def test_import_lmk_then_secure_element_devices_derive_their_keys(
     device = {"dev_eui": secrets.token_hex(8), "join_eui": "70b3d57ed0000000", "mac_version": "1.0.3",
               "secure_element": True, "tkm_info": tkm.to_bytes().hex()}  # fmt: skip
     with pytest.raises(InvalidRequest, match="lot master key"):
-        await service.add_device(OPERATOR, device)
+        await service.devices.add_device(OPERATOR, device)
 
     master = secrets.token_bytes(16)
     command = [sys.executable, "-m", "jsd", "hsm", "import-lmk", "--se-manuf-id", str(manuf),
@@ -42,7 +42,7 @@ async def test_import_lmk_then_secure_element_devices_derive_their_keys(
     again = await asyncio.to_thread(run, command, input=master.hex(), env=env, capture_output=True, text=True)
     assert again.returncode != 0 and "KekExists" in again.stderr
 
-    added = await service.add_device(OPERATOR, device)
+    added = await service.devices.add_device(OPERATOR, device)
     assert added.owner_token == tkm.to_bytes().hex().upper()
     stored = await jsd_server.registry.get_device(bytes.fromhex(device["dev_eui"]))
     block = AesEcbDerivation().blocks(tkm, False)["app_key"]

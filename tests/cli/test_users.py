@@ -33,7 +33,7 @@ async def _sign_in(url: str, username: str, password: str) -> int:
 
 @pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 async def test_users_create_list_delete(jsd_server: Any, local_env: dict[str, str]) -> None:
-    await jsd_server.app[OWNERSHIP].create_account(OPERATOR, "field-co", "subscriber", None)
+    await jsd_server.app[OWNERSHIP].accounts.create_account(OPERATOR, "field-co", "subscriber", None)
 
     made = await asyncio.to_thread(_jsd, local_env, "users", "create", "field-co", "fiona", stdin=PASSWORD + "\n")
     assert made.returncode == 0, made.stderr

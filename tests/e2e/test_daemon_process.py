@@ -85,14 +85,14 @@ def test_first_start_cli_import_join_sigkill_restart(daemon: Serve, tmp_path: Pa
     answer = _join(daemon, device, token)
     second = device.accept(bytes.fromhex(answer["PHYPayload"]))
     assert second.join_nonce > first.join_nonce
-    assert _nonces(daemon, dev_eui) == (second.join_nonce, second.dev_nonce)
+    assert _nonces(daemon, operator, dev_eui) == (second.join_nonce, second.dev_nonce)
 
     text = daemon.cli(*operator, "devices", "show", dev_eui.hex()).stdout  # the operator's shortcut device, as text
     assert "None" not in text and "hsm_group" not in text, text
     assert re.search(r"^astk:\s+astk-acme$", text, re.M) and re.search(rf"^home_net_id:\s+{HOME}$", text, re.M), text
     reset = daemon.cli(*operator, "devices", "reset-nonces", dev_eui.hex())
     assert reset.returncode == 0, reset.stderr
-    assert _nonces(daemon, dev_eui) == (second.join_nonce, None)
+    assert _nonces(daemon, operator, dev_eui) == (second.join_nonce, None)
     unknown = daemon.cli(*operator, "devices", "show", "0102030405060708")
     assert unknown.returncode == 3 and "not found" in unknown.stderr
     daemon.stop()
@@ -101,12 +101,14 @@ def test_first_start_cli_import_join_sigkill_restart(daemon: Serve, tmp_path: Pa
     assert '"result":"Success"' in logs and f'"dev_eui":"{dev_eui.hex()}"' in logs
 
 
-def _nonces(daemon: Serve, dev_eui: bytes) -> tuple[int, int | None]:
-    """The device's JoinNonce and last DevNonce, from the database file (the API does not show them)."""
+def _nonces(daemon: Serve, operator: tuple[str, ...], dev_eui: bytes) -> tuple[int, int | None]:
+    """The device's JoinNonce and last DevNonce as the operator's `devices show` prints them, checked against
+    the database file."""
+    shown = json.loads(daemon.cli(*operator, "devices", "show", dev_eui.hex(), "--json").stdout)
     with closing(sqlite3.connect(daemon.state / "jsd.sqlite3")) as db:
         row = db.execute("SELECT join_nonce, last_dev_nonce FROM device_nonces WHERE dev_eui = ?", (dev_eui.hex(),))
-        join_nonce, last_dev_nonce = row.fetchone()
-    return int(join_nonce), last_dev_nonce
+        assert (shown["join_nonce"], shown["last_dev_nonce"]) == tuple(row.fetchone())
+    return int(shown["join_nonce"]), shown["last_dev_nonce"]
 
 
 @pytest.mark.parametrize(

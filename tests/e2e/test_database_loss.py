@@ -118,7 +118,7 @@ async def daemon(hsm_state: Path, tmp_path: Path) -> AsyncIterator[Daemon]:
             answer_url=None, async_mode=False,
         )
     )  # fmt: skip
-    _, key = await app[OWNERSHIP].create_account(LOCAL, "admin", "operator", None)
+    _, key = await app[OWNERSHIP].accounts.create_account(LOCAL, "admin", "operator", None)
     d.api_key = key.key
     try:
         yield d

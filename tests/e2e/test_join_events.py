@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from jsd.app import STORE, join_policy
-from jsd.join import JoinService
+from jsd.app import STORES, join_policy
+from jsd.join import JoinService, Reason, Refusal
 
 from .test_lbi_joins import HOME, JOIN_EUI, VISITED, _dev, _net, check_success, join_req, post
 
 
 async def _events(server: Any, dev_eui: str) -> list[Any]:
-    return await server.app[STORE].events(account=None, after=None, limit=100, dev_eui=dev_eui)
+    return await server.app[STORES].journal.events(account=None, after=None, limit=100, dev_eui=dev_eui)
 
 
 async def test_join_events_carry_the_outcome_and_no_keys(jsd_server: Any) -> None:
@@ -46,7 +46,7 @@ async def test_join_events_carry_the_outcome_and_no_keys(jsd_server: Any) -> Non
     assert rejected["result"] == "MICFailed" and rejected["net_id"] == HOME and rejected["reason"]
     assert answered == {"net_id": HOME, "session_key_id": answer["SessionKeyID"]}
     assert {e.account for e in found} == {"_unowned"}
-    pending = {e.event_id for e in await jsd_server.app[STORE].pending_events(100)}
+    pending = {e.event_id for e in await jsd_server.app[STORES].journal.pending_events(100)}
     assert {e.event_id for e in found} <= pending
     text = repr(found).lower()
     for envelope in ("NwkSEncKey", "AppSKey"):
@@ -76,21 +76,19 @@ async def test_home_ns_req_needs_a_roaming_agreement_when_configured(jsd_server:
     other = await _net(jsd_server, "00003b")
     dev = await _dev(jsd_server, "1.0.3")
     policy = join_policy(jsd_server.settings.replace(lbi__home_ns_requires_agreement=True))
-    service = JoinService(jsd_server.registry, jsd_server.hsm, policy, jsd_server.app[STORE])
-    await jsd_server.app[STORE].add_roaming(HOME, VISITED, _audit())
+    stores = jsd_server.app[STORES]
+    service = JoinService(jsd_server.registry, jsd_server.hsm, policy, stores.journal, stores.roaming)
+    await stores.roaming.add_roaming(HOME, VISITED, _audit())
     assert await service.home_net_id(dev.sim.dev_eui, await service.sender_for_token(visited.token)) == bytes.fromhex(
         HOME
     )
     stranger = await service.sender_for_token(other.token)
-    try:
-        await service.home_net_id(dev.sim.dev_eui, stranger)
-    except Exception as exc:  # noqa: BLE001 - the refusal's type is what is checked
-        assert type(exc).__name__ == "UnknownDevice"
-    else:
-        raise AssertionError("an NS without an agreement learned the home NetID")
+    refused = await service.home_net_id(dev.sim.dev_eui, stranger)
+    assert isinstance(refused, Refusal), "an NS without an agreement learned the home NetID"
+    assert refused.reason is Reason.UNKNOWN_DEVICE
 
 
 def _audit() -> Any:
-    from jsd.registry.ownership import AuditRecord
+    from jsd.registry.journal import AuditRecord
 
     return AuditRecord(account=None, key_id=None, source="test", action="roaming.added")

@@ -27,10 +27,10 @@ from aiohttp import web
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from jsd.app import OWNERSHIP, STORE
+from jsd.app import OWNERSHIP, STORES
 from jsd.config import Settings
-from jsd.ownership import SCOPES, AccountKind, OwnershipService, Principal
-from jsd.registry.ownership import OwnershipStore
+from jsd.ownership import SCOPES, AccountKind, Ownership, Principal
+from jsd.registry.journal import Journal
 
 from ..daemons import daemon_settings, free_port, listening, start_app, stop_app
 
@@ -224,12 +224,12 @@ class Daemon:
     runner: web.AppRunner
 
     @property
-    def service(self) -> OwnershipService:
+    def service(self) -> Ownership:
         return self.app[OWNERSHIP]
 
     @property
-    def store(self) -> OwnershipStore:
-        return self.app[STORE]
+    def store(self) -> Journal:
+        return self.app[STORES].journal
 
     @property
     def operator(self) -> Principal:
@@ -249,8 +249,8 @@ class Daemon:
 
     async def account(self, name: str, kind: str) -> tuple[Principal, str]:
         """A new account (made by the local operator) and its API key."""
-        _, key = await self.service.create_account(OPERATOR, name, kind, None)
-        return await self.service.authenticate(key.key, "test"), key.key
+        _, key = await self.service.accounts.create_account(OPERATOR, name, kind, None)
+        return await self.service.accounts.authenticate(key.key, "test"), key.key
 
 
 @dataclass

@@ -36,11 +36,11 @@ async def test_broker_stopped_mid_stream_loses_and_reorders_nothing(
     alice, _ = await d.account("alice", "subscriber")
     euis = [secrets.token_bytes(8) for _ in range(DEVICES)]
     for eui in euis:
-        imported = await d.service.add_device(
+        imported = await d.service.devices.add_device(
             maker, {"dev_eui": eui.hex(), "join_eui": JOIN_EUI, "mac_version": "1.0.4", "generate_keys": True}
         )
         assert imported.owner_token is not None
-        await d.service.claim(alice, eui, imported.owner_token)
+        await d.service.claims.claim(alice, eui, imported.owner_token)
 
     made = 0
 
@@ -48,7 +48,7 @@ async def test_broker_stopped_mid_stream_loses_and_reorders_nothing(
         nonlocal made
         for i in range(CHANGES):
             net_id = (i % 200 + 1).to_bytes(3, "big")
-            await d.service.set_net_id(alice, euis[i % DEVICES], net_id)
+            await d.service.devices.set_net_id(alice, euis[i % DEVICES], net_id)
             made += 1
             await asyncio.sleep(0.002)
 

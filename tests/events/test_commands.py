@@ -43,7 +43,7 @@ async def _setup(daemon: Any, subscribe: Any, prefix: str, protocol: str, device
     tokens = {}
     for _ in range(devices):
         eui = secrets.token_bytes(8).hex()
-        imported = await d.service.add_device(
+        imported = await d.service.devices.add_device(
             maker, {"dev_eui": eui, "join_eui": JOIN_EUI, "mac_version": "1.0.4", "generate_keys": True}
         )
         tokens[eui] = imported.owner_token
@@ -220,7 +220,7 @@ async def test_bad_and_foreign_commands_get_error_replies(daemon: Any, subscribe
     await alice.command(s.topic("alice", "commands"), {**ok, "request_id": "after"})
     await alice.wait(lambda ms: len(ms) > count, what="a good command after the bad ones")
     assert alice.messages[-1].json["ok"] is True, "the subscriber survived every bad command"
-    assert (await s.d.service.get_device(s.d.operator, bytes.fromhex(bobs))).owner == "bob"
+    assert (await s.d.service.devices.get_device(s.d.operator, bytes.fromhex(bobs))).owner == "bob"
 
 
 @pytest.mark.parametrize("database", ["sqlite"], indirect=True)
@@ -252,8 +252,8 @@ async def test_a_claim_whose_reply_was_lost_succeeds_when_retried(daemon: Any, s
     """The change committed but the daemon died before storing the reply: the retry must not say claim-failed."""
     s = await _setup(daemon, subscribe, prefix, "5", devices=1)
     eui, token = next(iter(s.tokens.items()))
-    alice = await s.d.service.authenticate(s.alice_key, "test")
-    await s.d.service.claim(alice, bytes.fromhex(eui), token)  # as the first attempt did, reply never stored
+    alice = await s.d.service.accounts.authenticate(s.alice_key, "test")
+    await s.d.service.claims.claim(alice, bytes.fromhex(eui), token)  # as the first attempt did, reply never stored
     replies = s.topic("alice", "replies/lost")
     client = await subscribe(replies, protocol=V5)
     command = {"request_id": "claim-lost", "command": "claim", "api_key": s.alice_key,

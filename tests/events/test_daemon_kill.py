@@ -18,9 +18,9 @@ import pytest
 
 from jsd.events.schema import check
 from jsd.hsm import Hsm
-from jsd.ownership import OwnershipPolicy, OwnershipService
+from jsd.ownership import Ownership, OwnershipPolicy, OwnershipStores
 from jsd.registry import Registry, create_engine
-from jsd.registry.ownership import OwnershipStore
+from jsd.registry.journal import Journal
 
 from ..daemons import Serve
 from .conftest import OPERATOR
@@ -46,9 +46,9 @@ async def test_sigkill_between_commit_and_publish_republishes_on_restart(
     serve.start()
     engine = create_engine(f"sqlite+aiosqlite:///{serve.state / 'jsd.sqlite3'}")
     try:
-        store = OwnershipStore(engine)
-        service = OwnershipService(store, Registry(engine), hsm, OwnershipPolicy())
-        _, admin = await service.create_account(OPERATOR, "admin", "operator", None)
+        store = Journal(engine)
+        service = Ownership.build(OwnershipStores.on(engine), Registry(engine), hsm, OwnershipPolicy())
+        _, admin = await service.accounts.create_account(OPERATOR, "admin", "operator", None)
         maker = serve.request("POST", "/api/v1/accounts", admin.key, {"id": "maker", "kind": "manufacturer"})
         euis = [os.urandom(8).hex() for _ in range(3)]
         for eui in euis:

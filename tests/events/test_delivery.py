@@ -37,7 +37,7 @@ async def test_outbox_row_outlives_the_publish_until_the_puback(
 
     proxy.hold()
     eui = secrets.token_hex(8)
-    await d.service.add_device(maker, {"dev_eui": eui, "join_eui": JOIN_EUI, "mac_version": "1.0.4",
+    await d.service.devices.add_device(maker, {"dev_eui": eui, "join_eui": JOIN_EUI, "mac_version": "1.0.4",
                                        "app_key": secrets.token_hex(16)})  # fmt: skip
     (stored,) = await d.store.events(account=None, after=None, limit=10, dev_eui=eui)
     (first,) = await sub.wait(lambda ms: ms, what="the event at the integrator")
@@ -63,7 +63,7 @@ async def test_a_later_seq_waits_for_an_earlier_one_still_committing(
     maker, _ = await d.account("maker", "manufacturer")
     alice, _ = await d.account("alice", "subscriber")
     eui = secrets.token_hex(8)
-    imported = await d.service.add_device(
+    imported = await d.service.devices.add_device(
         maker, {"dev_eui": eui, "join_eui": JOIN_EUI, "mac_version": "1.0.4", "app_key": secrets.token_hex(16)}
     )
     await d.drained()
@@ -75,7 +75,7 @@ async def test_a_later_seq_waits_for_an_earlier_one_still_committing(
             await conn.execute(insert(events).values(event_id=slow_id, type="join.rejected", account="maker",
                                                      dev_eui=eui, data=json.dumps(data)))  # fmt: skip
             await conn.execute(insert(outbox).values(event_id=slow_id))
-            await d.service.claim(alice, bytes.fromhex(eui), imported.owner_token)
+            await d.service.claims.claim(alice, bytes.fromhex(eui), imported.owner_token)
             await asyncio.sleep(0.3)  # the slow transaction stays open while the publisher polls many times
         await sub.wait(lambda ms: len(ms) == 3, what="the slow event and the claim")
         arrived = [(m.json["type"], m.json["seq"]) for m in sub.messages[1:]]
@@ -86,7 +86,7 @@ async def test_a_later_seq_waits_for_an_earlier_one_still_committing(
             await conn.execute(insert(events).values(event_id=secrets.token_hex(16), type="join.rejected",
                                                      account="maker", dev_eui=eui, data=json.dumps(data)))  # fmt: skip
             await conn.rollback()
-        await d.service.set_net_id(alice, bytes.fromhex(eui), None)
+        await d.service.devices.set_net_id(alice, bytes.fromhex(eui), None)
         await sub.wait(lambda ms: len(ms) == 4, what="the event after a hole that never fills")
         assert sub.messages[3].json["seq"] == arrived[1][1] + 2
     finally:

@@ -84,7 +84,7 @@ async def test_each_account_is_confined_to_its_own_topics(
     devices = {}
     for owner in ("alice", "bob"):
         eui = secrets.token_hex(8)
-        imported = await d.service.add_device(
+        imported = await d.service.devices.add_device(
             maker, {"dev_eui": eui, "join_eui": JOIN_EUI, "mac_version": "1.0.4", "generate_keys": True}
         )
         devices[owner] = (eui, imported.owner_token)
@@ -136,7 +136,7 @@ async def test_command_topics_are_write_only_for_accounts(shipped_broker: Any, d
                           username="bob", password=PASSWORDS["bob"])  # fmt: skip
     sender = await subscribe(port=port, username="alice", password=PASSWORDS["alice"])
     eui = secrets.token_hex(8)
-    token = (await d.service.add_device(
+    token = (await d.service.devices.add_device(
         maker, {"dev_eui": eui, "join_eui": JOIN_EUI, "mac_version": "1.0.4", "generate_keys": True}
     )).owner_token  # fmt: skip
     assert token
@@ -169,7 +169,7 @@ async def test_a_puback_refusal_keeps_the_event_in_the_outbox(
                      mqtt__retry_max=0.1)  # fmt: skip
     maker, _ = await d.account("maker", "manufacturer")
     caplog.set_level(logging.WARNING, "jsd.events")
-    await d.service.add_device(maker, {"dev_eui": secrets.token_hex(8), "join_eui": JOIN_EUI,
+    await d.service.devices.add_device(maker, {"dev_eui": secrets.token_hex(8), "join_eui": JOIN_EUI,
                                        "mac_version": "1.0.4", "generate_keys": True})  # fmt: skip
     pending = await d.store.pending_events(10)
     assert len(pending) == 2

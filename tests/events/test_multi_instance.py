@@ -24,9 +24,9 @@ import pytest
 from sqlalchemy import text
 
 from jsd.hsm import Hsm
-from jsd.ownership import OwnershipPolicy, OwnershipService
+from jsd.ownership import Ownership, OwnershipPolicy, OwnershipStores
 from jsd.registry import NetworkServer, NewDevice, Registry, create_engine, migrate
-from jsd.registry.ownership import OwnershipStore
+from jsd.registry.journal import Journal
 from jsd_sim.device import build_join_request, open_join_accept, parse_join_accept
 
 from ..daemons import PG_ADMIN_URL, Serve, hsm_environ
@@ -91,7 +91,7 @@ async def test_two_instances_share_joins_publish_once_and_fail_over(
 ) -> None:
     engine = create_engine(shared_database)
     try:
-        registry, store = Registry(engine), OwnershipStore(engine)
+        registry, store = Registry(engine), Journal(engine)
         token, app_key, dev_eui = secrets.token_urlsafe(16), secrets.token_bytes(16), secrets.token_bytes(8)
         label = f"ns-{uuid.uuid4().hex[:8]}"
         await hsm.import_kek(label, secrets.token_bytes(16))
@@ -109,8 +109,8 @@ async def test_two_instances_share_joins_publish_once_and_fail_over(
                 home_net_id=bytes.fromhex(HOME), astk_label=None, owner_account=None, name=None,
             )
         )  # fmt: skip
-        service = OwnershipService(store, registry, hsm, OwnershipPolicy())
-        _, admin = await service.create_account(OPERATOR, "admin", "operator", None)
+        service = Ownership.build(OwnershipStores.on(engine), registry, hsm, OwnershipPolicy())
+        _, admin = await service.accounts.create_account(OPERATOR, "admin", "operator", None)
 
         sub = await subscribe(f"{prefix}/#")
         a, b = instances

@@ -6,7 +6,7 @@ from typing import Any
 
 import aiohttp
 
-from jsd.registry.ownership import new_event
+from jsd.registry.journal import new_event
 
 
 async def _get(url: str) -> tuple[int, Any, dict[str, float]]:

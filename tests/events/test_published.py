@@ -53,27 +53,27 @@ async def test_every_event_type_arrives_with_its_documented_payload(
     secrets_seen: list[str] = [alice_key]
     keys = {"a": secrets.token_bytes(16), "b_app": secrets.token_bytes(16), "b_nwk": secrets.token_bytes(16)}
     eui_a, eui_b, eui_c = (secrets.token_bytes(8) for _ in range(3))
-    a = await service.add_device(maker, {"dev_eui": eui_a.hex(), "join_eui": JOIN_EUI, "mac_version": "1.0.3",
+    a = await service.devices.add_device(maker, {"dev_eui": eui_a.hex(), "join_eui": JOIN_EUI, "mac_version": "1.0.3",
                                          "app_key": keys["a"].hex()})  # fmt: skip
-    b = await service.add_device(maker, {"dev_eui": eui_b.hex(), "join_eui": JOIN_EUI, "mac_version": "1.1",
+    b = await service.devices.add_device(maker, {"dev_eui": eui_b.hex(), "join_eui": JOIN_EUI, "mac_version": "1.1",
                                          "app_key": keys["b_app"].hex(), "nwk_key": keys["b_nwk"].hex()})  # fmt: skip
-    c = await service.add_device(maker, {"dev_eui": eui_c.hex(), "join_eui": JOIN_EUI, "mac_version": "1.1",
+    c = await service.devices.add_device(maker, {"dev_eui": eui_c.hex(), "join_eui": JOIN_EUI, "mac_version": "1.1",
                                          "generate_keys": True})  # fmt: skip
     assert c.app_key is not None and c.nwk_key is not None
     secrets_seen += [t for t in (a.owner_token, b.owner_token, c.owner_token) if t] + [c.app_key.hex(), c.nwk_key.hex()]
     secrets_seen += [k.hex() for k in keys.values()]
     for eui, imported in ((eui_a, a), (eui_b, b)):
         assert imported.owner_token is not None
-        await service.claim(alice, eui, imported.owner_token)
-        await service.set_net_id(alice, eui, bytes.fromhex(HOME))
+        await service.claims.claim(alice, eui, imported.owner_token)
+        await service.devices.set_net_id(alice, eui, bytes.fromhex(HOME))
     kek, astk, ns_token = secrets.token_bytes(16), secrets.token_bytes(16), secrets.token_urlsafe(24)
     secrets_seen += [kek.hex(), astk.hex(), ns_token]
-    await service.add_network_server(
+    await service.networks.add_network_server(
         d.operator, {"net_id": HOME, "kek_label": f"ns-{secrets.token_hex(4)}", "kek": kek.hex(), "token": ns_token}
     )
-    await service.create_astk(alice, "as-alice", astk)
+    await service.astks.create_astk(alice, "as-alice", astk)
     for eui in (eui_a, eui_b):
-        await service.set_astk(alice, eui, "as-alice")
+        await service.devices.set_astk(alice, eui, "as-alice")
 
     sim_a = SimDevice(eui_a, bytes.fromhex(JOIN_EUI), "1.0.3", keys["a"])
     sim_b = SimDevice(eui_b, bytes.fromhex(JOIN_EUI), "1.1", keys["b_app"], keys["b_nwk"])
@@ -92,11 +92,11 @@ async def test_every_event_type_arrives_with_its_documented_payload(
         "MessageType": "AppSKeyReq", "DevEUI": eui_b.hex(), "SessionKeyID": accepted_b["SessionKeyID"],
     })  # fmt: skip
     assert answered["Result"]["ResultCode"] == "Success", answered
-    _, token = await service.release(alice, eui_a)
+    _, token = await service.claims.release(alice, eui_a)
     secrets_seen.append(token)
     with pytest.raises(ClaimFailed):
-        await service.claim(alice, eui_c, "00" * 16)
-    await service.set_net_id(alice, eui_b, None)
+        await service.claims.claim(alice, eui_c, "00" * 16)
+    await service.devices.set_net_id(alice, eui_b, None)
 
     stored = await d.store.events(account=None, after=None, limit=1000)
     assert {e.type for e in stored} == {t.name for t in EVENT_TYPES}

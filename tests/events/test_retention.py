@@ -24,12 +24,12 @@ async def _changes(d: Any, count: int) -> None:
     alice, _ = await d.account("alice", "subscriber")
     euis = [secrets.token_bytes(8) for _ in range(2)]
     for eui in euis:
-        imported = await d.service.add_device(
+        imported = await d.service.devices.add_device(
             maker, {"dev_eui": eui.hex(), "join_eui": JOIN_EUI, "mac_version": "1.0.4", "app_key": "00" * 16}
         )
-        await d.service.claim(alice, eui, imported.owner_token)
+        await d.service.claims.claim(alice, eui, imported.owner_token)
     for i in range(count - 4):
-        await d.service.set_net_id(alice, euis[i % 2], (i + 1).to_bytes(3, "big"))
+        await d.service.devices.set_net_id(alice, euis[i % 2], (i + 1).to_bytes(3, "big"))
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"], indirect=True)

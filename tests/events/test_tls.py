@@ -69,7 +69,7 @@ async def test_events_over_tls_with_a_client_certificate(
     )  # fmt: skip
     maker, _ = await d.account("maker", "manufacturer")
     eui = secrets.token_hex(8)
-    await d.service.add_device(maker, {"dev_eui": eui, "join_eui": "70b3d57ed0000001", "mac_version": "1.0.4",
+    await d.service.devices.add_device(maker, {"dev_eui": eui, "join_eui": "70b3d57ed0000001", "mac_version": "1.0.4",
                                        "app_key": secrets.token_hex(16)})  # fmt: skip
     await d.drained()
 

@@ -8,18 +8,17 @@ from dataclasses import dataclass
 import pytest
 
 from jsd.hsm import Hsm
-from jsd.ownership import SCOPES, AccountKind, OwnershipPolicy, OwnershipService, Principal
+from jsd.ownership import SCOPES, AccountKind, Ownership, OwnershipPolicy, OwnershipStores, Principal
 from jsd.registry import Registry, create_engine
-from jsd.registry.ownership import OwnershipStore
 
 OPERATOR = Principal("_local", AccountKind.OPERATOR, frozenset(SCOPES), None, "test")
 
 
 @dataclass
 class World:
-    service: OwnershipService
+    service: Ownership
     registry: Registry
-    store: OwnershipStore
+    stores: OwnershipStores
     maker: Principal
     alice: Principal
     bob: Principal
@@ -30,18 +29,18 @@ class World:
 @pytest.fixture
 async def world(database: object, hsm: Hsm) -> AsyncIterator[World]:
     engine = create_engine(database.url)  # type: ignore[attr-defined]
-    registry, store = Registry(engine), OwnershipStore(engine)
+    registry, stores = Registry(engine), OwnershipStores.on(engine)
     policy = OwnershipPolicy(
         default_join_eui=bytes.fromhex("70b3d57ed0000000"),
         claim_failures_per_account=6,
         claim_failures_per_device=3,
     )
-    service = OwnershipService(store, registry, hsm, policy)
+    service = Ownership.build(stores, registry, hsm, policy)
     principals = []
     for name, kind in (("maker", "manufacturer"), ("alice", "subscriber"), ("bob", "subscriber")):
-        _, key = await service.create_account(OPERATOR, name, kind, None)
-        principals.append(await service.authenticate(key.key, "test"))
+        _, key = await service.accounts.create_account(OPERATOR, name, kind, None)
+        principals.append(await service.accounts.authenticate(key.key, "test"))
     try:
-        yield World(service, registry, store, *principals, hsm, policy)
+        yield World(service, registry, stores, *principals, hsm, policy)
     finally:
         await engine.dispose()

@@ -78,8 +78,8 @@ async def daemon_with_accounts(url: str, app: web.Application) -> AsyncIterator[
     service = app[OWNERSHIP]
     local = Principal(account="_local", kind=AccountKind.OPERATOR, scopes=frozenset(SCOPES), key_id=None,
                       source="test")
-    _, maker = await service.create_account(local, "maker", "manufacturer", "Maker")
-    _, acme = await service.create_account(local, "acme", "subscriber", "Acme")
+    _, maker = await service.accounts.create_account(local, "maker", "manufacturer", "Maker")
+    _, acme = await service.accounts.create_account(local, "acme", "subscriber", "Acme")
     async with aiohttp.ClientSession() as http:
         yield Daemon(url, maker.key, acme.key, http)
 

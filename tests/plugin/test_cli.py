@@ -45,8 +45,8 @@ async def test_run_once_creates_a_claimed_device(
     service = jsd_server.app[OWNERSHIP]
     local = Principal(account="_local", kind=AccountKind.OPERATOR, scopes=frozenset(SCOPES), key_id=None,
                       source="test")
-    _, maker = await service.create_account(local, "maker", "manufacturer", None)
-    _, acme = await service.create_account(local, "acme", "subscriber", None)
+    _, maker = await service.accounts.create_account(local, "maker", "manufacturer", None)
+    _, acme = await service.accounts.create_account(local, "acme", "subscriber", None)
     dev_eui = secrets.token_hex(8)
     async with aiohttp.ClientSession() as http:
         async with http.post(f"{jsd_server.url}api/v1/devices", headers={"Authorization": f"Bearer {maker.key}"},

@@ -50,7 +50,7 @@ class Console:
         return self.server.app[OWNERSHIP]
 
     async def account(self, account_id: str, kind: str) -> str:
-        _, key = await self.service.create_account(LOCAL, account_id, kind, None)
+        _, key = await self.service.accounts.create_account(LOCAL, account_id, kind, None)
         return str(key.key)
 
     async def user(self, account_id: str, username: str, password: str = PASSWORD) -> None:
@@ -62,7 +62,7 @@ class Console:
         dev_eui = fields.pop("dev_eui", secrets.token_hex(8))
         base = {"dev_eui": dev_eui, "join_eui": "70b3d57ed0000001", "mac_version": "1.0.3",
                 "app_key": secrets.token_hex(16)}  # fmt: skip
-        imported = await self.service.add_device(p, base | fields)
+        imported = await self.service.devices.add_device(p, base | fields)
         return dev_eui, imported
 
 

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from PIL import Image
 
-from jsd.app import STORE
+from jsd.app import STORES
 from jsd_sim import SimDevice
 
 from .conftest import PASSWORD, sign_in
@@ -60,7 +60,7 @@ async def test_subscriber_story_claim_commission_live_join_release_reclaim(conso
     await token_form.get_by_role("button", name="Claim").click()
     assert "cannot be claimed" in await page.locator("#e-owner_token").inner_text()
     assert await page.get_by_role("textbox", name="DevEUI", exact=True).input_value() == dev_eui.upper()
-    assert (await console.server.app[STORE].device(dev_eui)).owner_account is None
+    assert (await console.server.app[STORES].devices.device(dev_eui)).owner_account is None
     await page.get_by_role("textbox", name="Owner token", exact=True).fill(imported.owner_token)
     await token_form.get_by_role("button", name="Claim").click()
     await page.wait_for_url(f"**/ui/devices/{dev_eui}")
@@ -70,12 +70,12 @@ async def test_subscriber_story_claim_commission_live_join_release_reclaim(conso
     await page.get_by_label("Or type a NetID").fill("xyz")
     await page.get_by_role("button", name="Set home network").click()
     await page.locator("#e-net_id_typed").wait_for()
-    assert (await console.server.app[STORE].device(dev_eui)).home_net_id is None
+    assert (await console.server.app[STORES].devices.device(dev_eui)).home_net_id is None
     await page.get_by_label("Registered network server").select_option(HOME)
     await page.get_by_label("Or type a NetID").fill("")
     await page.get_by_role("button", name="Set home network").click()
     assert f"Home NetID set to {HOME.upper()}" in await page.locator(".flash").inner_text()
-    assert (await console.server.app[STORE].device(dev_eui)).home_net_id == HOME
+    assert (await console.server.app[STORES].devices.device(dev_eui)).home_net_id == HOME
 
     # a generated ASTK is shown exactly once, and set on the device
     await page.get_by_label("Name", exact=True).fill("app-server-1")
@@ -105,21 +105,21 @@ async def test_subscriber_story_claim_commission_live_join_release_reclaim(conso
     # release: confirmation required; the new owner token shown once with a printable label
     await page.get_by_role("button", name="Release").click()
     await page.locator("#e-confirm").wait_for()
-    assert (await console.server.app[STORE].device(dev_eui)).owner_account == "alice-co"
+    assert (await console.server.app[STORES].devices.device(dev_eui)).owner_account == "alice-co"
     await page.get_by_label("I give this device up").check()
     await page.get_by_role("button", name="Release").click()
     new_token = (await page.locator("#owner-token").inner_text()).strip()
     qr_text = ((await page.locator("#qr-text").text_content()) or "").strip()
     assert await page.locator(".qr svg").count() == 1
     assert new_token != imported.owner_token and new_token in qr_text
-    assert (await console.server.app[STORE].device(dev_eui)).owner_account is None
+    assert (await console.server.app[STORES].devices.device(dev_eui)).owner_account is None
 
     # re-claim with the QR text of the new label
     await page.goto(console.url + "claim")
     await page.get_by_label("QR code text").fill(qr_text)
     await page.locator("form:has(input[value=qr])").get_by_role("button", name="Claim").click()
     await page.wait_for_url(f"**/ui/devices/{dev_eui}")
-    assert (await console.server.app[STORE].device(dev_eui)).owner_account == "alice-co"
+    assert (await console.server.app[STORES].devices.device(dev_eui)).owner_account == "alice-co"
     # the old token is spent
     await page.goto(console.url + "devices")
     assert dev_eui.upper() in await page.locator("table.list").inner_text()
@@ -166,7 +166,7 @@ async def test_claim_by_photo_and_by_pasted_qr(console: Any, browser: Any, tmp_p
     await page.get_by_label("Photo of the label").set_input_files(str(photo_of_label(text, tmp_path / "label.jpg")))
     await page.get_by_role("button", name="Claim from the photo").click()
     await page.wait_for_url(f"**/ui/devices/{first}")
-    assert (await console.server.app[STORE].device(first)).owner_account == "bob-co"
+    assert (await console.server.app[STORES].devices.device(first)).owner_account == "bob-co"
 
     # pasted QR: a garbled string is refused next to the field, the real one claims
     await page.goto(console.url + "claim")
@@ -221,7 +221,7 @@ async def test_maker_upload_with_progress_refused_file_and_tokens_once(
     await refused.first.wait_for(timeout=30_000)
     text = await page.locator("#refused").inner_text()
     assert await refused.count() == 2 and "2" in text and "4" in text and "dev_eui" in text and "app_key" in text
-    assert await console.service.list_devices(_maker(), 100) == []
+    assert await console.service.devices.list_devices(_maker(), 100) == []
 
     # a good CSV file: progress bar, then labels, sheet and the tokens file once
     good = device_lines(300)
@@ -279,7 +279,7 @@ async def test_isolation_cross_site_posts_and_session_end(console: Any, browser:
     await console.user("eve-co", "eve")
     dev_eui, imported = await console.maker_device("acme")
     alice = Principal_of("alice-co")
-    await console.service.claim(alice, bytes.fromhex(dev_eui), imported.owner_token)
+    await console.service.claims.claim(alice, bytes.fromhex(dev_eui), imported.owner_token)
 
     page = await browser.new_page()
     await sign_in(page, console, "eve")
@@ -308,11 +308,11 @@ async def test_isolation_cross_site_posts_and_session_end(console: Any, browser:
         same_site = {"Origin": console.url.split("/ui/")[0], "Sec-Fetch-Site": "same-origin"}
         async with client.post(console.url + "claim", data=no_token, headers=same_site, allow_redirects=False) as r:
             assert r.status == 403
-        assert (await console.server.app[STORE].device(own_eui)).owner_account is None
+        assert (await console.server.app[STORES].devices.device(own_eui)).owner_account is None
         # the control: the same request from our own page is accepted (so the cookie did reach the daemon)
         async with client.post(console.url + "claim", data=forged, headers=same_site, allow_redirects=False) as r:
             assert r.status == 303
-        assert (await console.server.app[STORE].device(own_eui)).owner_account == "eve-co"
+        assert (await console.server.app[STORES].devices.device(own_eui)).owner_account == "eve-co"
         async with client.get(console.url + "devices", allow_redirects=False) as r:
             assert r.status == 200
 
@@ -386,7 +386,7 @@ async def test_operator_pages(console: Any, browser: Any) -> None:
     await page.get_by_label("NetID", exact=True).fill("00001")
     await page.get_by_role("button", name="Add", exact=True).click()
     await page.locator("#e-net_id").wait_for()
-    assert await console.service.list_network_servers(_op()) == []
+    assert await console.service.networks.list_network_servers(_op()) == []
     await page.get_by_label("NetID", exact=True).fill("000042")
     await page.get_by_label("Name", exact=True).fill("Test NS")
     await page.get_by_role("button", name="Add", exact=True).click()

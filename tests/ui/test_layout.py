@@ -64,9 +64,9 @@ async def test_main_pages_fit_a_phone_and_are_labelled(console: Any, browser: An
     for i, name in enumerate(["soil-probe-north", "soil-probe-south", "water-meter-7", "gate-sensor", "cold-room"]):
         app_key = secrets.token_bytes(16)
         dev_eui, made = await console.maker_device("acme", name=name, app_key=app_key.hex())
-        await console.service.claim(owner, bytes.fromhex(dev_eui), made.owner_token)
+        await console.service.claims.claim(owner, bytes.fromhex(dev_eui), made.owner_token)
         if i < 3:
-            await console.service.set_net_id(owner, bytes.fromhex(dev_eui), bytes.fromhex(HOME))
+            await console.service.devices.set_net_id(owner, bytes.fromhex(dev_eui), bytes.fromhex(HOME))
         if i == 0:
             first = dev_eui
             from jsd_sim import SimDevice

@@ -37,7 +37,7 @@ async def test_sessions_expire_end_with_their_key_and_store_no_secret(console: A
     # a session opened with an API key ends when the key is revoked
     key_session, key_record = await auth.sign_in_with_key(key, "192.0.2.1")
     assert key_record.key_id is not None and await auth.session(key_session) is not None
-    await console.service.revoke_api_key(LOCAL, key_record.key_id)
+    await console.service.accounts.revoke_api_key(LOCAL, key_record.key_id)
     assert await auth.session(key_session) is None
 
     await auth.sign_out(session_id)

@@ -30,12 +30,12 @@ async def claim(request: web.Request) -> web.StreamResponse:
                 form.error("photo", "No QR code could be read in this photo. Take it closer, sharp and well lit.")
                 return render(request, "claim.html", status=400, form=form)
             form.values["qr"] = texts[0]
-            view = await c.service.claim_qr(p, texts[0])
+            view = await c.service.claims.claim_qr(p, texts[0])
         elif how == "qr":
             if not form.get("qr"):
                 form.error("qr", "Paste the text of the label's QR code.")
                 return render(request, "claim.html", status=400, form=form)
-            view = await c.service.claim_qr(p, form.get("qr"))
+            view = await c.service.claims.claim_qr(p, form.get("qr"))
         else:
             if not form.get("dev_eui"):
                 form.error("dev_eui", "Enter the DevEUI printed on the label (16 hex digits).")
@@ -48,7 +48,7 @@ async def claim(request: web.Request) -> web.StreamResponse:
             except InvalidRequest as exc:
                 form.take(exc)
                 return render(request, "claim.html", status=400, form=form)
-            view = await c.service.claim(p, dev_eui, form.get("owner_token").replace(" ", ""))
+            view = await c.service.claims.claim(p, dev_eui, form.get("owner_token").replace(" ", ""))
     except InvalidRequest as exc:
         form.take(exc, {"qr": "photo" if how == "photo" else "qr"})
         return render(request, "claim.html", status=400, form=form)

@@ -61,7 +61,7 @@ async def devices(request: web.Request) -> web.StreamResponse:
         state = None
     found: list[DeviceView] = []
     try:
-        found = await c.service.list_devices(p, PAGE + 1, after_eui, search=search or None, state=state)
+        found = await c.service.devices.list_devices(p, PAGE + 1, after_eui, search=search or None, state=state)
     except InvalidRequest as exc:
         errors.update({e.field or "q": e.reason for e in exc.errors})
     more = len(found) > PAGE
@@ -87,15 +87,15 @@ async def device_page(request: web.Request) -> web.StreamResponse:
 async def _device_page(request: web.Request, form: Form, status: int = 200, **extra: Any) -> web.StreamResponse:
     c, p = console(request), principal(request)
     dev_eui = eui_from_path(request)
-    device = await c.service.get_device(p, dev_eui)
-    joins = await c.service.events(p, dev_eui=dev_eui, types=JOIN_TYPES, limit=20, newest_first=True)
-    history = await c.service.audit(p, dev_eui=dev_eui, limit=50, newest_first=True)
+    device = await c.service.devices.get_device(p, dev_eui)
+    joins = await c.service.journal.events(p, dev_eui=dev_eui, types=JOIN_TYPES, limit=20, newest_first=True)
+    history = await c.service.journal.audit(p, dev_eui=dev_eui, limit=50, newest_first=True)
     can_write = "devices:write" in p.scopes and p.kind is not AccountKind.MANUFACTURER and device.owner is not None
-    choices = await c.service.network_server_choices(p) if can_write else []
-    astks = await c.service.list_astks(p) if can_write and "astk" in p.scopes else []
+    choices = await c.service.networks.network_server_choices(p) if can_write else []
+    astks = await c.service.astks.list_astks(p) if can_write and "astk" in p.scopes else []
     last_seq = max((e.seq for e in joins), default=0)
     if last_seq == 0:
-        newest = await c.service.events(p, dev_eui=dev_eui, limit=1, newest_first=True)
+        newest = await c.service.journal.events(p, dev_eui=dev_eui, limit=1, newest_first=True)
         last_seq = newest[0].seq if newest else 0
     return render(request, "device.html", status=status, device=device, joins=[join_row(e) for e in joins],
                   last_seq=last_seq, history=history, choices=choices, astks=astks, can_write=can_write, form=form,
@@ -114,7 +114,7 @@ async def set_net_id(request: web.Request) -> web.StreamResponse:
         if net_id is None and not form.get("clear"):
             form.error("net_id_typed", "Pick a network server or type a NetID (6 hex digits).")
             return await _device_page(request, form, 400)
-        await c.service.set_net_id(p, dev_eui, net_id)
+        await c.service.devices.set_net_id(p, dev_eui, net_id)
     except InvalidRequest as exc:
         form.take(exc, {"net_id": "net_id_typed"})
         return await _device_page(request, form, 400)
@@ -131,7 +131,7 @@ async def set_astk(request: web.Request) -> web.StreamResponse:
     shown_key: str | None = None
     try:
         if action == "clear":
-            await c.service.set_astk(p, dev_eui, None)
+            await c.service.devices.set_astk(p, dev_eui, None)
             return redirect(request, f"/ui/devices/{dev_eui.hex()}", "ASTK removed from the device.")
         if action == "pick":
             name = form.get("astk")
@@ -148,10 +148,10 @@ async def set_astk(request: web.Request) -> web.StreamResponse:
                 except InvalidRequest as exc:
                     form.take(exc)
                     return await _device_page(request, form, 400)
-            await c.service.create_astk(p, name, key)
+            await c.service.astks.create_astk(p, name, key)
             if key is None:
-                shown_key = (await c.service.export_astk(p, name)).hex().upper()
-        await c.service.set_astk(p, dev_eui, name)
+                shown_key = (await c.service.astks.export_astk(p, name)).hex().upper()
+        await c.service.devices.set_astk(p, dev_eui, name)
     except InvalidRequest as exc:
         form.take(exc, {"name": "new_name", "astk": "astk"})
         return await _device_page(request, form, 400)
@@ -170,7 +170,7 @@ async def release(request: web.Request) -> web.StreamResponse:
     if form.get("confirm") != "yes":
         form.error("confirm", "Tick the box to confirm you give this device up.")
         return await _device_page(request, form, 400)
-    device, token = await c.service.release(p, dev_eui)
+    device, token = await c.service.claims.release(p, dev_eui)
     text = labels.qr_text(device.join_eui, device.dev_eui, device.profile_id, token, device.serial)
     return render(request, "released.html", device=device, token=token, qr=text, svg=labels.label_svg(text))
 
@@ -181,7 +181,7 @@ async def join_stream(request: web.Request) -> web.StreamResponse:
     c = console(request)
     p = principal(request)
     dev_eui = eui_from_path(request)
-    await c.service.get_device(p, dev_eui)  # 404 for devices the caller does not see
+    await c.service.devices.get_device(p, dev_eui)  # 404 for devices the caller does not see
     try:
         after = int(request.headers.get("Last-Event-ID") or request.query.get("after", "0"))
     except ValueError:
@@ -198,7 +198,7 @@ async def join_stream(request: web.Request) -> web.StreamResponse:
             if await c.auth.session(session_id) is None:
                 await response.write(b"event: end\ndata: signed out\n\n")
                 break
-            found = await c.service.events(p, after=after, dev_eui=dev_eui, limit=50)
+            found = await c.service.journal.events(p, after=after, dev_eui=dev_eui, limit=50)
             for e in found:
                 after = e.seq
                 if e.type in JOIN_TYPES:

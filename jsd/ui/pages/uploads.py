@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from jsd.ownership import AccountKind
-from jsd.ownership.model import NotFound
+from jsd.ownership.model import NoSuchResource
 from jsd.ui import labels
 from jsd.ui.site import console, form_page, posted, principal, redirect, render, session_of, set_cookie, signed_in
 from jsd.ui.uploads import MAX_UPLOAD_BYTES, decrypt, start_upload
@@ -50,7 +50,7 @@ async def _job(request: web.Request) -> Any:
     session = session_of(request)
     job = await c.store.job(request.match_info["job_id"][:32])
     if job is None or session is None or job.account != session.account:
-        raise NotFound("upload not found")
+        raise NoSuchResource("upload not found")
     return job
 
 

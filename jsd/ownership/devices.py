@@ -1,0 +1,423 @@
+"""Devices: pre-commissioning (one device, or a whole file all or nothing), what an account sees of its
+devices, and what their owner changes (home NetID, ASTK, nonces).
+
+Root keys are wrapped, generated or derived (secure elements) in the HSM; generated keys and owner tokens are
+returned once and never stored in clear.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from collections.abc import AsyncIterable, Mapping
+from typing import Any
+
+from jsd import metrics
+from jsd.hsm import Hsm, HsmError, KeyNotFound
+from jsd.ownership import se
+from jsd.ownership.imports import HEADER_PROBLEM, DeviceSpec, Problems, RawRow, device_spec
+from jsd.ownership.model import (
+    AccountKind,
+    Conflict,
+    DeviceView,
+    FieldError,
+    Forbidden,
+    ImportedDevice,
+    ImportFailed,
+    InvalidRequest,
+    NoSuchResource,
+    Principal,
+)
+from jsd.ownership.rules import (
+    DeviceAccess,
+    OwnershipPolicy,
+    audit,
+    hsm_guard,
+    invalid,
+    need,
+    new_owner_token,
+    page_limit,
+    plain_text,
+    token_hash,
+    view,
+)
+from jsd.registry import DeviceExists, NonceState, Registry
+from jsd.registry.astks import AstkStore
+from jsd.registry.devices import DeviceStore, staged_row
+from jsd.registry.journal import EventRecord, Journal, new_event
+
+__all__ = ["DEVICE_STATES", "DeviceService"]
+
+_IMPORT_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
+_IMPORT_CHUNK = 500
+DEVICE_STATES = ("claimed", "unclaimed", "no_net_id", "net_id_set")
+"""Filters of list_devices: claimed or not, and claimed devices without / with a home NetID."""
+
+
+class DeviceService:
+    """Pre-commissioning by manufacturers and operators; reading and changing devices by whoever sees them."""
+
+    def __init__(
+        self,
+        store: DeviceStore,
+        astks: AstkStore,
+        journal: Journal,
+        registry: Registry,
+        hsm: Hsm,
+        policy: OwnershipPolicy,
+    ) -> None:
+        self._store = store
+        self._registry = registry
+        self._devices = DeviceAccess(store)
+        self._astks = astks
+        self._journal = journal
+        self._hsm = hsm
+        self._policy = policy
+        self._groups_ready: set[str] = set()
+
+    # -- pre-commissioning --------------------------------------------------------------------------
+
+    async def add_device(self, p: Principal, fields: Mapping[str, Any]) -> ImportedDevice:
+        """Pre-commission one device (manufacturer or operator); the owner token comes back once."""
+        _need_maker(p)
+        if not isinstance(fields, Mapping):
+            raise invalid(None, "a device is a JSON object")
+        spec = self._spec(fields, None)
+        existing = await self._store.existing([spec.dev_eui.hex()])
+        if existing:
+            maker, digest = existing[spec.dev_eui.hex()]
+            if maker == p.account and digest == spec.digest(p.account):
+                return _imported(spec, created=False)
+            raise Conflict(f"device {spec.dev_eui.hex()} exists already")
+        row, result = await self._prepare(p, spec)
+        try:
+            await self._store.add_device(
+                row,
+                audit(p, "device.precommissioned", spec.dev_eui.hex(), details={"mac_version": spec.mac_version}),
+                _precommissioned_events(row),
+            )
+        except DeviceExists:
+            raise Conflict(f"device {spec.dev_eui.hex()} exists already, or its TKM info is in use") from None
+        return result
+
+    async def import_devices(
+        self, p: Principal, rows: AsyncIterable[RawRow], import_id: str | None = None
+    ) -> list[ImportedDevice]:
+        """A whole file, all or nothing: every bad row is reported with its line and nothing is written.
+
+        Rows are checked and their keys wrapped chunk by chunk into a staging table, then moved into the
+        registry in one transaction; the answer (tokens, generated keys) is held only until it is returned.
+        A client-chosen `import_id` lets it ask `import_progress` how far the import is while it runs.
+        """
+        _need_maker(p)
+        batch_id = secrets.token_hex(16) if import_id is None else _batch_id(p, import_id)
+        if import_id is not None and await self._store.staged(batch_id):
+            raise Conflict(f"an import with Import-Id {import_id!r} is running; choose a new id")
+        problems = Problems()
+        results: list[ImportedDevice] = []
+        seen: set[bytes] = set()
+        seen_tokens: set[str] = set()
+        chunk: list[DeviceSpec] = []
+        staged = read = 0
+        try:
+            async for raw in rows:
+                read += 1
+                if raw.fields is None:
+                    error = raw.error or "unreadable line"
+                    problems.add(FieldError(None, error, raw.line), header=error.startswith(HEADER_PROBLEM))
+                    continue
+                try:
+                    spec = self._spec(raw.fields, raw.line)
+                except InvalidRequest as exc:
+                    problems.add_refusal(exc, raw.line)
+                    continue
+                tkm = None if spec.tkm is None else spec.tkm.to_bytes().hex()
+                if spec.dev_eui in seen:
+                    problems.add(FieldError("dev_eui", "DevEUI listed twice in the file", raw.line))
+                elif tkm is not None and tkm in seen_tokens:
+                    problems.add(FieldError("tkm_info", "TKM info listed twice in the file", raw.line))
+                else:
+                    seen.add(spec.dev_eui)
+                    if tkm is not None:
+                        seen_tokens.add(tkm)
+                    chunk.append(spec)
+                if len(chunk) >= _IMPORT_CHUNK:
+                    staged += await self._stage(p, batch_id, chunk, results, problems)
+                    chunk = []
+            if chunk:
+                staged += await self._stage(p, batch_id, chunk, results, problems)
+            if problems.count:
+                failed = ImportFailed(problems.detail(), errors=problems.sorted_errors(), error_count=problems.count)
+                await self._refused(p, failed, read - problems.header, problems.rows)
+                raise failed
+            if staged:
+                await self._commit(p, batch_id, staged, len(results), read)
+        finally:
+            await self._store.drop_batch(batch_id)
+        return results
+
+    async def import_progress(self, p: Principal, import_id: str) -> int:
+        """Rows of a running import of this account that are checked and staged (keys in the HSM) so far.
+
+        Not found before the first chunk is staged and after the import ended (its staging rows are gone then);
+        the caller knows which from its own upload. Any worker process answers: the count is in the database.
+        """
+        _need_maker(p)
+        staged = await self._store.staged(_batch_id(p, import_id))
+        if not staged:
+            raise NoSuchResource(f"no rows of an import {import_id!r} of this account are staged now")
+        return staged
+
+    async def _commit(self, p: Principal, batch_id: str, staged: int, rows: int, read: int) -> None:
+        """Move the staged rows into the registry; a device added meanwhile refuses the whole file."""
+        try:
+            await self._store.commit_batch(
+                batch_id,
+                audit(p, "devices.imported", details={"created": staged, "rows": rows, "import": batch_id}),
+                _precommissioned_events,
+                audit(p, "device.precommissioned", details={"import": batch_id}),
+            )
+            metrics.IMPORTED_DEVICES.inc(staged)
+        except DeviceExists:
+            failed = ImportFailed(
+                "a device or TKM info of the file was added meanwhile; nothing was imported",
+                errors=[FieldError("dev_eui", "added by another import meanwhile")],
+            )
+            await self._refused(p, failed, read, 0)
+            raise failed from None
+
+    async def _refused(self, p: Principal, failed: ImportFailed, rows: int, bad_rows: int) -> None:
+        """Audit a refused import: who, how many rows and errors, the first errors (reasons name no secret)."""
+        details = {
+            "rows": rows,
+            "bad_rows": bad_rows,
+            "errors": failed.error_count,
+            "first_errors": [e.as_dict() for e in failed.errors[:5]],
+            "detail": failed.detail,
+        }
+        await self._journal.record([audit(p, "devices.import_refused", details=details)])
+
+    async def _stage(
+        self, p: Principal, batch_id: str, chunk: list[DeviceSpec], results: list[ImportedDevice], problems: Problems
+    ) -> int:
+        """Check a chunk against the registry and, while the file is still clean, prepare and park its rows."""
+        existing = await self._store.existing([s.dev_eui.hex() for s in chunk])
+        prepared: list[tuple[int, str, Mapping[str, Any]]] = []
+        for spec in chunk:
+            eui = spec.dev_eui.hex()
+            if eui in existing:
+                maker, digest = existing[eui]
+                if maker == p.account and digest == spec.digest(p.account):
+                    results.append(_imported(spec, created=False))
+                else:
+                    problems.add(FieldError("dev_eui", f"device {eui} exists already", spec.line))
+                continue
+            if problems.count:
+                continue  # the file is refused anyway: no HSM work for the rest, only checks
+            try:
+                row, result = await self._prepare(p, spec)
+            except InvalidRequest as exc:
+                problems.add_refusal(exc, spec.line)
+                continue
+            prepared.append((spec.line or 0, eui, staged_row(row)))
+            results.append(result)
+        if prepared and not problems.count:
+            await self._store.stage(batch_id, prepared)
+        return len(prepared)
+
+    def _spec(self, fields: Mapping[str, Any], line: int | None) -> DeviceSpec:
+        return device_spec(fields, line, self._policy.default_join_eui, self._policy.default_hsm_group)
+
+    async def _prepare(self, p: Principal, spec: DeviceSpec) -> tuple[dict[str, Any], ImportedDevice]:
+        """Wrap, generate or derive the root keys in the HSM and pick the owner token: the device row to store."""
+        group = spec.hsm_group
+        generated: dict[str, bytes] = {}
+        try:
+            with hsm_guard("pre-commissioning"):
+                if group not in self._groups_ready:  # once per process, not once per imported device
+                    await self._hsm.ensure_storage_kek(group)
+                    self._groups_ready.add(group)
+                if spec.tkm is not None:
+                    app_blob, nwk_blob, token = await self._derived(spec.tkm, group, spec.uses_nwk_key)
+                elif spec.generate_keys:
+                    app_blob, generated["app_key"] = await self._hsm.generate_root_key(group)
+                    nwk_blob = None
+                    if spec.uses_nwk_key:
+                        nwk_blob, generated["nwk_key"] = await self._hsm.generate_root_key(group)
+                    token = await new_owner_token(self._hsm)
+                else:
+                    assert spec.app_key is not None
+                    app_blob = await self._hsm.import_root_key(group, spec.app_key)
+                    nwk_blob = None if spec.nwk_key is None else await self._hsm.import_root_key(group, spec.nwk_key)
+                    token = await new_owner_token(self._hsm)
+        except (HsmError, ValueError) as exc:
+            raise invalid("hsm_group", f"the HSM refused the keys: {type(exc).__name__}") from None
+        row = {
+            "dev_eui": spec.dev_eui.hex(),
+            "join_eui": spec.join_eui.hex(),
+            "mac_version": spec.mac_version,
+            "hsm_group": group,
+            "app_key_blob": app_blob,
+            "nwk_key_blob": nwk_blob,
+            "name": spec.name,
+            "manufacturer": p.account,
+            "owner_token_hash": token_hash(token),
+            "secure_element": spec.secure_element,
+            "admin_info": spec.admin_info,
+            "profile_id": spec.profile_id.hex(),
+            "serial": spec.serial,
+            "keys_exported": bool(generated),
+            "import_digest": spec.digest(p.account),
+        }
+        result = _imported(
+            spec, created=True, owner_token=token, app_key=generated.get("app_key"), nwk_key=generated.get("nwk_key")
+        )
+        return row, result
+
+    async def _derived(self, tkm: se.TkmInfo, group: str, uses_nwk_key: bool) -> tuple[bytes, bytes | None, str]:
+        """A secure element's root keys, derived from its lot master key; its TKM info is its owner token."""
+        algorithm = se.derivation(tkm.derive_algo_id)
+        assert algorithm is not None
+        label = se.lot_master_key_label(tkm)
+        blocks = algorithm.blocks(tkm, uses_nwk_key)
+        try:
+            app_blob = await self._hsm.derive_root_key(group, label, blocks["app_key"])
+            nwk_blob = await self._hsm.derive_root_key(group, label, blocks["nwk_key"]) if "nwk_key" in blocks else None
+        except KeyNotFound:
+            raise invalid("tkm_info", f"no lot master key {label!r} in the HSM") from None
+        token = tkm.to_bytes().hex().upper()
+        if await self._store.token_in_use(token_hash(token)):
+            raise invalid("tkm_info", "this TKM info was used before; it cannot be an owner token again")
+        return app_blob, nwk_blob, token
+
+    # -- devices ------------------------------------------------------------------------------------
+
+    async def list_devices(
+        self,
+        p: Principal,
+        limit: int = 100,
+        after: bytes | None = None,
+        *,
+        search: str | None = None,
+        state: str | None = None,
+    ) -> list[DeviceView]:
+        """A page of the devices the caller sees, in DevEUI order; `search` is a DevEUI or name prefix."""
+        need(p, "devices:read")
+        limit = page_limit(limit)
+        after_hex = None if after is None else after.hex()
+        if state is not None and state not in DEVICE_STATES:
+            raise invalid("state", f"one of {', '.join(DEVICE_STATES)}")
+        search = plain_text(search, "search", 64) if search is not None else None
+        owner, maker = None, None
+        if p.kind is AccountKind.MANUFACTURER:
+            maker = p.account
+        elif not p.is_operator:
+            owner = p.account
+        found = await self._store.list_devices(
+            owner=owner, manufacturer=maker, limit=limit, after=after_hex, search=search or None, state=state
+        )
+        return [view(p, d) for d in found]
+
+    async def get_device(self, p: Principal, dev_eui: bytes) -> DeviceView:
+        need(p, "devices:read")
+        return await self._devices.shown(p, dev_eui)
+
+    async def nonce_state(self, p: Principal, dev_eui: bytes) -> NonceState | None:
+        """The device's nonce bookkeeping (JoinNonce, DevNonces seen), for an operator's diagnosis."""
+        need(p, "admin")
+        await self._devices.visible(p, dev_eui)
+        found = await self._registry.get_device(dev_eui)
+        return None if found is None else found.nonces
+
+    async def delete_device(self, p: Principal, dev_eui: bytes) -> None:
+        need(p, "devices:write")
+        device = await self._devices.visible(p, dev_eui)
+        if not p.is_operator and (p.kind is not AccountKind.MANUFACTURER or device.owner_account is not None):
+            raise Forbidden("only the manufacturer of an unclaimed device, or an operator, deletes it")
+        deleted = await self._store.delete_device(
+            dev_eui.hex(),
+            None if p.is_operator else p.account,
+            audit(p, "device.deleted", dev_eui.hex(), device.owner_account),
+        )
+        if not deleted:
+            raise NoSuchResource(f"device {dev_eui.hex()} not found")
+
+    async def set_net_id(self, p: Principal, dev_eui: bytes, net_id: bytes | None) -> DeviceView:
+        device = await self._devices.owned(p, dev_eui)
+        value = None if net_id is None else net_id.hex()
+        await self._devices.change(
+            p, device, {"home_net_id": value}, "device.netid_set", {"net_id": value}, details={"net_id": value}
+        )
+        return await self._devices.shown(p, dev_eui)
+
+    async def set_astk(self, p: Principal, dev_eui: bytes, astk: str | None) -> DeviceView:
+        device = await self._devices.owned(p, dev_eui)
+        label = None
+        if astk is not None:
+            record = await self._astks.astk(device.owner_account or "", astk) if isinstance(astk, str) else None
+            if record is None:
+                raise invalid("astk", f"no ASTK named {astk!r} in the owner's account")
+            label = record.label
+        await self._devices.change(
+            p, device, {"astk_label": label}, "device.astk_set", {"astk": astk}, details={"astk": astk}
+        )
+        return await self._devices.shown(p, dev_eui)
+
+    async def reset_nonces(self, p: Principal, dev_eui: bytes) -> DeviceView:
+        device = await (self._devices.visible if p.is_operator else self._devices.owned)(p, dev_eui)
+        if not await self._store.reset_nonces(
+            device.dev_eui, audit(p, "device.nonces_reset", device.dev_eui, device.owner_account)
+        ):
+            raise NoSuchResource(f"device {dev_eui.hex()} not found")
+        return await self._devices.shown(p, dev_eui)
+
+
+def _need_maker(p: Principal) -> None:
+    need(p, "devices:write")
+    if p.kind not in (AccountKind.MANUFACTURER, AccountKind.OPERATOR):
+        raise Forbidden("only manufacturers and operators pre-commission devices")
+
+
+def _batch_id(p: Principal, import_id: object) -> str:
+    """The staging id of a client-named import: per account, so nobody sees another account's progress."""
+    if not isinstance(import_id, str) or not _IMPORT_ID.fullmatch(import_id):
+        raise invalid("import_id", "16-64 characters from [A-Za-z0-9_-]")
+    return hashlib.sha256(f"jsd-import\0{p.account}\0{import_id}".encode()).hexdigest()[:32]
+
+
+def _imported(
+    spec: DeviceSpec,
+    *,
+    created: bool,
+    owner_token: str | None = None,
+    app_key: bytes | None = None,
+    nwk_key: bytes | None = None,
+) -> ImportedDevice:
+    return ImportedDevice(
+        dev_eui=spec.dev_eui,
+        join_eui=spec.join_eui,
+        profile_id=spec.profile_id,
+        name=spec.name,
+        created=created,
+        line=spec.line,
+        owner_token=owner_token,
+        serial=spec.serial,
+        app_key=app_key,
+        nwk_key=nwk_key,
+    )
+
+
+def _precommissioned_events(row: Mapping[str, Any]) -> list[EventRecord]:
+    maker, eui = row["manufacturer"], row["dev_eui"]
+    data = {
+        "join_eui": row["join_eui"],
+        "mac_version": row["mac_version"],
+        "secure_element": bool(row["secure_element"]),
+        "keys_generated": bool(row["keys_exported"]),
+    }
+    found = [new_event("device.precommissioned", maker, eui, data)]
+    if row["keys_exported"]:
+        names = ["app_key"] + (["nwk_key"] if row.get("nwk_key_blob") is not None else [])
+        found.append(new_event("device.keys_exported", maker, eui, {"keys": names}))
+    return found
