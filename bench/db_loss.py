@@ -37,58 +37,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from tcp_relay import Relay, free_port  # noqa: E402
+
 HOME = "000013"
 JOIN_EUI = "70b3d57ed0000001"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Relay:
-    """TCP relay to PostgreSQL; knows its upstream ports (to pick the daemon's backends) and can be cut."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target, self.port = target, free_port()
-        self.server: asyncio.Server | None = None
-        self.transports: set[asyncio.BaseTransport] = set()
-        self.upstream_ports: set[int] = set()
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self.relay, "127.0.0.1", self.port)
-
-    def cut(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            self.server = None
-        for transport in list(self.transports):
-            transport.abort()
-
-    async def relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.transport.abort()
-            return
-        pair = {writer.transport, up_writer.transport}
-        port = up_writer.get_extra_info("sockname")[1]
-        self.transports |= pair
-        self.upstream_ports.add(port)
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.transport.abort()
-
-        try:
-            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        finally:
-            self.transports -= pair
-            self.upstream_ports.discard(port)
 
 
 async def main() -> None:

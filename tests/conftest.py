@@ -6,28 +6,20 @@ Nothing of ours is mocked. The daemon fixture runs the real aiohttp application 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
-import socket
 import subprocess
-import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pkcs11
 import pytest
-from aiohttp import web
 
-from jsd.app import HSM, REGISTRY, build_app, softhsm_module
-from jsd.config import Settings, load_settings
+from jsd.app import softhsm_module
 from jsd.hsm import Hsm, HsmSettings, Pin, init_softhsm_token, softhsm_conf_for
-from jsd.registry import NetworkServer, NewDevice, Registry, create_engine, migrate
 
-PG_ADMIN_URL = os.environ.get("JSD_TEST_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
-TOKEN_LABEL = "jsd-test"
+from .daemons import TOKEN_LABEL, Database, JsdServer, migrated_database, running_server
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -69,139 +61,11 @@ async def hsm(hsm_settings: HsmSettings) -> AsyncIterator[Hsm]:
         await opened.aclose()
 
 
-@dataclass
-class Database:
-    backend: str
-    url: str
-
-
-async def _pg_execute(statement: str) -> None:
-    engine = create_engine(PG_ADMIN_URL)
-    try:
-        async with engine.begin() as conn:
-            from sqlalchemy import text
-
-            await conn.execute(text(statement))
-    finally:
-        await engine.dispose()
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
     """A migrated, empty database: a SQLite file, or a fresh PostgreSQL schema dropped afterwards."""
-    if request.param == "sqlite":
-        db = Database("sqlite", f"sqlite+aiosqlite:///{tmp_path / 'jsd.sqlite3'}")
-        schema = None
-    else:
-        schema = f"t_{uuid.uuid4().hex[:12]}"
-        try:
-            await _pg_execute(f"CREATE SCHEMA {schema}")
-        except OSError as exc:
-            pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {exc}")
-        db = Database("postgresql", f"{PG_ADMIN_URL}?search_path={schema}")
-    engine = create_engine(db.url)
-    await migrate(engine)
-    await engine.dispose()
-    try:
+    async with migrated_database(request.param, tmp_path) as db:
         yield db
-    finally:
-        if schema is not None:
-            await _pg_execute(f"DROP SCHEMA {schema} CASCADE")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class JsdServer:
-    """A running daemon and operator shortcuts to register NSs and devices in it."""
-
-    url: str
-    app: web.Application
-    settings: Settings
-    database: Database
-    kek_labels: dict[str, bytes] = field(default_factory=dict)
-
-    @property
-    def registry(self) -> Registry:
-        return self.app[REGISTRY]
-
-    @property
-    def hsm(self) -> Hsm:
-        return self.app[HSM]
-
-    async def add_network_server(
-        self, net_id: str, kek: bytes, token: str, answer_url: str | None = None, async_mode: bool = False
-    ) -> str:
-        label = f"ns-{net_id}-{uuid.uuid4().hex[:6]}"
-        await self.hsm.import_kek(label, kek)
-        await self.registry.add_network_server(
-            NetworkServer(
-                net_id=bytes.fromhex(net_id),
-                name=f"NS {net_id}",
-                kek_label=label,
-                token_hash=hashlib.sha256(token.encode()).hexdigest(),
-                cert_fingerprint=None,
-                answer_url=answer_url,
-                async_mode=async_mode,
-            )
-        )
-        self.kek_labels[label] = kek
-        return label
-
-    async def add_roaming_agreement(self, home_net_id: str, visited_net_id: str) -> None:
-        """Let the visited NS ask HomeNSReq for the home NS's devices (as an operator would)."""
-        from jsd.app import STORES
-        from jsd.registry.journal import AuditRecord
-
-        audit = AuditRecord(account=None, key_id=None, source="test", action="roaming.added")
-        assert await self.app[STORES].roaming.add_roaming(home_net_id.lower(), visited_net_id.lower(), audit)
-
-    async def add_device(
-        self,
-        dev_eui: str,
-        join_eui: str,
-        mac_version: str,
-        app_key: bytes,
-        nwk_key: bytes | None,
-        home_net_id: str | None,
-        astk: bytes | None,
-    ) -> str | None:
-        label = None
-        if astk is not None:
-            label = f"astk-{uuid.uuid4().hex[:8]}"
-            await self.hsm.import_kek(label, astk)
-        await self.registry.add_device(
-            NewDevice(
-                dev_eui=bytes.fromhex(dev_eui),
-                join_eui=bytes.fromhex(join_eui),
-                mac_version=mac_version,
-                hsm_group="default",
-                app_key_blob=await self.hsm.import_root_key("default", app_key),
-                nwk_key_blob=await self.hsm.import_root_key("default", nwk_key) if nwk_key else None,
-                home_net_id=bytes.fromhex(home_net_id) if home_net_id else None,
-                astk_label=label,
-                owner_account=None,
-                name=None,
-            )
-        )
-        return label
-
-
-def daemon_settings(hsm_state: Path, database: Database, state_dir: Path, **changes: Any) -> Settings:
-    environ = {
-        "JSD_GENERAL_STATE_DIR": str(state_dir),
-        "JSD_DATABASE_URL": database.url,
-        "JSD_HSM_MODULE": softhsm_module(),
-        "JSD_HSM_TOKEN_LABEL": TOKEN_LABEL,
-        "JSD_HSM_PIN_FILE": str(hsm_state / "hsm-pin"),
-        "JSD_HSM_SOFTHSM_CONF": os.environ["SOFTHSM2_CONF"],
-        "JSD_SERVER_PORT": str(free_port()),
-    }
-    return load_settings(None, environ=environ).replace(**changes)
 
 
 @pytest.fixture
@@ -215,14 +79,5 @@ async def jsd_server(
     hsm_state: Path, database: Database, tmp_path: Path, jsd_settings: dict[str, Any]
 ) -> AsyncIterator[JsdServer]:
     """The real LBI application listening on 127.0.0.1, on SQLite or PostgreSQL."""
-    settings = daemon_settings(hsm_state, database, tmp_path / "state", **jsd_settings)
-    app = build_app(settings)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await app[HSM].ensure_storage_kek("default")
-    site = web.TCPSite(runner, "127.0.0.1", settings.get("server", "port"))
-    await site.start()
-    try:
-        yield JsdServer(f"http://127.0.0.1:{settings.get('server', 'port')}/", app, settings, database)
-    finally:
-        await runner.cleanup()
+    async with running_server(hsm_state, database, tmp_path / "state", **jsd_settings) as server:
+        yield server

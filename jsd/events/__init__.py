@@ -34,6 +34,9 @@ __all__ = ["Publisher", "Topics", "running"]
 log = logging.getLogger("jsd.events")
 
 LEASE = "events"
+RECANCEL = 3.0
+"""Seconds between cancellations of a publisher that has not ended (see `stop`); above the 2 s it may take
+to tell the broker it goes offline."""
 
 
 @contextlib.asynccontextmanager
@@ -94,9 +97,24 @@ async def lead(lease: Lease, work: Callable[[], Coroutine[Any, Any, None]], inte
                     log.warning("events: the publisher lease was lost; stopping")
                     break
         finally:
-            task.cancel()
-            (ended,) = await asyncio.gather(task, return_exceptions=True)
-            await lease.release()
+            try:
+                ended = await stop(task)
+            finally:
+                await lease.release()
         if isinstance(ended, Exception):
             log.error("events: the publisher stopped: %s", type(ended).__name__)
         await asyncio.sleep(interval)  # never a busy loop; meanwhile another instance may take over
+
+
+async def stop(task: asyncio.Task[None]) -> BaseException | None:
+    """Cancel `task` and wait for its end, cancelling it again every `RECANCEL` seconds; what it raised.
+
+    On Python 3.11, ``asyncio.wait_for`` returns the result of a call that completes in the same loop turn as
+    the cancellation, and the cancellation is lost (fixed in 3.12). aiomqtt awaits every broker call through
+    it, so a publisher cancelled as a PUBACK came in would go on serving, and the daemon's stop would wait for
+    it forever.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=RECANCEL)
+    return None if task.cancelled() else task.exception()

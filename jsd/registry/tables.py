@@ -28,6 +28,7 @@ from sqlalchemy import (
     func,
     text,
 )
+from sqlalchemy.schema import SchemaItem
 
 __all__ = [
     "accounts",
@@ -67,13 +68,21 @@ _SERIAL = BigInteger().with_variant(Integer(), "sqlite")
 """64-bit ids (events run past 2**31 in weeks of joins); SQLite's rowid alias must be spelled INTEGER."""
 
 
+def _table(name: str, *items: SchemaItem) -> Table:
+    return Table(name, metadata, *items)
+
+
+def _cascade(target: str) -> ForeignKey:
+    """A reference to `target` ("table.column") whose row's deletion deletes the referring row."""
+    return ForeignKey(target, ondelete="CASCADE")
+
+
 def _now_column(name: str) -> Column[datetime]:
     return Column(name, DateTime(timezone=True), nullable=False, server_default=func.now())
 
 
-devices = Table(
+devices = _table(
     "devices",
-    metadata,
     Column("dev_eui", String(16), primary_key=True),
     Column("join_eui", String(16), nullable=False, index=True),
     Column("mac_version", String(8), nullable=False),
@@ -105,15 +114,9 @@ Index(None, devices.c.owner_account, devices.c.name)
 Index(None, devices.c.manufacturer, devices.c.owner_account, devices.c.name)
 Index(None, devices.c.name)
 
-device_nonces = Table(
+device_nonces = _table(
     "device_nonces",
-    metadata,
-    Column(
-        "dev_eui",
-        String(16),
-        ForeignKey("devices.dev_eui", ondelete="CASCADE"),
-        primary_key=True,
-    ),
+    Column("dev_eui", String(16), _cascade("devices.dev_eui"), primary_key=True),
     Column("version", Integer, nullable=False, server_default=text("0")),
     Column("join_nonce", Integer, nullable=False, server_default=text("0")),
     Column("last_dev_nonce", Integer, nullable=True),
@@ -124,9 +127,8 @@ device_nonces = Table(
 )
 
 
-retired_versions = Table(
+retired_versions = _table(
     "retired_versions",
-    metadata,
     Column("dev_eui", String(16), primary_key=True),
     Column("version", Integer, nullable=False),
     _now_column("retired_at"),
@@ -151,9 +153,8 @@ def reset_nonces_values() -> dict[str, Any]:
     }
 
 
-network_servers = Table(
+network_servers = _table(
     "network_servers",
-    metadata,
     Column("net_id", String(6), primary_key=True),
     Column("name", String(255), nullable=False),
     Column("kek_label", String(128), nullable=False),
@@ -164,16 +165,10 @@ network_servers = Table(
     _now_column("created_at"),
 )
 
-session_keys = Table(
+session_keys = _table(
     "session_keys",
-    metadata,
     Column("session_key_id", String(32), primary_key=True),
-    Column(
-        "dev_eui",
-        String(16),
-        ForeignKey("devices.dev_eui", ondelete="CASCADE"),
-        nullable=False,
-    ),
+    Column("dev_eui", String(16), _cascade("devices.dev_eui"), nullable=False),
     Column("hsm_group", String(64), nullable=False),
     Column("app_s_key_blob", LargeBinary, nullable=False),
     Column("join_nonce", Integer, nullable=False),
@@ -182,38 +177,34 @@ session_keys = Table(
 )
 Index(None, session_keys.c.dev_eui, session_keys.c.join_nonce)
 
-accounts = Table(
+accounts = _table(
     "accounts",
-    metadata,
     Column("id", String(64), primary_key=True),
     Column("kind", String(16), nullable=False),
     Column("name", String(255), nullable=False),
     _now_column("created_at"),
 )
 
-api_keys = Table(
+api_keys = _table(
     "api_keys",
-    metadata,
     Column("key_id", String(12), primary_key=True),
-    Column("account", String(64), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("account", String(64), _cascade("accounts.id"), nullable=False, index=True),
     Column("secret_hash", String(64), nullable=False),
     Column("scopes", String(255), nullable=False),
     _now_column("created_at"),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
 )
 
-spent_owner_tokens = Table(
+spent_owner_tokens = _table(
     "spent_owner_tokens",
-    metadata,
     Column("token_hash", String(64), primary_key=True),
     _now_column("spent_at"),
 )
 
-astks = Table(
+astks = _table(
     "astks",
-    metadata,
     Column("label", String(64), primary_key=True),
-    Column("account", String(64), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("account", String(64), _cascade("accounts.id"), nullable=False),
     Column("name", String(64), nullable=False),
     Column("origin", String(16), nullable=False),
     Column("exported", Boolean, nullable=False, server_default=false()),
@@ -221,9 +212,8 @@ astks = Table(
     UniqueConstraint("account", "name", name="uq_astks_account_name"),
 )
 
-audit_log = Table(
+audit_log = _table(
     "audit_log",
-    metadata,
     Column("id", _SERIAL, primary_key=True, autoincrement=True),
     _now_column("at"),
     Column("account", String(64), nullable=True, index=True),
@@ -235,9 +225,8 @@ audit_log = Table(
     Column("details", Text, nullable=False),
 )
 
-events = Table(
+events = _table(
     "events",
-    metadata,
     Column("seq", _SERIAL, primary_key=True, autoincrement=True),
     Column("event_id", String(32), nullable=False, unique=True),
     Column("type", String(64), nullable=False),
@@ -249,41 +238,36 @@ events = Table(
 Index(None, events.c.account, events.c.seq)
 Index(None, events.c.dev_eui, events.c.seq)  # the console's live joins of one device
 
-outbox = Table(
+outbox = _table(
     "outbox",
-    metadata,
     Column("event_id", String(32), primary_key=True),
     ForeignKeyConstraint(["event_id"], ["events.event_id"], ondelete="CASCADE"),
 )
 
-rate_limits = Table(
+rate_limits = _table(
     "rate_limits",
-    metadata,
     Column("bucket", String(96), primary_key=True),
     Column("window_start", Integer, nullable=False),
     Column("count", Integer, nullable=False),
 )
 
-roaming_agreements = Table(
+roaming_agreements = _table(
     "roaming_agreements",
-    metadata,
     Column("home_net_id", String(6), primary_key=True),
     Column("visited_net_id", String(6), primary_key=True),
     _now_column("created_at"),
 )
 
-command_replies = Table(
+command_replies = _table(
     "command_replies",
-    metadata,
     Column("account", String(64), primary_key=True),
     Column("request_id", String(64), primary_key=True),
     Column("reply", Text, nullable=False),
     _now_column("created_at"),
 )
 
-import_rows = Table(
+import_rows = _table(
     "import_rows",
-    metadata,
     Column("batch_id", String(32), primary_key=True),
     Column("line", Integer, primary_key=True),
     Column("dev_eui", String(16), nullable=False),
@@ -293,22 +277,20 @@ import_rows = Table(
 
 # -- the web console (jsd.ui): people who sign in, their sessions, and device uploads in progress --
 
-console_users = Table(
+console_users = _table(
     "console_users",
-    metadata,
     Column("id", String(32), primary_key=True),
-    Column("account", String(64), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("account", String(64), _cascade("accounts.id"), nullable=False, index=True),
     Column("username", String(64), nullable=False, unique=True),
     Column("password_hash", String(255), nullable=False),
     _now_column("created_at"),
 )
 
-console_sessions = Table(
+console_sessions = _table(
     "console_sessions",
-    metadata,
     Column("id_hash", String(64), primary_key=True),
-    Column("account", String(64), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
-    Column("user_id", String(32), ForeignKey("console_users.id", ondelete="CASCADE"), nullable=True),
+    Column("account", String(64), _cascade("accounts.id"), nullable=False),
+    Column("user_id", String(32), _cascade("console_users.id"), nullable=True),
     Column("key_id", String(12), nullable=True),
     Column("label", String(128), nullable=False),
     Column("csrf", String(64), nullable=False),
@@ -316,9 +298,8 @@ console_sessions = Table(
     Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
 )
 
-console_jobs = Table(
+console_jobs = _table(
     "console_jobs",
-    metadata,
     Column("id", String(32), primary_key=True),
     Column("account", String(64), nullable=False),
     Column("session_hash", String(64), nullable=False),

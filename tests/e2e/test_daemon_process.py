@@ -10,10 +10,8 @@ import os
 import re
 import secrets
 import signal
-import socket
 import sqlite3
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -26,111 +24,32 @@ from cryptography.hazmat.primitives.keywrap import aes_key_unwrap
 
 from jsd_sim import SimDevice
 
+from ..daemons import Serve, free_port
+
 JOIN_EUI = "70b3d57ed0000001"
 HOME = "000013"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Daemon:
-    """Runs ``jsd`` commands against one state directory, as an operator would."""
-
-    def __init__(self, state: Path) -> None:
-        self.state = state
-        self.port = _free_port()
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("JSD_", "SOFTHSM2"))}
-        self.env.update({
-            "JSD_GENERAL_STATE_DIR": str(state),
-            "JSD_SERVER_PORT": str(self.port),
-            "JSD_SERVER_WORKERS": "2",
-            "JSD_LOG_FORMAT": "json",
-        })
-        self.process: subprocess.Popen[str] | None = None
-        self.log = state.parent / "daemon.log"
-
-    def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "jsd", *args], env=self.env, input=stdin, capture_output=True, text=True, timeout=60
-        )
-
-    def start(self) -> None:
-        with self.log.open("a") as handle:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "jsd", "serve"], env=self.env, stdout=handle, stderr=handle, text=True,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    time.sleep(0.5)  # let the second worker bind too
-                    return
-            except OSError:
-                assert self.process.poll() is None, self.log.read_text()
-                time.sleep(0.1)
-        raise AssertionError("daemon did not start:\n" + self.log.read_text())
-
-    def kill(self) -> None:
-        assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
-        self.process = None
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:  # the workers die a moment after the supervisor
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                time.sleep(0.1)
-            except OSError:
-                return
-        raise AssertionError("workers still listening after SIGKILL")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
-                raise AssertionError("the daemon did not stop within 15 s of SIGTERM") from None
-            finally:
-                self.process = None
-
-    def post(self, body: dict[str, Any], token: str) -> dict[str, Any]:
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}/", data=json.dumps(body).encode(), method="POST",
-            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            result: dict[str, Any] = json.loads(response.read())
-            return result
-
-
 @pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    d = Daemon(tmp_path / "state")
+def daemon(tmp_path: Path) -> Iterator[Serve]:
+    d = Serve(tmp_path / "state", log=tmp_path / "daemon.log")
     try:
         yield d
     finally:
         d.stop()
 
 
-def _join(daemon: Daemon, device: SimDevice, token: str) -> dict[str, Any]:
-    return daemon.post(
-        {
-            "ProtocolVersion": "1.0", "SenderID": HOME, "ReceiverID": JOIN_EUI, "TransactionID": 1,
-            "MessageType": "JoinReq", "MACVersion": device.mac_version, "PHYPayload": device.join_request().hex(),
-            "DevEUI": device.dev_eui.hex(), "DevAddr": "26011bda", "DLSettings": "00", "RxDelay": 1,
-        },
-        token,
-    )
+def _join(daemon: Serve, device: SimDevice, token: str) -> dict[str, Any]:
+    body = {
+        "ProtocolVersion": "1.0", "SenderID": HOME, "ReceiverID": JOIN_EUI, "TransactionID": 1,
+        "MessageType": "JoinReq", "MACVersion": device.mac_version, "PHYPayload": device.join_request().hex(),
+        "DevEUI": device.dev_eui.hex(), "DevAddr": "26011bda", "DLSettings": "00", "RxDelay": 1,
+    }  # fmt: skip
+    result: dict[str, Any] = daemon.request("POST", "/", token, body)
+    return result
 
 
-def test_first_start_cli_import_join_sigkill_restart(daemon: Daemon, tmp_path: Path) -> None:
+def test_first_start_cli_import_join_sigkill_restart(daemon: Serve, tmp_path: Path) -> None:
     kek, astk, token = secrets.token_bytes(16), secrets.token_bytes(16), secrets.token_urlsafe(24)
     app_key = secrets.token_bytes(16)
     (tmp_path / "kek").write_text(kek.hex())
@@ -182,7 +101,7 @@ def test_first_start_cli_import_join_sigkill_restart(daemon: Daemon, tmp_path: P
     assert '"result":"Success"' in logs and f'"dev_eui":"{dev_eui.hex()}"' in logs
 
 
-def _nonces(daemon: Daemon, operator: tuple[str, ...], dev_eui: bytes) -> tuple[int, int | None]:
+def _nonces(daemon: Serve, operator: tuple[str, ...], dev_eui: bytes) -> tuple[int, int | None]:
     """The device's JoinNonce and last DevNonce as the operator's `devices show` prints them, checked against
     the database file."""
     shown = json.loads(daemon.cli(*operator, "devices", "show", dev_eui.hex(), "--json").stdout)
@@ -206,7 +125,7 @@ def _nonces(daemon: Daemon, operator: tuple[str, ...], dev_eui: bytes) -> tuple[
         (["ns", "add", "000013", "--generate-kek"], None, "give a credential"),
     ],
 )
-def test_cli_bad_input_is_refused_clearly(daemon: Daemon, args: list[str], stdin: str | None, message: str) -> None:
+def test_cli_bad_input_is_refused_clearly(daemon: Serve, args: list[str], stdin: str | None, message: str) -> None:
     result = daemon.cli(*args, stdin=stdin)
     assert result.returncode != 0
     assert message in result.stderr
@@ -216,7 +135,7 @@ def test_cli_bad_input_is_refused_clearly(daemon: Daemon, args: list[str], stdin
 def test_readme_serve_command_starts_the_embedded_default(tmp_path: Path) -> None:
     """`./scripts/serve.sh`, as the README gives it, with nothing but a state dir and a port chosen."""
     root = Path(__file__).resolve().parents[2]
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JSD_", "SOFTHSM2"))}
     env.update({"JSD_GENERAL_STATE_DIR": str(tmp_path / "state"), "JSD_SERVER_PORT": str(port)})
     log = tmp_path / "serve.log"

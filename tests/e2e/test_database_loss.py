@@ -8,11 +8,9 @@ terminates exactly the backends serving the proxy's connections (never another u
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import hashlib
 import logging
-import os
 import secrets
-import socket
 import time
 import uuid
 from collections import Counter
@@ -26,70 +24,21 @@ import asyncpg  # type: ignore[import-untyped]
 import pytest
 from aiohttp import web
 
-from jsd.app import HSM, OWNERSHIP, REGISTRY, build_app, softhsm_module
-from jsd.config import load_settings
+from bench.tcp_relay import Relay
+from jsd.app import HSM, OWNERSHIP, REGISTRY
 from jsd.hsm import Hsm
 from jsd.ownership import SCOPES, AccountKind, Principal
 from jsd.registry import NetworkServer, NewDevice, create_engine, migrate
 from jsd_sim import SimDevice
+
+from ..daemons import daemon_settings, start_app, stop_app
 
 PG = ("127.0.0.1", 5432)
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 HOME = "000013"
 JOIN_EUI = "70b3d57ed0000001"
-TOKEN_LABEL = "jsd-test"  # the session token of tests/conftest.py
 LOCAL = Principal("_local", AccountKind.OPERATOR, frozenset(SCOPES), None, "test")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Proxy:
-    """A TCP relay to PostgreSQL that the test can cut (close everything, refuse new connections) and restore."""
-
-    def __init__(self) -> None:
-        self.port = _free_port()
-        self._server: asyncio.Server | None = None
-        self._transports: set[asyncio.BaseTransport] = set()
-        self.upstream_ports: set[int] = set()  # our side of each connection to PostgreSQL
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
-
-    async def cut(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        for transport in list(self._transports):
-            transport.abort()
-
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*PG)
-        except OSError:
-            writer.transport.abort()
-            return
-        pair = {writer.transport, up_writer.transport}
-        self._transports |= pair
-        port = up_writer.get_extra_info("sockname")[1]
-        self.upstream_ports.add(port)
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.transport.abort()
-
-        try:
-            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        finally:
-            self._transports -= pair
-            self.upstream_ports.discard(port)
 
 
 async def _admin(statement: str, *args: Any) -> list[Any]:
@@ -106,7 +55,7 @@ class Daemon:
 
     url: str
     app: web.Application
-    proxy: Proxy
+    proxy: Relay
     token: str = ""
     api_key: str = ""
 
@@ -151,30 +100,17 @@ class Daemon:
 async def daemon(hsm_state: Path, tmp_path: Path) -> AsyncIterator[Daemon]:
     schema = f"t_{uuid.uuid4().hex[:12]}"
     await _admin(f"CREATE SCHEMA {schema}")
-    proxy = Proxy()
+    proxy = Relay(PG)
     await proxy.start()
     url = f"postgresql+asyncpg://postgres@127.0.0.1:{proxy.port}/test?search_path={schema}"
     engine = create_engine(url)
     await migrate(engine)
     await engine.dispose()
-    port = _free_port()
-    settings = load_settings(None, environ={
-        "JSD_GENERAL_STATE_DIR": str(tmp_path / "state"), "JSD_DATABASE_URL": url,
-        "JSD_HSM_MODULE": softhsm_module(), "JSD_HSM_TOKEN_LABEL": TOKEN_LABEL,
-        "JSD_HSM_PIN_FILE": str(hsm_state / "hsm-pin"), "JSD_HSM_SOFTHSM_CONF": os.environ["SOFTHSM2_CONF"],
-        "JSD_SERVER_PORT": str(port),
-    })  # fmt: skip
-    app = build_app(settings)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await app[HSM].ensure_storage_kek("default")
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    d = Daemon(f"http://127.0.0.1:{port}", app, proxy)
+    app, runner, base = await start_app(daemon_settings(hsm_state, url, tmp_path / "state"))
+    d = Daemon(base.rstrip("/"), app, proxy)
     d.token = secrets.token_urlsafe(16)
     label = f"ns-{uuid.uuid4().hex[:8]}"
     await app[HSM].import_kek(label, secrets.token_bytes(16))
-    import hashlib
-
     await app[REGISTRY].add_network_server(
         NetworkServer(
             net_id=bytes.fromhex(HOME), name="home", kek_label=label,
@@ -187,8 +123,8 @@ async def daemon(hsm_state: Path, tmp_path: Path) -> AsyncIterator[Daemon]:
     try:
         yield d
     finally:
-        await runner.cleanup()
-        await proxy.cut()
+        await stop_app(runner)
+        proxy.cut()
         await _admin(f"DROP SCHEMA {schema} CASCADE")
 
 
@@ -245,7 +181,7 @@ async def test_database_down_gives_lbi_answers_and_503_and_logs_what_was_sent(
     device = await daemon.device()
     async with aiohttp.ClientSession() as session:
         assert (await daemon.join(session, device))[1]["Result"]["ResultCode"] == "Success"
-        await daemon.proxy.cut()
+        daemon.proxy.cut()
         caplog.clear()
         with caplog.at_level(logging.INFO):
             for _ in range(3):
@@ -299,7 +235,7 @@ async def test_the_events_lease_is_dropped_with_the_database_and_taken_again(
 
     with caplog.at_level(logging.INFO, logger="jsd.events"):
         await asyncio.sleep(0.5)  # the lease was taken at start-up (before this test could capture the log)
-        await daemon.proxy.cut()
+        daemon.proxy.cut()
         await until(lambda: said("the publisher lease was lost") == 1, "the lease to be dropped")
         await until(lambda: said("cannot take the publisher lease") == 1, "a failed attempt to take it again")
         await asyncio.sleep(2.5)

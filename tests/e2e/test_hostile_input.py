@@ -23,7 +23,6 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,6 +32,8 @@ from typing import Any
 import pytest
 
 from jsd_sim import SimDevice
+
+from ..daemons import Serve
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -49,27 +50,16 @@ FRESH = DEVICE.join_request()  # never accepted: a case that wrongly succeeded w
 JSON = {"Content-Type": "application/json"}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Daemon:
+class Daemon(Serve):
     """``jsd serve`` in a state directory of its own, set up with the operator CLI."""
 
-    def __init__(self, state: Path, **settings: str) -> None:
-        self.state = state
-        self.port = free_port()
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("JSD_", "SOFTHSM2"))}
-        self.env.update({"JSD_GENERAL_STATE_DIR": str(state), "JSD_SERVER_PORT": str(self.port)})
-        self.env.update({f"JSD_{name.upper()}": value for name, value in settings.items()})
+    def __init__(self, state: Path, *, server_workers: str = "2", log_format: str = "plain", **settings: str) -> None:
+        environ = {f"JSD_{name.upper()}": value for name, value in settings.items()}
+        super().__init__(state, workers=int(server_workers), log_format=log_format, env=environ)
         self.log = state.parent / f"daemon-{self.port}.log"
-        self.process: subprocess.Popen[bytes] | None = None
 
-    def cli(self, *args: str, stdin: str | None = None) -> str:
-        done = subprocess.run([sys.executable, "-m", "jsd", *args], env=self.env, input=stdin, capture_output=True,
-                              text=True, timeout=120)
+    def cli(self, *args: str, stdin: str | None = None, timeout: float = 120) -> str:  # type: ignore[override]
+        done = super().cli(*args, stdin=stdin, timeout=timeout)
         assert done.returncode == 0, done.stderr
         return done.stdout
 
@@ -91,25 +81,10 @@ class Daemon:
             self.stop()
         return key
 
-    def start(self) -> None:
-        with self.log.open("ab") as handle:
-            self.process = subprocess.Popen([sys.executable, "-m", "jsd", "serve"], env=self.env, stdout=handle,
-                                            stderr=handle, start_new_session=True)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log.read_text()
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    time.sleep(0.5)  # every worker binds
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError("daemon did not start:\n" + self.log.read_text())
-
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def stop(self, group: bool = True) -> float:
+    def terminate(self, group: bool = True) -> float:
         """SIGTERM to the process group (or, as ``docker stop`` does, to the supervisor alone); the seconds until
         the supervisor has exited (killed after 60 s)."""
         assert self.process is not None
@@ -638,11 +613,7 @@ def test_sigterm_is_not_held_up_by_a_client_that_never_finishes_its_body(
     the fixed cost of stopping a process."""
     daemon = Daemon(tmp_path / "state", server_workers="2", server_body_timeout=str(body_timeout),
                     server_shutdown_timeout=str(shutdown_timeout))
-    daemon.start()
-    deadline = time.monotonic() + 60
-    while "worker 1 listening" not in daemon.log.read_text() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(2.0)  # worker 1 has bound and installed its signal handlers
+    daemon.start()  # every worker listens, so has installed its signal handlers (aiohttp does that first)
     clients = []
     try:
         for _ in range(6):  # SO_REUSEPORT spreads them: each worker holds some
@@ -653,7 +624,7 @@ def test_sigterm_is_not_held_up_by_a_client_that_never_finishes_its_body(
         time.sleep(0.5)  # the handlers are waiting for the rest of the bodies
         assert daemon.process is not None
         process = daemon.process
-        took = daemon.stop(group=False)
+        took = daemon.terminate(group=False)
     finally:
         for sock in clients:
             sock.close()

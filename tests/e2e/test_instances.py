@@ -13,12 +13,8 @@ import secrets
 import signal
 import socket
 import stat
-import subprocess
-import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,109 +23,10 @@ import pytest
 
 from jsd_sim import SimDevice
 
+from ..daemons import Serve, alive, children, listening
+
 JOIN_EUI = "70b3d57ed0000001"
 HOME = "000013"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-    except OSError:
-        return False
-    return True
-
-
-def _alive(pid: int) -> bool:
-    """Running, and not a zombie waiting to be reaped."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return fields[0] != "Z"
-
-
-def _children(pid: int) -> set[int]:
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                found.add(int(entry.name))
-    return found
-
-
-class Serve:
-    """``python -m jsd serve`` as an operator runs it, in its own session, on one state directory."""
-
-    def __init__(self, state: Path, port: int | None = None, workers: int = 2) -> None:
-        self.state = state
-        self.port = port or _free_port()
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("JSD_", "SOFTHSM2"))}
-        self.env.update({
-            "JSD_GENERAL_STATE_DIR": str(state), "JSD_SERVER_PORT": str(self.port),
-            "JSD_SERVER_WORKERS": str(workers), "JSD_LOG_FORMAT": "plain",
-        })  # fmt: skip
-        self.log = state.parent / f"serve-{state.name}-{self.port}.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "jsd", *args], env=self.env, input=stdin, capture_output=True, text=True, timeout=60
-        )
-
-    def launch(self) -> subprocess.Popen[bytes]:
-        with self.log.open("ab") as handle:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "jsd", "serve"], env=self.env, stdout=handle, stderr=handle,
-                start_new_session=True,
-            )  # fmt: skip
-        return self.process
-
-    def start(self) -> None:
-        process = self.launch()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert process.poll() is None, self.log.read_text()
-            if _listening(self.port) and len(_children(process.pid)) >= int(self.env["JSD_SERVER_WORKERS"]) - 1:
-                time.sleep(0.5)  # let every worker bind
-                return
-            time.sleep(0.1)
-        raise AssertionError("daemon did not start:\n" + self.log.read_text())
-
-    def stop(self) -> None:
-        if self.process is not None:
-            with_children = {self.process.pid, *_children(self.process.pid)}
-            for pid in with_children:
-                try:
-                    os.kill(pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(5)
-            self.process = None
-
-    def post(self, body: dict[str, Any], token: str) -> tuple[int, dict[str, Any]]:
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}/", data=json.dumps(body).encode(), method="POST",
-            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-        )  # fmt: skip
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, {}
 
 
 @pytest.fixture
@@ -164,6 +61,12 @@ def _provision(serve: Serve, tmp_path: Path) -> tuple[SimDevice, str]:
     return SimDevice(dev_eui, bytes.fromhex(JOIN_EUI), "1.0.4", app_key), token
 
 
+def _post(serve: Serve, body: dict[str, Any], token: str) -> tuple[int, dict[str, Any]]:
+    """An LBI request; the HTTP status and the answer (empty for an HTTP error)."""
+    status, text = serve.call("POST", "/", token, body, timeout=10)
+    return status, json.loads(text) if status < 400 else {}
+
+
 def _join_body(device: SimDevice) -> dict[str, Any]:
     return {
         "ProtocolVersion": "1.0", "SenderID": HOME, "ReceiverID": JOIN_EUI, "TransactionID": 1,
@@ -173,12 +76,12 @@ def _join_body(device: SimDevice) -> dict[str, Any]:
 
 
 def test_workers_die_with_the_supervisor_under_load(daemons: list[Serve], tmp_path: Path) -> None:
-    serve = Serve(tmp_path / "state")
+    serve = Serve(tmp_path / "state", log_format="plain")
     daemons.append(serve)
     device, token = _provision(serve, tmp_path)
     serve.start()
     assert serve.process is not None
-    workers = _children(serve.process.pid)
+    workers = children(serve.process.pid)
     assert len(workers) == 2
 
     answers: list[tuple[int, str]] = []
@@ -190,7 +93,7 @@ def test_workers_die_with_the_supervisor_under_load(daemons: list[Serve], tmp_pa
             with lock:
                 body = _join_body(device)
             try:
-                status, answer = serve.post(body, token)
+                status, answer = _post(serve, body, token)
                 answers.append((status, answer.get("Result", {}).get("ResultCode", "-")))
             except OSError:
                 time.sleep(0.01)
@@ -206,34 +109,33 @@ def test_workers_die_with_the_supervisor_under_load(daemons: list[Serve], tmp_pa
         serve.process.send_signal(signal.SIGKILL)  # the supervisor alone, not its process group
         serve.process.wait(5)
         killed = time.monotonic()
-        while any(_alive(pid) for pid in workers) and time.monotonic() - killed < 2.0:
+        while any(alive(pid) for pid in workers) and time.monotonic() - killed < 2.0:
             time.sleep(0.05)
-        alive = {pid: Path(f"/proc/{pid}/stat").read_text() for pid in workers if _alive(pid)}
-        assert not alive, f"workers outlived their supervisor by 2 s: {alive}\n{serve.log.read_text()[-3000:]}"
+        survivors = {pid: Path(f"/proc/{pid}/stat").read_text() for pid in workers if alive(pid)}
+        assert not survivors, f"workers outlived their supervisor by 2 s: {survivors}\n{serve.log.read_text()[-3000:]}"
     finally:
         stop.set()
         for client in clients:
             client.join(15)
         for pid in workers:  # orphans of a failed run must not outlive the test
-            if _alive(pid):
+            if alive(pid):
                 os.kill(pid, signal.SIGKILL)
     serve.process = None
 
     # The state dir is free again: a new daemon starts on it and serves the device. (On a fresh port: the old
     # one, free since the workers died, may already have been handed to another program of this busy machine.)
-    serve.port = _free_port()
-    serve.env["JSD_SERVER_PORT"] = str(serve.port)
+    serve.port_moved()
     serve.start()
-    status, answer = serve.post(_join_body(device), token)
+    status, answer = _post(serve, _join_body(device), token)
     assert (status, answer["Result"]["ResultCode"]) == (200, "Success")
 
 
 @pytest.mark.parametrize("workers", [2, 1])
 def test_a_second_daemon_on_a_port_in_use_refuses_to_start(daemons: list[Serve], tmp_path: Path, workers: int) -> None:
-    first = Serve(tmp_path / "first", workers=workers)
+    first = Serve(tmp_path / "first", workers=workers, log_format="plain")
     daemons.append(first)
     first.start()
-    second = Serve(tmp_path / "second", port=first.port, workers=workers)
+    second = Serve(tmp_path / "second", port=first.port, workers=workers, log_format="plain")
     daemons.append(second)
     process = second.launch()
     assert process.wait(30) != 0
@@ -241,7 +143,7 @@ def test_a_second_daemon_on_a_port_in_use_refuses_to_start(daemons: list[Serve],
     message = second.log.read_text()
     assert f"port 127.0.0.1:{first.port} is already in use" in message, message
     assert "Traceback" not in message
-    assert _listening(first.port) and first.process is not None and first.process.poll() is None
+    assert listening(first.port) and first.process is not None and first.process.poll() is None
 
 
 def test_a_port_held_by_another_program_is_refused(daemons: list[Serve], tmp_path: Path) -> None:
@@ -250,7 +152,7 @@ def test_a_port_held_by_another_program_is_refused(daemons: list[Serve], tmp_pat
         other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         other.bind(("127.0.0.1", 0))
         other.listen()
-        serve = Serve(tmp_path / "state", port=other.getsockname()[1])
+        serve = Serve(tmp_path / "state", port=other.getsockname()[1], log_format="plain")
         daemons.append(serve)
         process = serve.launch()
         assert process.wait(30) != 0
@@ -259,30 +161,30 @@ def test_a_port_held_by_another_program_is_refused(daemons: list[Serve], tmp_pat
 
 
 def test_a_second_daemon_on_a_state_dir_in_use_refuses_to_start(daemons: list[Serve], tmp_path: Path) -> None:
-    first = Serve(tmp_path / "state")
+    first = Serve(tmp_path / "state", log_format="plain")
     daemons.append(first)
     first.start()
-    second = Serve(tmp_path / "state")
+    second = Serve(tmp_path / "state", log_format="plain")
     daemons.append(second)
     process = second.launch()
     assert process.wait(30) != 0
     second.process = None
     message = second.log.read_text()
     assert f"state dir {tmp_path / 'state'} is in use by another jsd serve" in message, message
-    assert not _listening(second.port)
+    assert not listening(second.port)
 
 
 def test_state_dir_and_database_files_are_for_the_owner_only(daemons: list[Serve], tmp_path: Path) -> None:
     state = tmp_path / "state"
     state.mkdir(mode=0o755)
     state.chmod(0o755)
-    serve = Serve(state)
+    serve = Serve(state, log_format="plain")
     daemons.append(serve)
     device, token = _provision(serve, tmp_path)
     database = state / "jsd.sqlite3"
     database.chmod(0o644)  # as an older version left it
     serve.start()
-    status, answer = serve.post(_join_body(device), token)
+    status, answer = _post(serve, _join_body(device), token)
     assert (status, answer["Result"]["ResultCode"]) == (200, "Success")
 
     def mode(path: Path) -> int:

@@ -2,20 +2,25 @@
 
 Each case starts from a device that has joined once (so there is state to protect), sends one bad request
 and checks the HTTP status, the Result code and that the device's nonce state (including its version,
-which every commit bumps) is exactly as before.
+which every commit bumps) is exactly as before. As nothing may change, the cases share one daemon and device
+per database.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import pytest_asyncio
 
 from jsd_sim import SimDevice
+
+from ..daemons import migrated_database, running_server
 
 HOME = "000013"
 OTHER = "00002a"
@@ -121,12 +126,27 @@ CASES: list[tuple[str, Callable[[World], dict[str, Any]], int, str, str]] = [
 ]
 
 
+@pytest_asyncio.fixture(scope="module", loop_scope="module", params=["sqlite", "postgresql"])
+async def joined(
+    request: pytest.FixtureRequest, hsm_state: Path, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[World]:
+    """One daemon and one joined device per database for all the refusal cases: each checks it changed nothing."""
+    directory = tmp_path_factory.mktemp("refusals")
+    async with (
+        migrated_database(request.param, directory) as database,
+        running_server(hsm_state, database, directory / "state") as server,
+    ):
+        world = World(server)
+        await world.setup()
+        yield world
+
+
+@pytest.mark.asyncio(loop_scope="module")
 @pytest.mark.parametrize(("case", "make", "status", "code", "text"), CASES, ids=[c[0] for c in CASES])
 async def test_refused_and_nothing_changed(
-    jsd_server: Any, case: str, make: Callable[[World], dict[str, Any]], status: int, code: str, text: str
+    joined: World, case: str, make: Callable[[World], dict[str, Any]], status: int, code: str, text: str
 ) -> None:
-    world = World(jsd_server)
-    await world.setup()
+    world = joined
     before = await world.state()
     got_status, answer = await world.post(**make(world))
     assert got_status == status, answer

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
-import os
 import shutil
 import signal
 import socket
@@ -28,29 +27,16 @@ from aiohttp import web
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from jsd.app import HSM, OWNERSHIP, STORES, build_app, softhsm_module
-from jsd.config import Settings, load_settings
+from jsd.app import OWNERSHIP, STORES
+from jsd.config import Settings
 from jsd.ownership import SCOPES, AccountKind, Ownership, Principal
 from jsd.registry.journal import Journal
+
+from ..daemons import daemon_settings, free_port, listening, start_app, stop_app
 
 SHARED_BROKER = ("127.0.0.1", 1883)
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 OPERATOR = Principal("_local", AccountKind.OPERATOR, frozenset(SCOPES), None, "test")
-TOKEN_LABEL = "jsd-test"  # the session token of tests/conftest.py
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-    except OSError:
-        return False
-    return True
 
 
 async def until(condition: Callable[[], Any], within: float = 10.0, what: str = "condition") -> Any:
@@ -88,7 +74,7 @@ class Mosquitto:
             )
         self.process = subprocess.Popen([MOSQUITTO, "-c", str(conf)], start_new_session=True)
         deadline = time.monotonic() + 10
-        while not _listening(self.port):
+        while not listening(self.port):
             assert self.process.poll() is None, (self.directory / "mosquitto.log").read_text()
             assert time.monotonic() < deadline, "mosquitto did not start"
             time.sleep(0.02)
@@ -228,20 +214,6 @@ def prefix() -> str:
     return f"test-{uuid.uuid4().hex[:12]}/jsd/v1"
 
 
-def app_settings(hsm_state: Path, database: Any, state_dir: Path, **changes: Any) -> Settings:
-    """The daemon's settings on the test token and database (as tests/conftest.py's jsd_server has them)."""
-    environ = {
-        "JSD_GENERAL_STATE_DIR": str(state_dir),
-        "JSD_DATABASE_URL": database.url,
-        "JSD_HSM_MODULE": softhsm_module(),
-        "JSD_HSM_TOKEN_LABEL": TOKEN_LABEL,
-        "JSD_HSM_PIN_FILE": str(hsm_state / "hsm-pin"),
-        "JSD_HSM_SOFTHSM_CONF": os.environ["SOFTHSM2_CONF"],
-        "JSD_SERVER_PORT": str(free_port()),
-    }
-    return load_settings(None, environ=environ).replace(**changes)
-
-
 @dataclass
 class Daemon:
     """The real application on a free port with the [mqtt] settings of the test."""
@@ -290,23 +262,18 @@ class DaemonFactory:
 
     async def __call__(self, **changes: Any) -> Daemon:
         changes.setdefault("mqtt__client_id", f"jsd-test-{uuid.uuid4().hex[:8]}")
-        settings = app_settings(self.hsm_state, self.database, self.tmp_path / "state", **changes)
-        app = build_app(settings)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
+        settings = daemon_settings(self.hsm_state, self.database.url, self.tmp_path / "state", **changes)
+        app, runner, url = await start_app(settings)
         self.runners.append(runner)
-        await app[HSM].ensure_storage_kek("default")
-        site = web.TCPSite(runner, "127.0.0.1", settings.get("server", "port"))
-        await site.start()
-        return Daemon(f"http://127.0.0.1:{settings.get('server', 'port')}/", app, settings, runner)
+        return Daemon(url, app, settings, runner)
 
     async def stop(self, daemon: Daemon) -> None:
         self.runners.remove(daemon.runner)
-        await daemon.runner.cleanup()
+        await stop_app(daemon.runner)
 
     async def close(self) -> None:
         for runner in reversed(self.runners):
-            await runner.cleanup()
+            await stop_app(runner)
 
 
 @pytest.fixture

@@ -8,14 +8,8 @@ with the event_id it was committed with.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,84 +18,21 @@ import pytest
 
 from jsd.events.schema import check
 from jsd.hsm import Hsm
-from jsd.ownership import SCOPES, AccountKind, Ownership, OwnershipPolicy, OwnershipStores, Principal
+from jsd.ownership import Ownership, OwnershipPolicy, OwnershipStores
 from jsd.registry import Registry, create_engine
 from jsd.registry.journal import Journal
 
-OPERATOR = Principal("_local", AccountKind.OPERATOR, frozenset(SCOPES), None, "test")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Serve:
-    """``python -m jsd serve`` in its own process group, on the embedded default of a state directory."""
-
-    def __init__(self, state: Path, broker_port: int, prefix: str) -> None:
-        self.state = state
-        self.port = _free_port()
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("JSD_", "SOFTHSM2"))}
-        self.env.update({
-            "JSD_GENERAL_STATE_DIR": str(state), "JSD_SERVER_PORT": str(self.port), "JSD_SERVER_WORKERS": "2",
-            "JSD_LOG_FORMAT": "json", "JSD_MQTT_HOST": "127.0.0.1", "JSD_MQTT_PORT": str(broker_port),
-            "JSD_MQTT_TOPIC_PREFIX": prefix, "JSD_MQTT_RETRY_MIN": "0.05", "JSD_MQTT_RETRY_MAX": "0.2",
-        })  # fmt: skip
-        self.log = state.parent / "serve.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("a") as handle:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "jsd", "serve"], env=self.env, stdout=handle, stderr=handle,
-                start_new_session=True,
-            )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log.read_text()
-            try:
-                self.request("GET", "/api/v1/openapi.json")
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError("daemon did not start:\n" + self.log.read_text())
-
-    def kill(self) -> None:
-        assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
-        self.process = None
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:  # the workers die a moment after the supervisor
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                time.sleep(0.05)
-            except OSError:
-                return
-        raise AssertionError("workers still listening after SIGKILL")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process = None
-
-    def request(self, method: str, path: str, key: str | None = None, body: Any = None) -> Any:
-        headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {key}"} if key else {})
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data, headers, method=method)
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())
+from ..daemons import Serve
+from .conftest import OPERATOR
 
 
 @pytest.fixture
 def serve(tmp_path: Path, mosquitto: Any, prefix: str) -> Iterator[Serve]:
-    process = Serve(tmp_path / "state", mosquitto.port, prefix)
+    environ = {
+        "JSD_MQTT_HOST": "127.0.0.1", "JSD_MQTT_PORT": str(mosquitto.port), "JSD_MQTT_TOPIC_PREFIX": prefix,
+        "JSD_MQTT_RETRY_MIN": "0.05", "JSD_MQTT_RETRY_MAX": "0.2",
+    }  # fmt: skip
+    process = Serve(tmp_path / "state", log=tmp_path / "serve.log", env=environ)
     try:
         yield process
     finally:

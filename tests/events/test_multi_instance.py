@@ -12,12 +12,7 @@ import hashlib
 import json
 import os
 import secrets
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -28,75 +23,30 @@ import aiohttp
 import pytest
 from sqlalchemy import text
 
-from jsd.app import softhsm_module
 from jsd.hsm import Hsm
-from jsd.ownership import SCOPES, AccountKind, Ownership, OwnershipPolicy, OwnershipStores, Principal
+from jsd.ownership import Ownership, OwnershipPolicy, OwnershipStores
 from jsd.registry import NetworkServer, NewDevice, Registry, create_engine, migrate
 from jsd.registry.journal import Journal
 from jsd_sim.device import build_join_request, open_join_accept, parse_join_accept
 
-PG_ADMIN_URL = os.environ.get("JSD_TEST_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
-OPERATOR = Principal("_local", AccountKind.OPERATOR, frozenset(SCOPES), None, "test")
-TOKEN_LABEL = "jsd-test"  # the session token of tests/conftest.py
+from ..daemons import PG_ADMIN_URL, Serve, hsm_environ
+from .conftest import OPERATOR, until
+
 HOME = "000013"
 JOIN_EUI = "70b3d57ed0000001"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Instance:
+class Instance(Serve):
     """One ``python -m jsd serve`` with its own state dir and port, on the shared database and token."""
 
     def __init__(self, name: str, tmp_path: Path, hsm_state: Path, url: str, prefix: str) -> None:
+        environ = {
+            "JSD_DATABASE_URL": url, **hsm_environ(hsm_state), "JSD_MQTT_HOST": "127.0.0.1", "JSD_MQTT_PORT": "1883",
+            "JSD_MQTT_TOPIC_PREFIX": prefix, "JSD_MQTT_FAILOVER_INTERVAL": "0.5", "JSD_MQTT_POLL_INTERVAL": "0.05",
+        }  # fmt: skip
+        state = tmp_path / f"state-{name}"
+        super().__init__(state, workers=1, log=tmp_path / f"serve-{name}.log", log_format="plain", env=environ)
         self.name = name
-        self.port = _free_port()
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("JSD_", "SOFTHSM2"))}
-        self.env.update({
-            "JSD_GENERAL_STATE_DIR": str(tmp_path / f"state-{name}"), "JSD_DATABASE_URL": url,
-            "JSD_HSM_MODULE": softhsm_module(), "JSD_HSM_TOKEN_LABEL": TOKEN_LABEL,
-            "JSD_HSM_PIN_FILE": str(hsm_state / "hsm-pin"), "JSD_HSM_SOFTHSM_CONF": os.environ["SOFTHSM2_CONF"],
-            "JSD_SERVER_PORT": str(self.port), "JSD_SERVER_WORKERS": "1", "JSD_LOG_FORMAT": "plain",
-            "JSD_MQTT_HOST": "127.0.0.1", "JSD_MQTT_PORT": "1883", "JSD_MQTT_TOPIC_PREFIX": prefix,
-            "JSD_MQTT_FAILOVER_INTERVAL": "0.5", "JSD_MQTT_POLL_INTERVAL": "0.05",
-        })  # fmt: skip
-        self.log = tmp_path / f"serve-{name}.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as handle:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "jsd", "serve"], env=self.env, stdout=handle, stderr=handle,
-                start_new_session=True,
-            )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log.read_text()
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError(f"{self.name} did not start:\n{self.log.read_text()}")
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-        self.process = None
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(5)
-            self.process = None
 
     def publishes(self) -> bool:
         marks = ("events: this instance publishes", "events: another instance publishes", "lease was lost")
@@ -105,13 +55,6 @@ class Instance:
 
     def connected(self) -> bool:
         return "connected to MQTT broker" in self.log.read_text()
-
-    def request(self, method: str, path: str, key: str, body: Any = None) -> Any:
-        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data, headers, method=method)
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())
 
 
 @pytest.fixture
@@ -141,13 +84,6 @@ def instances(tmp_path: Path, hsm_state: Path, shared_database: str, prefix: str
     finally:
         for instance in pair:
             instance.stop()
-
-
-async def _until(condition: Any, within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 async def test_two_instances_share_joins_publish_once_and_fail_over(
@@ -180,7 +116,7 @@ async def test_two_instances_share_joins_publish_once_and_fail_over(
         a, b = instances
         a.start()
         b.start()
-        await _until(lambda: a.connected() or b.connected(), 20, "an instance connected to the broker")
+        await until(lambda: a.connected() or b.connected(), 20, "an instance connected to the broker")
 
         # 1. Concurrent JoinReqs of one device (LoRaWAN 1.0.3: any unused DevNonce), split over both instances.
         dev_nonces = secrets.SystemRandom().sample(range(65536), 40)
@@ -198,13 +134,13 @@ async def test_two_instances_share_joins_publish_once_and_fail_over(
             code = answer["Result"]["ResultCode"]
             join_nonce = -1
             if code == "Success":
-                join_nonce = parse_join_accept(open_join_accept(app_key, bytes.fromhex(answer["PHYPayload"]))).join_nonce
+                join_nonce = parse_join_accept(
+                    open_join_accept(app_key, bytes.fromhex(answer["PHYPayload"]))
+                ).join_nonce
             return response.status, code, join_nonce
 
         async with aiohttp.ClientSession() as session:
-            results = await asyncio.gather(
-                *(join(session, (a, b)[i % 2], n) for i, n in enumerate(dev_nonces))
-            )
+            results = await asyncio.gather(*(join(session, (a, b)[i % 2], n) for i, n in enumerate(dev_nonces)))
         assert {status for status, _, _ in results} == {200}
         accepted = {n: jn for n, (_, code, jn) in zip(dev_nonces, results, strict=True) if code == "Success"}
         # Losing the JoinNonce race too often (nonce_retries) is the only refusal two busy instances may give.
@@ -242,7 +178,7 @@ async def test_two_instances_share_joins_publish_once_and_fail_over(
         # 3. SIGKILL of the publishing instance: the other takes over; nothing committed is lost.
         publisher, standby = (a, b) if a.publishes() else (b, a)
         publisher.kill()
-        await _until(standby.publishes, 15, "the standby to take over publishing")
+        await until(standby.publishes, 15, "the standby to take over publishing")
         more = [os.urandom(8).hex() for _ in range(10)]
         for eui in more:
             standby.request(

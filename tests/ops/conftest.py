@@ -3,16 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import signal
-import socket
 import sqlite3
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
@@ -23,14 +15,10 @@ import pytest
 
 from jsd_sim import SimDevice
 
+from ..daemons import Serve
+
 JOIN_EUI = "70b3d57ed0000001"
 HOME = "000013"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -40,72 +28,15 @@ class Net:
     label: str
 
 
-class Daemon:
+class Daemon(Serve):
     """Runs ``jsd`` commands against one state directory (embedded SQLite + SoftHSM2), as an operator would."""
 
     def __init__(self, state: Path, workers: int = 2) -> None:
-        self.state = state
-        self.port = free_port()
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("JSD_", "SOFTHSM2", "PROMETHEUS_"))}
-        self.env.update({
-            "JSD_GENERAL_STATE_DIR": str(state),
-            "JSD_SERVER_PORT": str(self.port),
-            "JSD_SERVER_WORKERS": str(workers),
-            "JSD_LOG_FORMAT": "json",
-        })
-        self.process: subprocess.Popen[str] | None = None
-        self.log = state.parent / f"daemon-{state.name}.log"
-
-    def cli(self, *args: str, stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "jsd", *args], env=self.env, input=stdin, capture_output=True, text=True,
-            timeout=timeout,
-        )
-
-    def start(self) -> None:
-        with self.log.open("a") as handle:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "jsd", "serve"], env=self.env, stdout=handle, stderr=handle, text=True,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log.read_text()
-            try:
-                status, _ = self.get("/readyz")
-                if status == 200:
-                    time.sleep(1.0)  # let the other workers bind too
-                    return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError("daemon did not become ready:\n" + self.log.read_text())
-
-    def stop(self) -> None:
-        if self.process is not None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
-            self.process = None
-
-    def get(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as response:
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
+        super().__init__(state, workers=workers, log=state.parent / f"daemon-{state.name}.log")
 
     def post(self, body: dict[str, Any], token: str) -> dict[str, Any]:
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}/", data=json.dumps(body).encode(), method="POST",
-            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=20) as response:
-            result: dict[str, Any] = json.loads(response.read())
-            return result
+        result: dict[str, Any] = self.request("POST", "/", token, body)
+        return result
 
     def operator_key(self) -> Path:
         """The file of an operator's API key; the account is made locally, as the first one is, on first need."""

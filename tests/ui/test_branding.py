@@ -8,13 +8,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
-from jsd.app import build_app
 from jsd.config import ConfigError
 from jsd.ui import brand
 
-from ..conftest import daemon_settings
+from ..daemons import daemon_settings, start_app, stop_app
 
 PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
@@ -26,17 +24,14 @@ PNG = bytes.fromhex(
 async def branded(hsm_state: Path, database: Any, tmp_path: Path) -> AsyncIterator[str]:
     logo = tmp_path / "logo.png"
     logo.write_bytes(PNG)
-    settings = daemon_settings(hsm_state, database, tmp_path / "state").replace(
+    settings = daemon_settings(hsm_state, database.url, tmp_path / "state").replace(
         console__product_name="Acme Devices", console__accent_color="#7a1fa2", console__logo_file=str(logo)
     )
-    runner = web.AppRunner(build_app(settings, events=False), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", settings.get("server", "port"))
-    await site.start()
+    _, runner, url = await start_app(settings, events=False)
     try:
-        yield f"http://127.0.0.1:{settings.get('server', 'port')}/ui/"
+        yield url + "ui/"
     finally:
-        await runner.cleanup()
+        await stop_app(runner)
 
 
 @pytest.mark.parametrize("database", ["sqlite"], indirect=True)
@@ -53,7 +48,7 @@ async def test_product_name_logo_and_colour(branded: str) -> None:
 
 @pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 def test_bad_branding_is_a_configuration_error(hsm_state: Path, database: Any, tmp_path: Path) -> None:
-    settings = daemon_settings(hsm_state, database, tmp_path / "state")
+    settings = daemon_settings(hsm_state, database.url, tmp_path / "state")
     with pytest.raises(ConfigError, match="accent_color"):
         brand(settings.replace(console__accent_color="blue"))
     with pytest.raises(ConfigError, match="logo_file"):

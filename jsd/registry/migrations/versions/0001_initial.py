@@ -10,86 +10,57 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from jsd.registry.migrations.columns import cascade, now, optional, primary_key, required, unique, varchar
+
 revision = "0001"
 down_revision = None
 branch_labels = None
 depends_on = None
 
 
-def _now(name: str) -> sa.Column[object]:
-    return sa.Column(name, sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now())
-
-
 def upgrade() -> None:
     op.create_table(
         "devices",
-        sa.Column("dev_eui", sa.String(16), nullable=False),
-        sa.Column("join_eui", sa.String(16), nullable=False),
-        sa.Column("mac_version", sa.String(8), nullable=False),
-        sa.Column("hsm_group", sa.String(64), nullable=False),
-        sa.Column("app_key_blob", sa.LargeBinary(), nullable=False),
-        sa.Column("nwk_key_blob", sa.LargeBinary(), nullable=True),
-        sa.Column("home_net_id", sa.String(6), nullable=True),
-        sa.Column("astk_label", sa.String(128), nullable=True),
-        sa.Column("owner_account", sa.String(128), nullable=True),
-        sa.Column("name", sa.String(255), nullable=True),
-        _now("created_at"),
-        _now("updated_at"),
-        sa.PrimaryKeyConstraint("dev_eui", name="pk_devices"),
-    )
+        varchar("dev_eui", 16), varchar("join_eui", 16), varchar("mac_version", 8), varchar("hsm_group", 64),
+        required("app_key_blob", sa.LargeBinary()), optional("nwk_key_blob", sa.LargeBinary()),
+        varchar("home_net_id", 6, nullable=True), varchar("astk_label", 128, nullable=True),
+        varchar("owner_account", 128, nullable=True), varchar("name", 255, nullable=True),
+        now("created_at"), now("updated_at"),
+        primary_key("devices", "dev_eui"),
+    )  # fmt: skip
     op.create_index("ix_devices_join_eui", "devices", ["join_eui"])
 
+    zero = {"server_default": sa.text("0")}
     op.create_table(
         "device_nonces",
-        sa.Column("dev_eui", sa.String(16), nullable=False),
-        sa.Column("version", sa.Integer(), nullable=False, server_default=sa.text("0")),
-        sa.Column("join_nonce", sa.Integer(), nullable=False, server_default=sa.text("0")),
-        sa.Column("last_dev_nonce", sa.Integer(), nullable=True),
-        sa.Column("used_dev_nonces", sa.LargeBinary(), nullable=False),
-        sa.Column("rj_count0", sa.Integer(), nullable=True),
-        sa.Column("rj_count1", sa.Integer(), nullable=True),
-        _now("updated_at"),
-        sa.ForeignKeyConstraint(
-            ["dev_eui"],
-            ["devices.dev_eui"],
-            name="fk_device_nonces_dev_eui_devices",
-            ondelete="CASCADE",
-        ),
-        sa.PrimaryKeyConstraint("dev_eui", name="pk_device_nonces"),
-    )
+        varchar("dev_eui", 16),
+        required("version", sa.Integer(), **zero), required("join_nonce", sa.Integer(), **zero),
+        optional("last_dev_nonce", sa.Integer()), required("used_dev_nonces", sa.LargeBinary()),
+        optional("rj_count0", sa.Integer()), optional("rj_count1", sa.Integer()),
+        now("updated_at"),
+        cascade("device_nonces", "dev_eui", "devices.dev_eui"),
+        primary_key("device_nonces", "dev_eui"),
+    )  # fmt: skip
 
     op.create_table(
         "network_servers",
-        sa.Column("net_id", sa.String(6), nullable=False),
-        sa.Column("name", sa.String(255), nullable=False),
-        sa.Column("kek_label", sa.String(128), nullable=False),
-        sa.Column("token_hash", sa.String(64), nullable=True),
-        sa.Column("cert_fingerprint", sa.String(64), nullable=True),
-        sa.Column("answer_url", sa.String(2048), nullable=True),
-        sa.Column("async_mode", sa.Boolean(), nullable=False),
-        _now("created_at"),
-        sa.PrimaryKeyConstraint("net_id", name="pk_network_servers"),
-        sa.UniqueConstraint("token_hash", name="uq_network_servers_token_hash"),
-        sa.UniqueConstraint("cert_fingerprint", name="uq_network_servers_cert_fingerprint"),
-    )
+        varchar("net_id", 6), varchar("name", 255), varchar("kek_label", 128),
+        varchar("token_hash", 64, nullable=True), varchar("cert_fingerprint", 64, nullable=True),
+        varchar("answer_url", 2048, nullable=True), required("async_mode", sa.Boolean()),
+        now("created_at"),
+        primary_key("network_servers", "net_id"),
+        unique("network_servers", "token_hash"), unique("network_servers", "cert_fingerprint"),
+    )  # fmt: skip
 
     op.create_table(
         "session_keys",
-        sa.Column("session_key_id", sa.String(32), nullable=False),
-        sa.Column("dev_eui", sa.String(16), nullable=False),
-        sa.Column("hsm_group", sa.String(64), nullable=False),
-        sa.Column("app_s_key_blob", sa.LargeBinary(), nullable=False),
-        sa.Column("join_nonce", sa.Integer(), nullable=False),
-        sa.Column("dev_nonce", sa.Integer(), nullable=False),
-        _now("created_at"),
-        sa.ForeignKeyConstraint(
-            ["dev_eui"],
-            ["devices.dev_eui"],
-            name="fk_session_keys_dev_eui_devices",
-            ondelete="CASCADE",
-        ),
-        sa.PrimaryKeyConstraint("session_key_id", name="pk_session_keys"),
-    )
+        varchar("session_key_id", 32), varchar("dev_eui", 16), varchar("hsm_group", 64),
+        required("app_s_key_blob", sa.LargeBinary()),
+        required("join_nonce", sa.Integer()), required("dev_nonce", sa.Integer()),
+        now("created_at"),
+        cascade("session_keys", "dev_eui", "devices.dev_eui"),
+        primary_key("session_keys", "session_key_id"),
+    )  # fmt: skip
     op.create_index("ix_session_keys_dev_eui_join_nonce", "session_keys", ["dev_eui", "join_nonce"])
 
 

@@ -11,17 +11,12 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from jsd.registry.migrations.columns import SERIAL, cascade, now, optional, primary_key, required, unique, varchar
+
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
 depends_on = None
-
-
-_SERIAL = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-
-
-def _now(name: str) -> sa.Column[object]:
-    return sa.Column(name, sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now())
 
 
 _DEVICE_COLUMNS = (
@@ -46,110 +41,77 @@ def upgrade() -> None:
 
     op.create_table(
         "accounts",
-        sa.Column("id", sa.String(64), nullable=False),
-        sa.Column("kind", sa.String(16), nullable=False),
-        sa.Column("name", sa.String(255), nullable=False),
-        _now("created_at"),
-        sa.PrimaryKeyConstraint("id", name="pk_accounts"),
-    )
+        varchar("id", 64), varchar("kind", 16), varchar("name", 255), now("created_at"),
+        primary_key("accounts", "id"),
+    )  # fmt: skip
     op.create_table(
         "api_keys",
-        sa.Column("key_id", sa.String(12), nullable=False),
-        sa.Column("account", sa.String(64), nullable=False),
-        sa.Column("secret_hash", sa.String(64), nullable=False),
-        sa.Column("scopes", sa.String(255), nullable=False),
-        _now("created_at"),
-        sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
-        sa.ForeignKeyConstraint(["account"], ["accounts.id"], name="fk_api_keys_account_accounts", ondelete="CASCADE"),
-        sa.PrimaryKeyConstraint("key_id", name="pk_api_keys"),
-    )
+        varchar("key_id", 12), varchar("account", 64), varchar("secret_hash", 64), varchar("scopes", 255),
+        now("created_at"), optional("revoked_at", sa.DateTime(timezone=True)),
+        cascade("api_keys", "account", "accounts.id"),
+        primary_key("api_keys", "key_id"),
+    )  # fmt: skip
     op.create_index("ix_api_keys_account", "api_keys", ["account"])
     op.create_table(
         "spent_owner_tokens",
-        sa.Column("token_hash", sa.String(64), nullable=False),
-        _now("spent_at"),
-        sa.PrimaryKeyConstraint("token_hash", name="pk_spent_owner_tokens"),
-    )
+        varchar("token_hash", 64), now("spent_at"),
+        primary_key("spent_owner_tokens", "token_hash"),
+    )  # fmt: skip
     op.create_table(
         "astks",
-        sa.Column("label", sa.String(64), nullable=False),
-        sa.Column("account", sa.String(64), nullable=False),
-        sa.Column("name", sa.String(64), nullable=False),
-        sa.Column("origin", sa.String(16), nullable=False),
-        sa.Column("exported", sa.Boolean(), nullable=False, server_default=sa.false()),
-        _now("created_at"),
-        sa.ForeignKeyConstraint(["account"], ["accounts.id"], name="fk_astks_account_accounts", ondelete="CASCADE"),
-        sa.PrimaryKeyConstraint("label", name="pk_astks"),
-        sa.UniqueConstraint("account", "name", name="uq_astks_account_name"),
-    )
+        varchar("label", 64), varchar("account", 64), varchar("name", 64), varchar("origin", 16),
+        required("exported", sa.Boolean(), server_default=sa.false()), now("created_at"),
+        cascade("astks", "account", "accounts.id"),
+        primary_key("astks", "label"),
+        unique("astks", "account", "name"),
+    )  # fmt: skip
     op.create_table(
         "audit_log",
-        sa.Column("id", _SERIAL, autoincrement=True, nullable=False),
-        _now("at"),
-        sa.Column("account", sa.String(64), nullable=True),
-        sa.Column("key_id", sa.String(12), nullable=True),
-        sa.Column("source", sa.String(128), nullable=False),
-        sa.Column("action", sa.String(64), nullable=False),
-        sa.Column("dev_eui", sa.String(16), nullable=True),
-        sa.Column("owner_account", sa.String(64), nullable=True),
-        sa.Column("details", sa.Text(), nullable=False),
-        sa.PrimaryKeyConstraint("id", name="pk_audit_log"),
-    )
+        required("id", SERIAL, autoincrement=True), now("at"),
+        varchar("account", 64, nullable=True), varchar("key_id", 12, nullable=True),
+        varchar("source", 128), varchar("action", 64),
+        varchar("dev_eui", 16, nullable=True), varchar("owner_account", 64, nullable=True),
+        required("details", sa.Text()),
+        primary_key("audit_log", "id"),
+    )  # fmt: skip
     for column in ("account", "dev_eui", "owner_account"):
         op.create_index(f"ix_audit_log_{column}", "audit_log", [column])
     _make_append_only("audit_log")
     op.create_table(
         "events",
-        sa.Column("seq", _SERIAL, autoincrement=True, nullable=False),
-        sa.Column("event_id", sa.String(32), nullable=False),
-        sa.Column("type", sa.String(64), nullable=False),
-        sa.Column("account", sa.String(64), nullable=False),
-        sa.Column("dev_eui", sa.String(16), nullable=True),
-        _now("time"),
-        sa.Column("data", sa.Text(), nullable=False),
-        sa.PrimaryKeyConstraint("seq", name="pk_events"),
-        sa.UniqueConstraint("event_id", name="uq_events_event_id"),
-    )
+        required("seq", SERIAL, autoincrement=True), varchar("event_id", 32), varchar("type", 64),
+        varchar("account", 64), varchar("dev_eui", 16, nullable=True), now("time"), required("data", sa.Text()),
+        primary_key("events", "seq"),
+        unique("events", "event_id"),
+    )  # fmt: skip
     op.create_index("ix_events_account_seq", "events", ["account", "seq"])
     op.create_table(
         "outbox",
-        sa.Column("event_id", sa.String(32), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["event_id"], ["events.event_id"], name="fk_outbox_event_id_events", ondelete="CASCADE"
-        ),
-        sa.PrimaryKeyConstraint("event_id", name="pk_outbox"),
+        varchar("event_id", 32),
+        cascade("outbox", "event_id", "events.event_id"),
+        primary_key("outbox", "event_id"),
     )
     op.create_table(
         "rate_limits",
-        sa.Column("bucket", sa.String(96), nullable=False),
-        sa.Column("window_start", sa.Integer(), nullable=False),
-        sa.Column("count", sa.Integer(), nullable=False),
-        sa.PrimaryKeyConstraint("bucket", name="pk_rate_limits"),
-    )
+        varchar("bucket", 96), required("window_start", sa.Integer()), required("count", sa.Integer()),
+        primary_key("rate_limits", "bucket"),
+    )  # fmt: skip
     op.create_table(
         "roaming_agreements",
-        sa.Column("home_net_id", sa.String(6), nullable=False),
-        sa.Column("visited_net_id", sa.String(6), nullable=False),
-        _now("created_at"),
-        sa.PrimaryKeyConstraint("home_net_id", "visited_net_id", name="pk_roaming_agreements"),
-    )
+        varchar("home_net_id", 6), varchar("visited_net_id", 6), now("created_at"),
+        primary_key("roaming_agreements", "home_net_id", "visited_net_id"),
+    )  # fmt: skip
     op.create_table(
         "command_replies",
-        sa.Column("account", sa.String(64), nullable=False),
-        sa.Column("request_id", sa.String(64), nullable=False),
-        sa.Column("reply", sa.Text(), nullable=False),
-        _now("created_at"),
-        sa.PrimaryKeyConstraint("account", "request_id", name="pk_command_replies"),
-    )
+        varchar("account", 64), varchar("request_id", 64), required("reply", sa.Text()), now("created_at"),
+        primary_key("command_replies", "account", "request_id"),
+    )  # fmt: skip
     op.create_table(
         "import_rows",
-        sa.Column("batch_id", sa.String(32), nullable=False),
-        sa.Column("line", sa.Integer(), nullable=False),
-        sa.Column("dev_eui", sa.String(16), nullable=False),
-        sa.Column("row", sa.LargeBinary(), nullable=False),
-        _now("created_at"),
-        sa.PrimaryKeyConstraint("batch_id", "line", name="pk_import_rows"),
-    )
+        varchar("batch_id", 32), required("line", sa.Integer()), varchar("dev_eui", 16),
+        required("row", sa.LargeBinary()), now("created_at"),
+        primary_key("import_rows", "batch_id", "line"),
+    )  # fmt: skip
 
 
 def _make_append_only(table: str) -> None:

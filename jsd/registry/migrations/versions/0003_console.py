@@ -11,14 +11,12 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from jsd.registry.migrations.columns import cascade, now, optional, primary_key, required, unique, varchar
+
 revision = "0003_console"
 down_revision = "0002"
 branch_labels = None
 depends_on = None
-
-
-def _now(name: str) -> sa.Column[object]:
-    return sa.Column(name, sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now())
 
 
 def upgrade() -> None:
@@ -32,51 +30,31 @@ def upgrade() -> None:
     op.create_index("ix_events_dev_eui_seq", "events", ["dev_eui", "seq"])
     op.create_table(
         "console_users",
-        sa.Column("id", sa.String(32), nullable=False),
-        sa.Column("account", sa.String(64), nullable=False),
-        sa.Column("username", sa.String(64), nullable=False),
-        sa.Column("password_hash", sa.String(255), nullable=False),
-        _now("created_at"),
-        sa.ForeignKeyConstraint(
-            ["account"], ["accounts.id"], name="fk_console_users_account_accounts", ondelete="CASCADE"
-        ),
-        sa.PrimaryKeyConstraint("id", name="pk_console_users"),
-        sa.UniqueConstraint("username", name="uq_console_users_username"),
-    )
+        varchar("id", 32), varchar("account", 64), varchar("username", 64), varchar("password_hash", 255),
+        now("created_at"),
+        cascade("console_users", "account", "accounts.id"),
+        primary_key("console_users", "id"),
+        unique("console_users", "username"),
+    )  # fmt: skip
     op.create_index("ix_console_users_account", "console_users", ["account"])
     op.create_table(
         "console_sessions",
-        sa.Column("id_hash", sa.String(64), nullable=False),
-        sa.Column("account", sa.String(64), nullable=False),
-        sa.Column("user_id", sa.String(32), nullable=True),
-        sa.Column("key_id", sa.String(12), nullable=True),
-        sa.Column("label", sa.String(128), nullable=False),
-        sa.Column("csrf", sa.String(64), nullable=False),
-        _now("created_at"),
-        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["account"], ["accounts.id"], name="fk_console_sessions_account_accounts", ondelete="CASCADE"
-        ),
-        sa.ForeignKeyConstraint(
-            ["user_id"], ["console_users.id"], name="fk_console_sessions_user_id_console_users", ondelete="CASCADE"
-        ),
-        sa.PrimaryKeyConstraint("id_hash", name="pk_console_sessions"),
-    )
+        varchar("id_hash", 64), varchar("account", 64), varchar("user_id", 32, nullable=True),
+        varchar("key_id", 12, nullable=True), varchar("label", 128), varchar("csrf", 64),
+        now("created_at"), required("expires_at", sa.DateTime(timezone=True)),
+        cascade("console_sessions", "account", "accounts.id"),
+        cascade("console_sessions", "user_id", "console_users.id"),
+        primary_key("console_sessions", "id_hash"),
+    )  # fmt: skip
     op.create_index("ix_console_sessions_expires_at", "console_sessions", ["expires_at"])
     op.create_table(
         "console_jobs",
-        sa.Column("id", sa.String(32), nullable=False),
-        sa.Column("account", sa.String(64), nullable=False),
-        sa.Column("session_hash", sa.String(64), nullable=False),
-        sa.Column("state", sa.String(16), nullable=False),
-        sa.Column("total", sa.Integer(), nullable=False),
-        sa.Column("done", sa.Integer(), nullable=False),
-        _now("started_at"),
-        sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("summary", sa.Text(), nullable=False),
-        sa.Column("result", sa.LargeBinary(), nullable=True),
-        sa.PrimaryKeyConstraint("id", name="pk_console_jobs"),
-    )
+        varchar("id", 32), varchar("account", 64), varchar("session_hash", 64), varchar("state", 16),
+        required("total", sa.Integer()), required("done", sa.Integer()),
+        now("started_at"), optional("finished_at", sa.DateTime(timezone=True)),
+        required("summary", sa.Text()), optional("result", sa.LargeBinary()),
+        primary_key("console_jobs", "id"),
+    )  # fmt: skip
 
 
 def downgrade() -> None:

@@ -1,0 +1,65 @@
+"""A TCP relay that knows its upstream ports and can be cut, for runs that take a database away on purpose.
+
+The daemon under test reaches PostgreSQL through it, so the backends serving exactly that daemon are known
+(by the relay's ports towards the server) and no other session of a shared server is touched; "down" is the
+relay cut: every connection closed, new ones refused until `start` again (on the same port).
+Used by ``bench/db_loss.py`` and by the tests (tests/e2e, tests/ops).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+
+__all__ = ["Relay", "free_port"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Relay:
+    """Relays 127.0.0.1:`port` to `target`; `cut` closes the listener and every relayed connection."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target, self.port = target, free_port()
+        self.server: asyncio.Server | None = None
+        self.transports: set[asyncio.BaseTransport] = set()
+        self.upstream_ports: set[int] = set()  # our side of each connection to the target
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self.relay, "127.0.0.1", self.port)
+
+    def cut(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+        for transport in list(self.transports):
+            transport.abort()
+
+    async def relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.transport.abort()
+            return
+        pair = {writer.transport, up_writer.transport}
+        port = up_writer.get_extra_info("sockname")[1]
+        self.transports |= pair
+        self.upstream_ports.add(port)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.transport.abort()
+
+        try:
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        finally:
+            self.transports -= pair
+            self.upstream_ports.discard(port)
