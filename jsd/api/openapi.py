@@ -111,7 +111,7 @@ OPERATIONS: tuple[Op, ...] = (
     Op("POST", "/devices/import", "import_devices", "Bulk pre-commissioning, streamed; all or nothing per file",
        "devices:write (manufacturer or operator)", "devices", 200,
        "JSON Lines: one ImportedDevice per row, then one ImportSummary line", None, ("ImportFailed", "Conflict"),
-       "import", links={"import_progress": {"import_id": "$request.header.Import-Id"}}),
+       "import"),  # no link to import_progress: its answer exists only while the import runs
     Op("GET", "/devices/import/{import_id}", "import_progress",
        "How many rows of a running import (sent with this Import-Id) are checked and staged",
        "devices:write (manufacturer or operator)", "devices", 200, "rows staged so far", R.ImportProgress,
