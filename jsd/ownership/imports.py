@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from jsd.ownership import se
-from jsd.ownership.model import DeviceFacts, FieldError, InvalidRequest, OwnershipError
+from jsd.ownership.model import HSM_GROUP_RE, DeviceFacts, FieldError, InvalidRequest, OwnershipError
 from jsd.ownership.parse import parse_eui, parse_hex, parse_key
 from jsd.ownership.rules import boolean, invalid, plain_text
 
@@ -207,8 +207,8 @@ class Problems:
 
 
 def _group(value: object, field: str) -> str:
-    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9._-]{1,48}", value):
-        raise invalid(field, "1-48 characters from [A-Za-z0-9._-]")
+    if not isinstance(value, str) or not re.fullmatch(HSM_GROUP_RE, value):
+        raise invalid(field, "1-48 characters from [A-Za-z0-9._-], the first a letter or digit")
     return value
 
 

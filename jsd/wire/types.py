@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from jsd.ownership.model import ACCOUNT_ID_RE, NOT_TEXT
+from jsd.ownership.model import ACCOUNT_ID_RE, HSM_GROUP_RE, NOT_TEXT
 
 __all__ = [
     "ACCOUNT_KINDS", "MAC_VERSIONS", "AccountId", "AccountKindName", "AstkName", "Eui", "EuiIn", "HsmGroup",
@@ -53,5 +53,5 @@ AccountId = Annotated[str, Field(pattern=f"^{ACCOUNT_ID_RE}$", description="acco
 AccountKindName = Literal["manufacturer", "subscriber", "operator"]
 Scope = Literal["devices:read", "devices:write", "claim", "astk", "audit:read", "events:read", "admin"]
 KeyId = Annotated[str, Field(pattern="^[0-9a-f]{12}$", description="API key id")]
-HsmGroup = Annotated[str, Field(pattern="^[A-Za-z0-9._-]{1,48}$")]
+HsmGroup = Annotated[str, Field(pattern=f"^{HSM_GROUP_RE}$")]
 AstkName = Annotated[str, Field(pattern="^[A-Za-z0-9._-]{1,64}$")]

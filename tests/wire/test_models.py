@@ -98,3 +98,11 @@ def test_strict_types_and_null_as_absent() -> None:
     assert fields(wire.AstkIn, {"name": "as1", "key": True}) == ["key"]
     assert validate(wire.AstkIn, {"name": "as1", "key": None}).key is None
     assert fields(wire.ClaimByQr, {"qr": "LW:D0:70B3D57ED0000001:0102030405060708:00000000"}) == ["qr"]
+
+
+def test_the_hsm_group_rule_is_the_one_the_hsm_enforces() -> None:
+    """A group the document allows must never reach the HSM's own check and fail there (a 400 from inside)."""
+    from jsd.hsm.recipe import _GROUP_RE
+    from jsd.ownership.model import HSM_GROUP_RE
+
+    assert _GROUP_RE.pattern == HSM_GROUP_RE
