@@ -10,13 +10,15 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from collections.abc import AsyncIterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import fields
 from typing import Any
 
 from jsd import metrics
 from jsd.hsm import Hsm, HsmError, KeyNotFound
 from jsd.ownership import se
+from jsd.ownership.answers import ImportAnswer
 from jsd.ownership.imports import HEADER_PROBLEM, DeviceSpec, Problems, RawRow, device_spec, unsupported
 from jsd.ownership.model import (
     AccountKind,
@@ -108,61 +110,75 @@ class DeviceService:
     async def import_devices(
         self, p: Principal, rows: AsyncIterable[RawRow], import_id: str | None = None
     ) -> list[ImportedDevice]:
+        """A whole file, all or nothing (see `import_streamed`), its answer collected into one list."""
+        async with self.import_streamed(p, rows, import_id) as answer:
+            return [item async for page in answer.pages() for item in page]
+
+    @asynccontextmanager
+    async def import_streamed(
+        self, p: Principal, rows: AsyncIterable[RawRow], import_id: str | None = None
+    ) -> AsyncIterator[ImportAnswer]:
         """A whole file, all or nothing: every bad row is reported with its line and nothing is written.
 
         Rows are checked and their keys wrapped chunk by chunk into a staging table, then moved into the
-        registry in one transaction; the answer (tokens, generated keys) is held only until it is returned.
-        A client-chosen `import_id` lets it ask `import_progress` how far the import is while it runs.
+        registry in one transaction. The answer (tokens, generated keys) is parked sealed beside them and read
+        back, in file order, through the `ImportAnswer` this yields once the import is committed; leaving the
+        context drops whatever is left of it. A client-chosen `import_id` lets it ask `import_progress` how far
+        the import is while it runs.
         """
         _need_maker(p)
         batch_id = secrets.token_hex(16) if import_id is None else _batch_id(p, import_id)
         if import_id is not None and await self._store.staged(batch_id):
             raise Conflict(f"an import with Import-Id {import_id!r} is running; choose a new id")
+        answer = ImportAnswer(self._store, batch_id)
+        try:
+            await self._import(p, rows, batch_id, answer)
+            yield answer
+        finally:
+            await self._store.drop_batch(batch_id, answer.batch_id)
+
+    async def _import(self, p: Principal, rows: AsyncIterable[RawRow], batch_id: str, answer: ImportAnswer) -> None:
+        """Check, stage and commit the file; raises `ImportFailed` (nothing written) if any row is bad."""
         problems = Problems()
-        results: list[ImportedDevice] = []
         seen: set[bytes] = set()
         seen_tokens: set[str] = set()
         chunk: list[DeviceSpec] = []
         staged = read = 0
-        try:
-            async for raw in rows:
-                read += 1
-                if raw.fields is None:
-                    error = raw.error or "unreadable line"
-                    problems.add(FieldError(None, error, raw.line), header=error.startswith(HEADER_PROBLEM))
-                    continue
-                try:
-                    spec = self._spec(raw.fields, raw.line)
-                except InvalidRequest as exc:
-                    problems.add_refusal(exc, raw.line)
-                    continue
-                if (missing := unsupported(spec)) is not None:
-                    problems.add(missing)
-                    continue
-                tkm = None if spec.tkm is None else spec.tkm.to_bytes().hex()
-                if spec.dev_eui in seen:
-                    problems.add(FieldError("dev_eui", "DevEUI listed twice in the file", raw.line))
-                elif tkm is not None and tkm in seen_tokens:
-                    problems.add(FieldError("tkm_info", "TKM info listed twice in the file", raw.line))
-                else:
-                    seen.add(spec.dev_eui)
-                    if tkm is not None:
-                        seen_tokens.add(tkm)
-                    chunk.append(spec)
-                if len(chunk) >= _IMPORT_CHUNK:
-                    staged += await self._stage(p, batch_id, chunk, results, problems)
-                    chunk = []
-            if chunk:
-                staged += await self._stage(p, batch_id, chunk, results, problems)
-            if problems.count:
-                failed = ImportFailed(problems.detail(), errors=problems.sorted_errors(), error_count=problems.count)
-                await self._refused(p, failed, read - problems.header, problems.rows)
-                raise failed
-            if staged:
-                await self._commit(p, batch_id, staged, len(results), read)
-        finally:
-            await self._store.drop_batch(batch_id)
-        return results
+        async for raw in rows:
+            read += 1
+            if raw.fields is None:
+                error = raw.error or "unreadable line"
+                problems.add(FieldError(None, error, raw.line), header=error.startswith(HEADER_PROBLEM))
+                continue
+            try:
+                spec = self._spec(raw.fields, raw.line)
+            except InvalidRequest as exc:
+                problems.add_refusal(exc, raw.line)
+                continue
+            if (missing := unsupported(spec)) is not None:
+                problems.add(missing)
+                continue
+            tkm = None if spec.tkm is None else spec.tkm.to_bytes().hex()
+            if spec.dev_eui in seen:
+                problems.add(FieldError("dev_eui", "DevEUI listed twice in the file", raw.line))
+            elif tkm is not None and tkm in seen_tokens:
+                problems.add(FieldError("tkm_info", "TKM info listed twice in the file", raw.line))
+            else:
+                seen.add(spec.dev_eui)
+                if tkm is not None:
+                    seen_tokens.add(tkm)
+                chunk.append(spec)
+            if len(chunk) >= _IMPORT_CHUNK:
+                staged += await self._stage(p, batch_id, chunk, answer, problems)
+                chunk = []
+        if chunk:
+            staged += await self._stage(p, batch_id, chunk, answer, problems)
+        if problems.count:
+            failed = ImportFailed(problems.detail(), errors=problems.sorted_errors(), error_count=problems.count)
+            await self._refused(p, failed, read - problems.header, problems.rows)
+            raise failed
+        if staged:
+            await self._commit(p, batch_id, staged, answer.created + answer.unchanged, read)
 
     async def import_progress(self, p: Principal, import_id: str) -> int:
         """Rows of a running import of this account that are checked and staged (keys in the HSM) so far.
@@ -206,19 +222,20 @@ class DeviceService:
         await self._journal.record([audit(p, "devices.import_refused", details=details)])
 
     async def _stage(
-        self, p: Principal, batch_id: str, chunk: list[DeviceSpec], results: list[ImportedDevice], problems: Problems
+        self, p: Principal, batch_id: str, chunk: list[DeviceSpec], answer: ImportAnswer, problems: Problems
     ) -> int:
         """Check a chunk against the registry and, while the file is still clean, prepare and park its rows."""
         existing = await self._store.existing([s.dev_eui.hex() for s in chunk])
         prepared: list[tuple[int, str, Mapping[str, Any]]] = []
+        answers: list[tuple[int, str, bytes]] = []
         for spec in chunk:
             eui = spec.dev_eui.hex()
             if eui in existing:
                 maker, digest = existing[eui]
-                if maker == p.account and digest == spec.digest(p.account):
-                    results.append(_imported(spec, created=False))
-                else:
+                if maker != p.account or digest != spec.digest(p.account):
                     problems.add(FieldError("dev_eui", f"device {eui} exists already", spec.line))
+                elif not problems.count:
+                    answers.append(answer.seal(_imported(spec, created=False)))
                 continue
             if problems.count:
                 continue  # the file is refused anyway: no HSM work for the rest, only checks
@@ -228,9 +245,9 @@ class DeviceService:
                 problems.add_refusal(exc, spec.line)
                 continue
             prepared.append((spec.line or 0, eui, staged_row(row)))
-            results.append(result)
-        if prepared and not problems.count:
-            await self._store.stage(batch_id, prepared)
+            answers.append(answer.seal(result))
+        if not problems.count:
+            await self._store.stage(batch_id, prepared, answer.batch_id, answers)
         return len(prepared)
 
     def _spec(self, fields: Mapping[str, Any], line: int | None) -> DeviceSpec:
