@@ -8,6 +8,7 @@ join or an import unwraps or derives, destroyed before the operation returns.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hmac
 import logging
 from collections.abc import Iterator, Mapping, Sequence
@@ -176,10 +177,17 @@ def generate_root_key(login: Login, group: str) -> tuple[bytes, bytes]:
 def import_root_keys(login: Login, group: str, keys: Sequence[bytes]) -> list[bytes]:
     """`import_root_key` for many keys in one hop to this thread (bulk imports); each clear object destroyed."""
     kek = root_kek(login, group)
+    template = cryptoki.WRAPPABLE | {Attribute.VALUE: bytes(_KEY_BYTES)}
+    value = template.value_buffer(Attribute.VALUE)  # rewritten per key: no template built per key
     blobs = []
-    for key in keys:
-        with _scratch(login.lib, login.live) as scratch:
-            blobs.append(_import_clear(login, scratch, kek, key))
+    try:
+        for key in keys:
+            ctypes.memmove(value, key, _KEY_BYTES)
+            with _scratch(login.lib, login.live) as scratch:
+                scratch["clear"] = login.lib.create_object(login.live, template)
+                blobs.append(login.lib.wrap(login.live, kek, scratch["clear"]))
+    finally:
+        ctypes.memset(value, 0, _KEY_BYTES)
     return blobs
 
 
