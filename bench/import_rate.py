@@ -88,8 +88,8 @@ def local_manufacturer(env: dict[str, str]) -> str:
     return str(json.loads(made.stdout)["api_key"]["key"])
 
 
-def run_import(url: str, key_env: dict[str, str], source: Path, answer: Path) -> tuple[float, float, str]:
-    """(seconds, CLI peak RSS MB, stderr tail) of ``jsd devices import``."""
+def run_import(url: str, key_env: dict[str, str], source: Path, answer: Path) -> tuple[float, float, float, str]:
+    """(seconds, CLI peak RSS MB, CLI CPU seconds, stdout) of ``jsd devices import``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("JSD_")} | key_env | {"JSD_URL": url}
     logs = answer.with_suffix(".cli")
     started = time.perf_counter()
@@ -110,7 +110,7 @@ def run_import(url: str, key_env: dict[str, str], source: Path, answer: Path) ->
     logs.unlink()
     if child.returncode != 0:
         sys.exit(f"jsd devices import exited {child.returncode}")
-    return seconds, usage.ru_maxrss / 1024, stdout
+    return seconds, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime, stdout
 
 
 def start_profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
@@ -178,7 +178,7 @@ def main() -> None:
         "database": "postgresql" if args.database_url else "sqlite",
     }
     if args.url:
-        seconds, cli_rss, stdout = run_import(args.url, {"JSD_API_KEY_FILE": args.api_key_file}, source, answer)
+        seconds, cli_rss, cli_cpu, stdout = run_import(args.url, {"JSD_API_KEY_FILE": args.api_key_file}, source, answer)
         daemon_rss = None
     else:
         state = args.state or work / "state"
@@ -193,7 +193,7 @@ def main() -> None:
         try:
             idle_rss = sampler.rss_kb() / 1024
             cpu_before = sampler.cpu_seconds()
-            seconds, cli_rss, stdout = run_import(f"http://127.0.0.1:{port}", {"JSD_API_KEY": key}, source, answer)
+            seconds, cli_rss, cli_cpu, stdout = run_import(f"http://127.0.0.1:{port}", {"JSD_API_KEY": key}, source, answer)
             daemon_cpu = sampler.cpu_seconds() - cpu_before
         finally:
             if profiler is not None:
@@ -216,13 +216,14 @@ def main() -> None:
         "devices_per_s": round(args.devices / seconds),
         "summary": summary,
         "cli_peak_rss_mb": round(cli_rss),
+        "cli_cpu_ms_per_device": round(1000 * cli_cpu / args.devices, 3),
         "cli_output": json.loads(stdout),
     }
     print(
         f"imported {args.devices} devices ({args.format}, keys {results['keys']}) in {seconds:.1f} s: "
         f"{args.devices / seconds:.0f} devices/s; daemon peak RSS "
         f"{'-' if daemon_rss is None else f'{daemon_rss:.0f} MB'}, CLI peak RSS {cli_rss:.0f} MB; daemon CPU "
-        f"{results.get('daemon_cpu_ms_per_device', '-')} ms per device"
+        f"{results.get('daemon_cpu_ms_per_device', '-')} ms per device, CLI CPU {results['cli_cpu_ms_per_device']} ms"
     )
     out_dir = HERE / "results"
     out_dir.mkdir(exist_ok=True)

@@ -174,6 +174,8 @@ class DeviceService:
                 chunk = []
         if chunk:
             staged += await self._stage(p, batch_id, chunk, answer, problems)
+        seen.clear()  # the largest thing held per row: its memory serves the commit's chunks instead
+        seen_tokens.clear()
         if problems.count:
             failed = ImportFailed(problems.detail(), errors=problems.sorted_errors(), error_count=problems.count)
             await self._refused(p, failed, read - problems.header, problems.rows)

@@ -208,7 +208,7 @@ class DeviceStore(JournalledStore):
         audit: AuditRecord,
         events_of: Callable[[Mapping[str, Any]], Iterable[EventRecord]],
         device_audit: AuditRecord | None = None,
-        chunk: int = 2_000,
+        chunk: int = 1_000,
     ) -> None:
         """Move a checked batch into `devices` in one transaction: all rows or none.
 
