@@ -8,8 +8,8 @@ answer has been read back.
 
 from __future__ import annotations
 
-import hashlib
 import json
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import fields
 from typing import Any
@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from jsd.ownership.model import ImportedDevice
 from jsd.registry.devices import DeviceStore
 
-__all__ = ["ImportAnswer", "answer_batch_id"]
+__all__ = ["ImportAnswer"]
 
 ANSWER_PAGE = 1000
 """Answer lines read back per query."""
@@ -27,16 +27,13 @@ _FIELDS = tuple(f.name for f in fields(ImportedDevice) if f.name != "line")  # t
 _HEX_FIELDS = ("dev_eui", "join_eui", "profile_id", "app_key", "nwk_key")  # bytes, as hex in JSON
 
 
-def answer_batch_id(batch_id: str) -> str:
-    """The staging id of an import's answer lines: apart from its device rows, which the commit consumes."""
-    return hashlib.sha256(f"jsd-import-answer\0{batch_id}".encode()).hexdigest()[:32]
-
-
 class ImportAnswer:
     """An import's answer: lines sealed while the file is staged, counted, then read back in file order."""
 
-    def __init__(self, store: DeviceStore, batch_id: str) -> None:
-        self.batch_id = answer_batch_id(batch_id)
+    def __init__(self, store: DeviceStore) -> None:
+        # Its own staging id, apart from the device rows (which the commit consumes), and random: an Import-Id
+        # reused while an answer is still being read cannot mix two answers.
+        self.batch_id = secrets.token_hex(16)
         self.created = 0
         self.unchanged = 0
         self._store = store

@@ -131,7 +131,7 @@ class DeviceService:
         batch_id = secrets.token_hex(16) if import_id is None else _batch_id(p, import_id)
         if import_id is not None and await self._store.staged(batch_id):
             raise Conflict(f"an import with Import-Id {import_id!r} is running; choose a new id")
-        answer = ImportAnswer(self._store, batch_id)
+        answer = ImportAnswer(self._store)
         try:
             await self._import(p, rows, batch_id, answer)
             yield answer

@@ -54,3 +54,13 @@ async def test_an_answer_left_unread_is_dropped_with_the_import(world: World) ->
         pass  # the client went away before reading its answer: the devices stay, the parked answer does not
     assert await store.staged_page(answer.batch_id, -1, 100) == []
     assert len(await s.devices.list_devices(world.maker)) == 3
+
+
+async def test_an_import_id_reused_while_an_answer_is_read_keeps_the_answers_apart(world: World) -> None:
+    s, import_id = world.service, "reused-import-id-0001"
+    first, second = [_row(**_keys())], [_row(**_keys()), _row(**_keys())]
+    async with s.devices.import_streamed(world.maker, _rows(first), import_id) as answer:
+        again = await s.devices.import_devices(world.maker, _rows(second), import_id)  # the first is committed
+        items = [item async for page in answer.pages() for item in page]
+    assert [i.dev_eui.hex() for i in items] == [first[0]["dev_eui"]]
+    assert [i.dev_eui.hex() for i in again] == [row["dev_eui"] for row in second]
