@@ -11,7 +11,9 @@ One run:
 3. runs ``jsd devices import`` as a subprocess (the CLI an operator uses: chunked upload, progress bar, the
    answer streamed to a 0600 file) and times it;
 4. samples the resident memory of the whole daemon (supervisor + workers) and reports the CLI's own peak RSS:
-   both stay flat when nothing holds the whole file;
+   both stay flat when nothing holds the whole file; and the daemon's CPU time per device (user + system, all
+   its processes), steadier than the wall time on a shared machine; ``--profile FILE`` records a py-spy
+   flame graph of the daemon's processes meanwhile;
 5. checks the answer (N lines + summary, N owner tokens). Results also go to ``bench/results/``.
 """
 
@@ -23,6 +25,7 @@ import os
 import platform
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -33,6 +36,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import join_load  # noqa: E402
 from join_load import RssSampler, daemon_env, free_port, start_daemon, stop_daemon  # noqa: E402
 
 JOIN_EUI = "70b3d57e00000001"
@@ -84,8 +88,8 @@ def local_manufacturer(env: dict[str, str]) -> str:
     return str(json.loads(made.stdout)["api_key"]["key"])
 
 
-def run_import(url: str, key_env: dict[str, str], source: Path, answer: Path) -> tuple[float, float, str]:
-    """(seconds, CLI peak RSS MB, stderr tail) of ``jsd devices import``."""
+def run_import(url: str, key_env: dict[str, str], source: Path, answer: Path) -> tuple[float, float, float, str]:
+    """(seconds, CLI peak RSS MB, CLI CPU seconds, stdout) of ``jsd devices import``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("JSD_")} | key_env | {"JSD_URL": url}
     logs = answer.with_suffix(".cli")
     started = time.perf_counter()
@@ -106,7 +110,18 @@ def run_import(url: str, key_env: dict[str, str], source: Path, answer: Path) ->
     logs.unlink()
     if child.returncode != 0:
         sys.exit(f"jsd devices import exited {child.returncode}")
-    return seconds, usage.ru_maxrss / 1024, stdout
+    return seconds, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime, stdout
+
+
+def start_profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling the daemon and its workers until SIGINT (``pip install py-spy``): SVG or collapsed stacks."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    kind = "flamegraph" if out.suffix == ".svg" else "raw"
+    return subprocess.Popen(
+        [spy, "record", "--subprocesses", "--pid", str(pid), "--rate", "50", "--format", kind, "--output", str(out),
+         "--nonblocking"],
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def check_answer(answer: Path, count: int) -> dict[str, int]:
@@ -134,9 +149,13 @@ def main() -> None:
     parser.add_argument("--state", type=Path, help="state directory of the daemon started here (default: a new one)")
     parser.add_argument("--url", help="import into this running daemon instead of starting one")
     parser.add_argument("--api-key-file", help="with --url: a manufacturer's API key")
+    parser.add_argument("--database-url", default="", help="registry database of the daemon started here "
+                        "(e.g. postgresql+asyncpg://user@host/db, a database of its own); default: SQLite")
+    parser.add_argument("--profile", type=Path, help="record a py-spy profile of the daemon to this file (.svg: a flame graph; else collapsed stacks)")
     args = parser.parse_args()
     if args.url and not args.api_key_file:
         parser.error("--url needs --api-key-file (a manufacturer's key)")
+    join_load.DATABASE_URL = args.database_url
 
     work = Path(tempfile.mkdtemp(prefix="jsd-import-bench-"))
     source = work / f"devices.{args.format}"
@@ -156,9 +175,10 @@ def main() -> None:
         "format": args.format,
         "keys": "generated" if args.generate else "imported",
         "file_mb": round(source.stat().st_size / 1e6, 1),
+        "database": "postgresql" if args.database_url else "sqlite",
     }
     if args.url:
-        seconds, cli_rss, stdout = run_import(args.url, {"JSD_API_KEY_FILE": args.api_key_file}, source, answer)
+        seconds, cli_rss, cli_cpu, stdout = run_import(args.url, {"JSD_API_KEY_FILE": args.api_key_file}, source, answer)
         daemon_rss = None
     else:
         state = args.state or work / "state"
@@ -169,10 +189,16 @@ def main() -> None:
         process = start_daemon(state, port, args.workers, work / "daemon.log")
         sampler = RssSampler(process.pid)
         sampler.start()
+        profiler = None if args.profile is None else start_profiler(process.pid, args.profile)
         try:
             idle_rss = sampler.rss_kb() / 1024
-            seconds, cli_rss, stdout = run_import(f"http://127.0.0.1:{port}", {"JSD_API_KEY": key}, source, answer)
+            cpu_before = sampler.cpu_seconds()
+            seconds, cli_rss, cli_cpu, stdout = run_import(f"http://127.0.0.1:{port}", {"JSD_API_KEY": key}, source, answer)
+            daemon_cpu = sampler.cpu_seconds() - cpu_before
         finally:
+            if profiler is not None:
+                profiler.send_signal(signal.SIGINT)  # py-spy writes the flame graph on SIGINT
+                profiler.wait(60)
             sampler.stop.set()
             sampler.join()
             stop_daemon(process)
@@ -181,6 +207,8 @@ def main() -> None:
             "workers": args.workers,
             "daemon_idle_rss_mb": round(idle_rss),
             "daemon_peak_rss_mb": round(daemon_rss),
+            "daemon_cpu_s": round(daemon_cpu, 1),
+            "daemon_cpu_ms_per_device": round(1000 * daemon_cpu / args.devices, 3),
         }
     summary = check_answer(answer, args.devices)
     results |= {
@@ -188,12 +216,14 @@ def main() -> None:
         "devices_per_s": round(args.devices / seconds),
         "summary": summary,
         "cli_peak_rss_mb": round(cli_rss),
+        "cli_cpu_ms_per_device": round(1000 * cli_cpu / args.devices, 3),
         "cli_output": json.loads(stdout),
     }
     print(
         f"imported {args.devices} devices ({args.format}, keys {results['keys']}) in {seconds:.1f} s: "
         f"{args.devices / seconds:.0f} devices/s; daemon peak RSS "
-        f"{'-' if daemon_rss is None else f'{daemon_rss:.0f} MB'}, CLI peak RSS {cli_rss:.0f} MB"
+        f"{'-' if daemon_rss is None else f'{daemon_rss:.0f} MB'}, CLI peak RSS {cli_rss:.0f} MB; daemon CPU "
+        f"{results.get('daemon_cpu_ms_per_device', '-')} ms per device, CLI CPU {results['cli_cpu_ms_per_device']} ms"
     )
     out_dir = HERE / "results"
     out_dir.mkdir(exist_ok=True)

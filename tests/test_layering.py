@@ -49,7 +49,7 @@ MAY_USE: dict[str, tuple[str, ...]] = {
     "jsd/registry": ("sqlalchemy", "alembic", "asyncpg", "_typeshed"),
     "jsd/join": (),
     "jsd/lbi": ("aiohttp",),
-    "jsd/ownership": (),
+    "jsd/ownership": ("cryptography",),  # answers.py: an import's parked answer, sealed (AES-GCM)
     "jsd/wire": ("pydantic", "pydantic_core"),
     "jsd/events": ("aiomqtt", "paho", "pydantic"),
     "jsd/api": ("aiohttp", "pydantic"),

@@ -30,8 +30,6 @@ from jsd.wire import requests as wire
 CSV_TYPES = frozenset({"text/csv"})
 JSONL_TYPES = frozenset({"application/x-ndjson", "application/jsonl", "application/json-lines"})
 NDJSON = "application/x-ndjson"
-# Import answer lines are written in batches of this many: few writes, bounded buffer.
-WRITE_BATCH = 1000
 READ_CHUNK = 65536
 
 log = logging.getLogger("jsd.api")
@@ -151,7 +149,7 @@ class Api:
         return _json(render.imported_device(await service.devices.add_device(p, body)), 201)
 
     async def import_devices(self, request: web.Request) -> web.StreamResponse:
-        """Streamed both ways: rows are parsed as they arrive; the answer is written in batches."""
+        """Streamed both ways: rows are parsed as they arrive; the answer is read back and written a page at a time."""
         service, p = await self.principal(request)
         rows: AsyncIterator[RawRow]
         idle = request.config_dict[BODY_TIMEOUT]
@@ -161,21 +159,21 @@ class Api:
             rows = jsonl_rows(_lines(request.content, idle))
         else:
             raise invalid("Content-Type", "must be text/csv or application/x-ndjson")
-        imported = await service.devices.import_devices(p, rows, request.headers.get("Import-Id"))
-        response = web.StreamResponse(status=200, headers={"Content-Type": NDJSON, "Cache-Control": NO_STORE})
-        await response.prepare(request)
-        created = sum(1 for item in imported if item.created)
-        try:
-            for start in range(0, len(imported), WRITE_BATCH):
-                batch = imported[start : start + WRITE_BATCH]
-                text = "".join(json.dumps(render.imported_device(item), separators=(",", ":")) + "\n" for item in batch)
-                await response.write(text.encode())
-            summary = {"summary": {"created": created, "unchanged": len(imported) - created}}
-            await response.write(json.dumps(summary, separators=(",", ":")).encode() + b"\n")
-            await response.write_eof()
-        except ConnectionError:
-            # The answer has begun, so no problem document can follow; the import itself is committed.
-            log.warning("import answer cut off: the client went away (%d devices created)", created)
+        async with service.devices.import_streamed(p, rows, request.headers.get("Import-Id")) as answer:
+            response = web.StreamResponse(status=200, headers={"Content-Type": NDJSON, "Cache-Control": NO_STORE})
+            await response.prepare(request)
+            try:
+                async for page in answer.pages():
+                    text = "".join(
+                        json.dumps(render.imported_device(item), separators=(",", ":")) + "\n" for item in page
+                    )
+                    await response.write(text.encode())
+                summary = {"summary": {"created": answer.created, "unchanged": answer.unchanged}}
+                await response.write(json.dumps(summary, separators=(",", ":")).encode() + b"\n")
+                await response.write_eof()
+            except ConnectionError:
+                # The answer has begun, so no problem document can follow; the import itself is committed.
+                log.warning("import answer cut off: the client went away (%d devices created)", answer.created)
         return response
 
     async def import_progress(self, request: web.Request) -> web.StreamResponse:

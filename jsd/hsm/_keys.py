@@ -8,9 +8,10 @@ join or an import unwraps or derives, destroyed before the operation returns.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hmac
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Final
 
 import pkcs11.exceptions as p11err
@@ -171,6 +172,29 @@ def import_root_key(login: Login, group: str, key: bytes) -> bytes:
 def generate_root_key(login: Login, group: str) -> tuple[bytes, bytes]:
     key = login.lib.generate_random(login.live, _KEY_BYTES)
     return import_root_key(login, group, key), key
+
+
+def import_root_keys(login: Login, group: str, keys: Sequence[bytes]) -> list[bytes]:
+    """`import_root_key` for many keys in one hop to this thread (bulk imports); each clear object destroyed."""
+    kek = root_kek(login, group)
+    template = cryptoki.WRAPPABLE | {Attribute.VALUE: bytes(_KEY_BYTES)}
+    value = template.value_buffer(Attribute.VALUE)  # rewritten per key: no template built per key
+    blobs = []
+    try:
+        for key in keys:
+            ctypes.memmove(value, key, _KEY_BYTES)
+            with _scratch(login.lib, login.live) as scratch:
+                scratch["clear"] = login.lib.create_object(login.live, template)
+                blobs.append(login.lib.wrap(login.live, kek, scratch["clear"]))
+    finally:
+        ctypes.memset(value, 0, _KEY_BYTES)
+    return blobs
+
+
+def generate_root_keys(login: Login, group: str, count: int) -> list[tuple[bytes, bytes]]:
+    """`generate_root_key` `count` times in one hop."""
+    keys = [login.lib.generate_random(login.live, _KEY_BYTES) for _ in range(count)]
+    return list(zip(import_root_keys(login, group, keys), keys, strict=True))
 
 
 def import_kek(login: Login, label: str, key: bytes) -> None:

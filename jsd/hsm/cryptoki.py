@@ -214,6 +214,14 @@ class Template:
     def __or__(self, more: Mapping[int, TemplateValue]) -> Template:
         return Template({**self.attrs, **more})
 
+    def value_buffer(self, kind: int) -> ctypes.Array[ctypes.c_char]:
+        """The buffer of one scalar attribute, to rewrite in place (same length): one array for many objects."""
+        for item in self.array:
+            if item.type == kind:
+                buffer: ctypes.Array[ctypes.c_char] = (ctypes.c_char * item.ulValueLen).from_address(item.pValue)
+                return buffer
+        raise KeyError(kind)
+
     def _build(self, attrs: Mapping[int, TemplateValue]) -> ctypes.Array[_Attribute]:
         array = (_Attribute * len(attrs))()
         for item, (kind, value) in zip(array, attrs.items(), strict=True):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
 
@@ -86,6 +86,15 @@ class Hsm:
     async def generate_root_key(self, group: str) -> tuple[bytes, bytes]:
         """A root key from the token's generator: (blob, clear key), the clear key for one-time export."""
         return await self._run("generate root key", _keys.generate_root_key, check_group(group))
+
+    async def import_root_keys(self, group: str, keys: Sequence[bytes]) -> list[bytes]:
+        """`import_root_key` for many keys in one hop to the HSM thread (bulk imports): the blobs in order."""
+        checked = [_check_key(key) for key in keys]
+        return await self._run("import root keys", _keys.import_root_keys, check_group(group), checked)
+
+    async def generate_root_keys(self, group: str, count: int) -> list[tuple[bytes, bytes]]:
+        """`generate_root_key` `count` times in one hop: (blob, clear key) pairs."""
+        return await self._run("generate root keys", _keys.generate_root_keys, check_group(group), count)
 
     async def import_kek(self, label: str, key: bytes) -> None:
         """Import a shared NS KEK or ASTK as a WRAP-only AES-128 token object; `KekExists` if taken."""

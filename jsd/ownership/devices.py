@@ -10,13 +10,15 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from collections.abc import AsyncIterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import fields
 from typing import Any
 
 from jsd import metrics
 from jsd.hsm import Hsm, HsmError, KeyNotFound
 from jsd.ownership import se
+from jsd.ownership.answers import ImportAnswer
 from jsd.ownership.imports import HEADER_PROBLEM, DeviceSpec, Problems, RawRow, device_spec, unsupported
 from jsd.ownership.model import (
     AccountKind,
@@ -39,6 +41,7 @@ from jsd.ownership.rules import (
     invalid,
     need,
     new_owner_token,
+    new_owner_tokens,
     page_limit,
     plain_text,
     token_hash,
@@ -108,61 +111,77 @@ class DeviceService:
     async def import_devices(
         self, p: Principal, rows: AsyncIterable[RawRow], import_id: str | None = None
     ) -> list[ImportedDevice]:
+        """A whole file, all or nothing (see `import_streamed`), its answer collected into one list."""
+        async with self.import_streamed(p, rows, import_id) as answer:
+            return [item async for page in answer.pages() for item in page]
+
+    @asynccontextmanager
+    async def import_streamed(
+        self, p: Principal, rows: AsyncIterable[RawRow], import_id: str | None = None
+    ) -> AsyncIterator[ImportAnswer]:
         """A whole file, all or nothing: every bad row is reported with its line and nothing is written.
 
         Rows are checked and their keys wrapped chunk by chunk into a staging table, then moved into the
-        registry in one transaction; the answer (tokens, generated keys) is held only until it is returned.
-        A client-chosen `import_id` lets it ask `import_progress` how far the import is while it runs.
+        registry in one transaction. The answer (tokens, generated keys) is parked sealed beside them and read
+        back, in file order, through the `ImportAnswer` this yields once the import is committed; leaving the
+        context drops whatever is left of it. A client-chosen `import_id` lets it ask `import_progress` how far
+        the import is while it runs.
         """
         _need_maker(p)
         batch_id = secrets.token_hex(16) if import_id is None else _batch_id(p, import_id)
         if import_id is not None and await self._store.staged(batch_id):
             raise Conflict(f"an import with Import-Id {import_id!r} is running; choose a new id")
+        answer = ImportAnswer(self._store)
+        try:
+            await self._import(p, rows, batch_id, answer)
+            yield answer
+        finally:
+            await self._store.drop_batch(batch_id, answer.batch_id)
+
+    async def _import(self, p: Principal, rows: AsyncIterable[RawRow], batch_id: str, answer: ImportAnswer) -> None:
+        """Check, stage and commit the file; raises `ImportFailed` (nothing written) if any row is bad."""
         problems = Problems()
-        results: list[ImportedDevice] = []
         seen: set[bytes] = set()
         seen_tokens: set[str] = set()
         chunk: list[DeviceSpec] = []
         staged = read = 0
-        try:
-            async for raw in rows:
-                read += 1
-                if raw.fields is None:
-                    error = raw.error or "unreadable line"
-                    problems.add(FieldError(None, error, raw.line), header=error.startswith(HEADER_PROBLEM))
-                    continue
-                try:
-                    spec = self._spec(raw.fields, raw.line)
-                except InvalidRequest as exc:
-                    problems.add_refusal(exc, raw.line)
-                    continue
-                if (missing := unsupported(spec)) is not None:
-                    problems.add(missing)
-                    continue
-                tkm = None if spec.tkm is None else spec.tkm.to_bytes().hex()
-                if spec.dev_eui in seen:
-                    problems.add(FieldError("dev_eui", "DevEUI listed twice in the file", raw.line))
-                elif tkm is not None and tkm in seen_tokens:
-                    problems.add(FieldError("tkm_info", "TKM info listed twice in the file", raw.line))
-                else:
-                    seen.add(spec.dev_eui)
-                    if tkm is not None:
-                        seen_tokens.add(tkm)
-                    chunk.append(spec)
-                if len(chunk) >= _IMPORT_CHUNK:
-                    staged += await self._stage(p, batch_id, chunk, results, problems)
-                    chunk = []
-            if chunk:
-                staged += await self._stage(p, batch_id, chunk, results, problems)
-            if problems.count:
-                failed = ImportFailed(problems.detail(), errors=problems.sorted_errors(), error_count=problems.count)
-                await self._refused(p, failed, read - problems.header, problems.rows)
-                raise failed
-            if staged:
-                await self._commit(p, batch_id, staged, len(results), read)
-        finally:
-            await self._store.drop_batch(batch_id)
-        return results
+        async for raw in rows:
+            read += 1
+            if raw.fields is None:
+                error = raw.error or "unreadable line"
+                problems.add(FieldError(None, error, raw.line), header=error.startswith(HEADER_PROBLEM))
+                continue
+            try:
+                spec = self._spec(raw.fields, raw.line)
+            except InvalidRequest as exc:
+                problems.add_refusal(exc, raw.line)
+                continue
+            if (missing := unsupported(spec)) is not None:
+                problems.add(missing)
+                continue
+            tkm = None if spec.tkm is None else spec.tkm.to_bytes().hex()
+            if spec.dev_eui in seen:
+                problems.add(FieldError("dev_eui", "DevEUI listed twice in the file", raw.line))
+            elif tkm is not None and tkm in seen_tokens:
+                problems.add(FieldError("tkm_info", "TKM info listed twice in the file", raw.line))
+            else:
+                seen.add(spec.dev_eui)
+                if tkm is not None:
+                    seen_tokens.add(tkm)
+                chunk.append(spec)
+            if len(chunk) >= _IMPORT_CHUNK:
+                staged += await self._stage(p, batch_id, chunk, answer, problems)
+                chunk = []
+        if chunk:
+            staged += await self._stage(p, batch_id, chunk, answer, problems)
+        seen.clear()  # the largest thing held per row: its memory serves the commit's chunks instead
+        seen_tokens.clear()
+        if problems.count:
+            failed = ImportFailed(problems.detail(), errors=problems.sorted_errors(), error_count=problems.count)
+            await self._refused(p, failed, read - problems.header, problems.rows)
+            raise failed
+        if staged:
+            await self._commit(p, batch_id, staged, answer.created + answer.unchanged, read)
 
     async def import_progress(self, p: Principal, import_id: str) -> int:
         """Rows of a running import of this account that are checked and staged (keys in the HSM) so far.
@@ -206,35 +225,105 @@ class DeviceService:
         await self._journal.record([audit(p, "devices.import_refused", details=details)])
 
     async def _stage(
-        self, p: Principal, batch_id: str, chunk: list[DeviceSpec], results: list[ImportedDevice], problems: Problems
+        self, p: Principal, batch_id: str, chunk: list[DeviceSpec], answer: ImportAnswer, problems: Problems
     ) -> int:
         """Check a chunk against the registry and, while the file is still clean, prepare and park its rows."""
         existing = await self._store.existing([s.dev_eui.hex() for s in chunk])
-        prepared: list[tuple[int, str, Mapping[str, Any]]] = []
+        unchanged: set[bytes] = set()
         for spec in chunk:
-            eui = spec.dev_eui.hex()
-            if eui in existing:
-                maker, digest = existing[eui]
-                if maker == p.account and digest == spec.digest(p.account):
-                    results.append(_imported(spec, created=False))
-                else:
-                    problems.add(FieldError("dev_eui", f"device {eui} exists already", spec.line))
+            if spec.dev_eui.hex() in existing:
+                maker, digest = existing[spec.dev_eui.hex()]
+                if maker != p.account or digest != spec.digest(p.account):
+                    problems.add(FieldError("dev_eui", f"device {spec.dev_eui.hex()} exists already", spec.line))
+                unchanged.add(spec.dev_eui)
+        if problems.count:
+            return 0  # the file is refused anyway: no HSM work for the rest, only checks
+        outcomes = await self._prepare_chunk(p, [spec for spec in chunk if spec.dev_eui not in unchanged])
+        prepared: list[tuple[int, str, Mapping[str, Any]]] = []
+        answers: list[tuple[int, str, bytes]] = []
+        for spec in chunk:
+            if spec.dev_eui in unchanged:
+                answers.append(answer.seal(_imported(spec, created=False)))
                 continue
-            if problems.count:
-                continue  # the file is refused anyway: no HSM work for the rest, only checks
-            try:
-                row, result = await self._prepare(p, spec)
-            except (InvalidRequest, Conflict) as exc:  # in a file, a row the HSM's state refuses is a bad row
-                problems.add_refusal(exc, spec.line)
-                continue
-            prepared.append((spec.line or 0, eui, staged_row(row)))
-            results.append(result)
-        if prepared and not problems.count:
-            await self._store.stage(batch_id, prepared)
+            outcome = outcomes.get(spec.dev_eui)
+            if isinstance(outcome, (InvalidRequest, Conflict)):
+                problems.add_refusal(outcome, spec.line)
+            elif outcome is not None:
+                row, result = outcome
+                prepared.append((spec.line or 0, row["dev_eui"], staged_row(row)))
+                answers.append(answer.seal(result))
+        if problems.count:
+            return 0
+        await self._store.stage(batch_id, prepared, answer.batch_id, answers)
         return len(prepared)
+
+    async def _prepare_chunk(
+        self, p: Principal, specs: list[DeviceSpec]
+    ) -> dict[bytes, tuple[dict[str, Any], ImportedDevice] | InvalidRequest | Conflict]:
+        """`_prepare` for the new rows of a chunk, by DevEUI (in a file, a row the HSM's state refuses is a bad row).
+
+        Rows with imported or generated keys take one HSM call per group for their keys (and one per 64 owner
+        tokens) rather than two or three each. If the HSM refuses anything there, the rows are prepared one by
+        one so the refusal names its row, and none after it is (the file is refused anyway).
+        """
+        plain = [spec for spec in specs if spec.tkm is None]
+        try:
+            outcomes: dict[bytes, tuple[dict[str, Any], ImportedDevice] | InvalidRequest | Conflict] = dict(
+                await self._prepare_plain(p, plain)
+            )
+        except InvalidRequest:
+            outcomes = {}
+        for spec in specs:
+            if spec.dev_eui not in outcomes:
+                try:
+                    outcomes[spec.dev_eui] = await self._prepare(p, spec)
+                except (InvalidRequest, Conflict) as exc:
+                    outcomes[spec.dev_eui] = exc
+                    break
+        return outcomes
+
+    async def _prepare_plain(
+        self, p: Principal, specs: list[DeviceSpec]
+    ) -> dict[bytes, tuple[dict[str, Any], ImportedDevice]]:
+        """Rows without a secure element: their keys wrapped, or generated, one HSM call per group and kind."""
+        if not specs:
+            return {}
+        tokens = await new_owner_tokens(self._hsm, len(specs))
+        keys: dict[bytes, tuple[bytes, bytes | None, dict[str, bytes]]] = {}
+        groups: dict[str, list[DeviceSpec]] = {}
+        for spec in specs:
+            groups.setdefault(spec.hsm_group, []).append(spec)
+        try:
+            with hsm_guard("pre-commissioning"):
+                for group, members in groups.items():
+                    await self._group_ready(group)
+                    made = [s for s in members if s.generate_keys]
+                    count = sum(1 + s.uses_nwk_key for s in made)
+                    fresh = iter(await self._hsm.generate_root_keys(group, count) if count else ())
+                    for s in made:
+                        app_blob, app_key = next(fresh)
+                        nwk = next(fresh) if s.uses_nwk_key else None
+                        exported = {"app_key": app_key} | ({} if nwk is None else {"nwk_key": nwk[1]})
+                        keys[s.dev_eui] = (app_blob, None if nwk is None else nwk[0], exported)
+                    given = [s for s in members if not s.generate_keys]
+                    clear = [k for s in given for k in (s.app_key, s.nwk_key) if k is not None]
+                    wrapped = iter(await self._hsm.import_root_keys(group, clear) if clear else ())
+                    for s in given:
+                        keys[s.dev_eui] = (next(wrapped), None if s.nwk_key is None else next(wrapped), {})
+        except (HsmError, ValueError) as exc:
+            raise invalid("hsm_group", f"the HSM refused the keys: {type(exc).__name__}") from None
+        return {
+            spec.dev_eui: self._device_row(p, spec, *keys[spec.dev_eui], token)
+            for spec, token in zip(specs, tokens, strict=True)
+        }
 
     def _spec(self, fields: Mapping[str, Any], line: int | None) -> DeviceSpec:
         return device_spec(fields, line, self._policy.default_join_eui, self._policy.default_hsm_group)
+
+    async def _group_ready(self, group: str) -> None:
+        if group not in self._groups_ready:  # once per process, not once per imported device
+            await self._hsm.ensure_storage_kek(group)
+            self._groups_ready.add(group)
 
     async def _prepare(self, p: Principal, spec: DeviceSpec) -> tuple[dict[str, Any], ImportedDevice]:
         """Wrap, generate or derive the root keys in the HSM and pick the owner token: the device row to store."""
@@ -242,9 +331,7 @@ class DeviceService:
         generated: dict[str, bytes] = {}
         try:
             with hsm_guard("pre-commissioning"):
-                if group not in self._groups_ready:  # once per process, not once per imported device
-                    await self._hsm.ensure_storage_kek(group)
-                    self._groups_ready.add(group)
+                await self._group_ready(group)
                 if spec.tkm is not None:
                     app_blob, nwk_blob, token = await self._derived(spec.tkm, group, spec.uses_nwk_key)
                 elif spec.generate_keys:
@@ -260,11 +347,23 @@ class DeviceService:
                     token = await new_owner_token(self._hsm)
         except (HsmError, ValueError) as exc:
             raise invalid("hsm_group", f"the HSM refused the keys: {type(exc).__name__}") from None
+        return self._device_row(p, spec, app_blob, nwk_blob, generated, token)
+
+    def _device_row(
+        self,
+        p: Principal,
+        spec: DeviceSpec,
+        app_blob: bytes,
+        nwk_blob: bytes | None,
+        generated: Mapping[str, bytes],
+        token: str,
+    ) -> tuple[dict[str, Any], ImportedDevice]:
+        """The device row to store and its answer line (the token and generated keys, once)."""
         row = {
             "dev_eui": spec.dev_eui.hex(),
             "join_eui": spec.join_eui.hex(),
             "mac_version": spec.mac_version,
-            "hsm_group": group,
+            "hsm_group": spec.hsm_group,
             "app_key_blob": app_blob,
             "nwk_key_blob": nwk_blob,
             "name": spec.name,

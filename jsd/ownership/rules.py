@@ -40,6 +40,7 @@ __all__ = [
     "invalid",
     "need",
     "new_owner_token",
+    "new_owner_tokens",
     "page_limit",
     "plain_text",
     "sees",
@@ -85,6 +86,16 @@ async def new_owner_token(hsm: Hsm) -> str:
     """A fresh random owner token (32 hex digits) from the HSM's generator."""
     with hsm_guard("generate_random"):
         return (await hsm.generate_random(16)).hex().upper()
+
+
+async def new_owner_tokens(hsm: Hsm, count: int) -> list[str]:
+    """`count` fresh owner tokens, 64 per call to the HSM's generator (a bulk import)."""
+    tokens: list[str] = []
+    with hsm_guard("generate_random"):
+        while len(tokens) < count:
+            raw = await hsm.generate_random(16 * min(64, count - len(tokens)))
+            tokens += [raw[start : start + 16].hex().upper() for start in range(0, len(raw), 16)]
+    return tokens
 
 
 def need(p: Principal, scope: str) -> None:

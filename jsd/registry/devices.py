@@ -158,16 +158,37 @@ class DeviceStore(JournalledStore):
         except IntegrityError as exc:
             raise DeviceExists(f"device {row['dev_eui']} exists already, or its owner token is taken") from exc
 
-    async def stage(self, batch_id: str, rows: Sequence[tuple[int, str, Mapping[str, Any]]]) -> None:
-        """Park prepared rows of a bulk import (wrapped keys only) until the whole file has been checked."""
-        async with self._writer.begin() as conn:
-            await conn.execute(
-                insert(import_rows),
-                [
-                    {"batch_id": batch_id, "line": line, "dev_eui": eui, "row": json.dumps(dict(row)).encode()}
-                    for line, eui, row in rows
-                ],
+    async def stage(
+        self,
+        batch_id: str,
+        rows: Sequence[tuple[int, str, Mapping[str, Any]]],
+        answer_id: str | None = None,
+        answers: Sequence[tuple[int, str, bytes]] = (),
+    ) -> None:
+        """Park prepared rows of a bulk import (wrapped keys only) until the whole file has been checked.
+
+        `answers` (line, DevEUI, sealed answer line) go under `answer_id` in the same transaction.
+        """
+        staged = [
+            {"batch_id": batch_id, "line": line, "dev_eui": eui, "row": json.dumps(dict(row)).encode()}
+            for line, eui, row in rows
+        ]
+        if answer_id is not None:
+            staged += [{"batch_id": answer_id, "line": line, "dev_eui": eui, "row": row} for line, eui, row in answers]
+        if staged:
+            async with self._writer.begin() as conn:
+                await conn.execute(insert(import_rows), staged)
+
+    async def staged_page(self, batch_id: str, after: int, limit: int) -> list[tuple[int, str, bytes]]:
+        """(line, DevEUI, row) of staged rows after line `after`, in line order."""
+        async with self._reader.connect() as conn:
+            rows = await conn.execute(
+                select(import_rows.c.line, import_rows.c.dev_eui, import_rows.c.row)
+                .where(import_rows.c.batch_id == batch_id, import_rows.c.line > after)
+                .order_by(import_rows.c.line)
+                .limit(limit)
             )
+            return [(r.line, r.dev_eui, bytes(r.row)) for r in rows]
 
     async def staged(self, batch_id: str) -> int:
         """How many rows of a bulk import are staged so far (0 once it is committed or dropped)."""
@@ -177,9 +198,9 @@ class DeviceStore(JournalledStore):
             )
             return int(count.scalar() or 0)
 
-    async def drop_batch(self, batch_id: str) -> None:
+    async def drop_batch(self, *batch_ids: str) -> None:
         async with self._writer.begin() as conn:
-            await conn.execute(delete(import_rows).where(import_rows.c.batch_id == batch_id))
+            await conn.execute(delete(import_rows).where(import_rows.c.batch_id.in_(batch_ids)))
 
     async def commit_batch(
         self,
@@ -187,7 +208,7 @@ class DeviceStore(JournalledStore):
         audit: AuditRecord,
         events_of: Callable[[Mapping[str, Any]], Iterable[EventRecord]],
         device_audit: AuditRecord | None = None,
-        chunk: int = 2_000,
+        chunk: int = 1_000,
     ) -> None:
         """Move a checked batch into `devices` in one transaction: all rows or none.
 
