@@ -10,6 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from jsd.registry.migrations.columns import now, primary_key, required, varchar
+
 revision = "0004_versions"
 down_revision = "0003_console"
 branch_labels = None
@@ -17,13 +19,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_table(
-        "retired_versions",
-        sa.Column("dev_eui", sa.String(16), nullable=False),
-        sa.Column("version", sa.Integer(), nullable=False),
-        sa.Column("retired_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-        sa.PrimaryKeyConstraint("dev_eui", name="pk_retired_versions"),
-    )
+    columns = (varchar("dev_eui", 16), required("version", sa.Integer()), now("retired_at"))
+    op.create_table("retired_versions", *columns, primary_key("retired_versions", "dev_eui"))
 
 
 def downgrade() -> None:
