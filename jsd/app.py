@@ -49,7 +49,12 @@ def hsm_settings(settings: Settings) -> HsmSettings:
         os.environ["SOFTHSM2_CONF"] = conf
     pin_file = settings.get("hsm", "pin_file") or (str(state / "hsm-pin") if embedded else None)
     pin: Pin = load_pin("JSD_HSM_PIN", pin_file if pin_file and Path(pin_file).exists() else None)
-    return HsmSettings(module=module, token_label=settings.get("hsm", "token_label"), pin=pin)
+    return HsmSettings(
+        module=module,
+        token_label=settings.get("hsm", "token_label"),
+        pin=pin,
+        reinitialize_every=settings.get("hsm", "reinitialize_every"),
+    )
 
 
 def join_policy(settings: Settings) -> JoinPolicy:

@@ -74,6 +74,7 @@ class Login:
     owns_login: bool = False
     storage: dict[str, int] = field(default_factory=dict)
     transport: dict[str, int] = field(default_factory=dict)
+    operations: int = 0
 
     def __repr__(self) -> str:
         return f"Login(token={self.settings.token_label!r}, users={self.users})"
@@ -128,6 +129,15 @@ class Login:
         except p11err.PKCS11Error as exc:
             log.warning("logging out of token %r failed: %s", self.settings.token_label, type(exc).__name__)
         _close_quietly(self.lib, session)
+
+    def renew(self) -> None:
+        """Finalise and re-initialise the module, then log in again: between two operations, so nothing is in
+        flight on this (the only PKCS#11) thread; other logins on the module see the new generation."""
+        log.info("re-initialising %s after %d operations (releases destroyed session objects)",
+                 self.settings.module, self.operations)  # fmt: skip
+        self.operations = 0
+        _reinitialize(self.lib, self.settings.module)
+        self.connect()
 
     def recover(self, cause: Exception) -> None:
         """docs/pkcs11.md §4: finalise and re-initialise the module, then log in again."""
@@ -210,6 +220,10 @@ def run(login: Login, operation: str, fn: Callable[..., T], *args: Any) -> T:
     assert_hsm_thread()
     if login.users <= 0:
         raise HsmUnavailable("this HSM handle is closed")
+    every = login.settings.reinitialize_every
+    if every and login.operations >= every:
+        login.renew()
+    login.operations += 1
     for attempt in (1, 2):
         try:
             if login.session is None or login.generation != login.lib.generation:

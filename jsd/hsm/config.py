@@ -64,8 +64,14 @@ def load_pin(env_var: str = "JSD_HSM_PIN", file: str | None = None) -> Pin:
 
 @dataclass(frozen=True)
 class HsmSettings:
-    """Selects a token: a real HSM and the embedded SoftHSM2 differ only in these three values."""
+    """Selects a token: a real HSM and the embedded SoftHSM2 differ in module, label and PIN.
+
+    `reinitialize_every`: after this many operations a process finalises and re-initialises the module
+    between two of them (0: never). SoftHSM2 2.6 frees a destroyed session object only when the module is
+    finalised (≈ 250 bytes per join, measured in docs/pkcs11.md), so a long-running worker grows without it.
+    """
 
     module: str
     token_label: str
     pin: Pin
+    reinitialize_every: int = 0

@@ -445,3 +445,31 @@ async def test_generate_random(hsm: Hsm) -> None:
     assert len(await hsm.generate_random(3)) == 3
     with pytest.raises(ValueError):
         await hsm.generate_random(0)
+
+
+async def test_a_worker_reinitializes_the_module_every_n_operations_and_joins_go_on(
+    hsm_settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`hsm.reinitialize_every`: between two operations the module is finalised (SoftHSM2 frees destroyed
+    session objects only then) and logged in again; cached KEK copies are made anew and every join stays right."""
+    from dataclasses import replace
+
+    renewing = await Hsm.open(replace(hsm_settings, reinitialize_every=3))
+    try:
+        await renewing.ensure_storage_kek("default")
+        await ensure_kek(renewing, NS_LABEL, NS_KEK)
+        await ensure_kek(renewing, AS_LABEL, AS_KEK)
+        login = renewing._login
+        first = login.lib.generation
+        caplog.set_level("INFO", logger="jsd.hsm")
+        for _ in range(4):
+            device = Join10(cflist=b"")
+            out = await renewing.run_join(device.recipe(await renewing.import_root_key("default", device.app_key)))
+            plain = aes_encrypt(device.app_key, out.encrypted_accept)
+            assert plain[-4:] == cmac(device.app_key, MHDR_JOIN_ACCEPT + device.body)[:4]
+            assert len(aes_unwrap(NS_KEK, out.wrapped[("nwk_s", NS_LABEL)])) == 16
+        assert login.lib.generation >= first + 2  # 8 joins' worth of operations, renewed every 3
+        assert login.operations <= 3
+        assert any("re-initialising" in r.getMessage() for r in caplog.records)
+    finally:
+        await renewing.aclose()
