@@ -133,7 +133,7 @@ class Login:
     def renew(self) -> None:
         """Finalise and re-initialise the module, then log in again: between two operations, so nothing is in
         flight on this (the only PKCS#11) thread; other logins on the module see the new generation."""
-        log.info("re-initialising %s after %d operations (releases destroyed session objects)",
+        log.debug("re-initialising %s after %d operations (releases destroyed session objects)",
                  self.settings.module, self.operations)  # fmt: skip
         self.operations = 0
         _reinitialize(self.lib, self.settings.module)

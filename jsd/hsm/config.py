@@ -68,7 +68,7 @@ class HsmSettings:
 
     `reinitialize_every`: after this many operations a process finalises and re-initialises the module
     between two of them (0: never). SoftHSM2 2.6 frees a destroyed session object only when the module is
-    finalised (≈ 250 bytes per join, measured in docs/pkcs11.md), so a long-running worker grows without it.
+    finalised (≈ 1 KB per join, measured in docs/pkcs11.md), so a long-running worker grows without it.
     """
 
     module: str

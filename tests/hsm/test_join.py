@@ -461,7 +461,7 @@ async def test_a_worker_reinitializes_the_module_every_n_operations_and_joins_go
         await ensure_kek(renewing, AS_LABEL, AS_KEK)
         login = renewing._login
         first = login.lib.generation
-        caplog.set_level("INFO", logger="jsd.hsm")
+        caplog.set_level("DEBUG", logger="jsd.hsm")
         for _ in range(4):
             device = Join10(cflist=b"")
             out = await renewing.run_join(device.recipe(await renewing.import_root_key("default", device.app_key)))
