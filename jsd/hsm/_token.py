@@ -44,8 +44,15 @@ _STALE_HANDLE: Final = (
 )
 # SoftHSM2 rewrites its token file on every C_Login. Another process reading it at that moment (C_GetTokenInfo,
 # C_Login) gets CKR_GENERAL_ERROR, or loses the token from its slot list until it re-initialises the module:
-# measured with two processes logging in while a third ran joins (the joins were unaffected).
-_LOGIN_RACES: Final = (p11err.GeneralError, p11err.NoSuchToken, p11err.TokenNotRecognised)
+# measured with two processes logging in while a third ran joins (the joins were unaffected). A half-written
+# file can also read as a token without a user PIN (CKR_USER_PIN_NOT_INITIALIZED; seen with three processes
+# logging in in a loop), so that too is tried again before it is believed.
+_LOGIN_RACES: Final = (
+    p11err.GeneralError,
+    p11err.NoSuchToken,
+    p11err.TokenNotRecognised,
+    p11err.UserPinNotInitialized,
+)
 _CONNECT_ATTEMPTS: Final = 6
 _PIN_REJECTED: Final = (
     p11err.PinIncorrect,
@@ -95,10 +102,6 @@ class Login:
                 self.session, self.owns_login = _log_in(self.lib, label, self.settings.pin)
                 self.generation = self.lib.generation
                 return
-            except _PIN_REJECTED as exc:
-                raise HsmUnavailable(f"token {label!r} rejected the user PIN ({type(exc).__name__})") from None
-            except p11err.MultipleTokensReturned:
-                raise HsmUnavailable(f"several tokens labelled {label!r} in {module}") from None
             except _LOGIN_RACES as exc:
                 if attempt == _CONNECT_ATTEMPTS:
                     if isinstance(exc, p11err.NoSuchToken):
@@ -106,6 +109,10 @@ class Login:
                     raise HsmUnavailable(f"cannot log in to token {label!r} ({type(exc).__name__})") from exc
                 time.sleep((10 + secrets.randbelow(40)) * attempt / 1000)
                 _reinitialize(self.lib, module)
+            except _PIN_REJECTED as exc:
+                raise HsmUnavailable(f"token {label!r} rejected the user PIN ({type(exc).__name__})") from None
+            except p11err.MultipleTokensReturned:
+                raise HsmUnavailable(f"several tokens labelled {label!r} in {module}") from None
             except p11err.PKCS11Error as exc:
                 raise HsmUnavailable(f"cannot log in to token {label!r} ({type(exc).__name__})") from exc
 
