@@ -31,7 +31,9 @@ Usage = Literal["session", "mic", "enc"]
 STORAGE_KEK_PREFIX: Final = "jsd-storage-"
 SESSION_STORE_KEK_PREFIX: Final = "jsd-sessions-"
 _RESERVED_PREFIXES: Final = (STORAGE_KEK_PREFIX, SESSION_STORE_KEK_PREFIX)
-_GROUP_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,47}")
+GROUP_PATTERN: Final = r"[A-Za-z0-9][A-Za-z0-9._-]{0,47}"
+"""An HSM group's name: it ends up in storage KEK labels (the API's checks use this same pattern)."""
+_GROUP_RE: Final = re.compile(GROUP_PATTERN)
 _USAGES: Final = frozenset({"session", "mic", "enc"})
 _BLOCK_LEN: Final = 16
 _MIC_LEN: Final = 4

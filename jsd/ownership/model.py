@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar
 
+from jsd.hsm.recipe import GROUP_PATTERN
 from jsd.registry.journal import AuditEntry
 
 __all__ = [
@@ -63,8 +64,8 @@ them. The Basic Multilingual Plane's non-printable characters of Unicode 14 (`st
 written out so the rule does not move with the Python version; one class for the service, pydantic, the
 OpenAPI document and schemathesis alike (unpaired surrogates, which no JSON body gets past `jsd.bodies`, are
 refused by `is_text` only: JSON Schema validators cannot write them in a class)."""
-HSM_GROUP_RE = r"[A-Za-z0-9][A-Za-z0-9._-]{0,47}"
-"""An HSM group's name, as `jsd.hsm` accepts it in its storage KEK labels (checked there too)."""
+HSM_GROUP_RE = GROUP_PATTERN
+"""An HSM group's name: `jsd.hsm`'s own pattern, so the API never admits a group the HSM refuses."""
 ANSWER_URL_RE = (
     r"https?://[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?"
     r"(?::(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?"

@@ -102,7 +102,13 @@ def test_strict_types_and_null_as_absent() -> None:
 
 def test_the_hsm_group_rule_is_the_one_the_hsm_enforces() -> None:
     """A group the document allows must never reach the HSM's own check and fail there (a 400 from inside)."""
-    from jsd.hsm.recipe import _GROUP_RE
-    from jsd.ownership.model import HSM_GROUP_RE
+    from jsd.hsm.recipe import check_group
 
-    assert _GROUP_RE.pattern == HSM_GROUP_RE
+    body = {"dev_eui": "0102030405060708", "mac_version": "1.0.3", "generate_keys": True}
+    for refused in ("_x", "-x", ".x", "x" * 49, ""):
+        assert fields(wire.DeviceImport, {**body, "hsm_group": refused}) == ["hsm_group"]
+        with pytest.raises(ValueError):
+            check_group(refused)
+    for allowed in ("default", "g-1.x_y", "x" * 48):
+        validate(wire.DeviceImport, {**body, "hsm_group": allowed})
+        assert check_group(allowed) == allowed
