@@ -110,6 +110,8 @@ CASES: list[tuple[str, str, str, Any, str | None]] = [
     ),  # fmt: skip
     ("operator", "POST", "/network-servers", {"net_id": "000099", "name": "n", "generate_token": True}, "kek_label"),
     ("operator", "GET", "/network-servers/0x13", None, "net_id"),
+    ("operator", "GET", "/devices/01020304/nonces", None, "dev_eui"),
+    ("operator", "GET", "/devices/zz02030405060708/nonces", None, "dev_eui"),
     ("operator", "DELETE", "/network-servers/00001g", None, "net_id"),
     ("operator", "POST", "/roaming-agreements", {"home_net_id": HOME}, "visited_net_id"),
     ("operator", "POST", "/roaming-agreements", {"home_net_id": "x", "visited_net_id": HOME}, "home_net_id"),
