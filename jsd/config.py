@@ -56,8 +56,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("hsm", "pin_file", "",
             "File holding the user PIN (JSD_HSM_PIN wins); empty with the embedded default = state_dir/hsm-pin."),
     Setting("hsm", "reinitialize_every", 10000,
-            "Finalise and re-initialise the PKCS#11 module after this many HSM operations of a worker, between two "
-            "of them (0 = never): SoftHSM2 frees destroyed session objects only then (~1 KB per join)."),
+            "Finalise and re-initialise the PKCS#11 module after this many HSM operations of a worker (a batch "
+            "counts each key), between two of them (0 = never): SoftHSM2 frees destroyed session objects only then (~1 KB per join)."),
     Setting("hsm", "softhsm_conf", "",
             "SOFTHSM2_CONF to use; empty with the embedded default = state_dir/softhsm2.conf."),
     Setting("join", "join_euis", [],

@@ -222,15 +222,19 @@ def release(login: Login) -> None:
         login.disconnect()
 
 
-def run(login: Login, operation: str, fn: Callable[..., T], *args: Any) -> T:
-    """Run one operation, mapping PKCS#11 failures to `HsmError`s and recovering a lost session once."""
+def run(login: Login, operation: str, fn: Callable[..., T], *args: Any, weight: int = 1) -> T:
+    """Run one operation, mapping PKCS#11 failures to `HsmError`s and recovering a lost session once.
+
+    `weight` is what the operation counts towards `reinitialize_every`: a batch counts each of its keys, as
+    SoftHSM2 keeps a destroyed session object per key until the renewal.
+    """
     assert_hsm_thread()
     if login.users <= 0:
         raise HsmUnavailable("this HSM handle is closed")
     every = login.settings.reinitialize_every
     if every and login.operations >= every:
         login.renew()
-    login.operations += 1
+    login.operations += weight
     for attempt in (1, 2):
         try:
             if login.session is None or login.generation != login.lib.generation:

@@ -66,8 +66,8 @@ def load_pin(env_var: str = "JSD_HSM_PIN", file: str | None = None) -> Pin:
 class HsmSettings:
     """Selects a token: a real HSM and the embedded SoftHSM2 differ in module, label and PIN.
 
-    `reinitialize_every`: after this many operations a process finalises and re-initialises the module
-    between two of them (0: never). SoftHSM2 2.6 frees a destroyed session object only when the module is
+    `reinitialize_every`: after this many operations (a batch counts each of its keys) a process finalises
+    and re-initialises the module between two of them (0: never). SoftHSM2 2.6 frees a destroyed session object only when the module is
     finalised (≈ 1 KB per join, measured in docs/pkcs11.md), so a long-running worker grows without it.
     """
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
@@ -70,10 +71,11 @@ class Hsm:
         """The settings this handle was opened with (the PIN stays masked)."""
         return self._login.settings
 
-    async def _run(self, operation: str, fn: Callable[..., T], *args: Any) -> T:
+    async def _run(self, operation: str, fn: Callable[..., T], *args: Any, weight: int = 1) -> T:
         if self._closed:
             raise HsmUnavailable("this HSM handle is closed")
-        return await _thread.call(_token.run, self._login, operation, fn, *args)
+        run = _token.run if weight == 1 else functools.partial(_token.run, weight=weight)
+        return await _thread.call(run, self._login, operation, fn, *args)
 
     async def ensure_storage_kek(self, group: str) -> bool:
         """Create the group's storage KEKs if absent (True if any was created); check them either way."""
@@ -90,11 +92,13 @@ class Hsm:
     async def import_root_keys(self, group: str, keys: Sequence[bytes]) -> list[bytes]:
         """`import_root_key` for many keys in one hop to the HSM thread (bulk imports): the blobs in order."""
         checked = [_check_key(key) for key in keys]
-        return await self._run("import root keys", _keys.import_root_keys, check_group(group), checked)
+        return await self._run(
+            "import root keys", _keys.import_root_keys, check_group(group), checked, weight=len(checked)
+        )
 
     async def generate_root_keys(self, group: str, count: int) -> list[tuple[bytes, bytes]]:
         """`generate_root_key` `count` times in one hop: (blob, clear key) pairs."""
-        return await self._run("generate root keys", _keys.generate_root_keys, check_group(group), count)
+        return await self._run("generate root keys", _keys.generate_root_keys, check_group(group), count, weight=count)
 
     async def import_kek(self, label: str, key: bytes) -> None:
         """Import a shared NS KEK or ASTK as a WRAP-only AES-128 token object; `KekExists` if taken."""

@@ -473,3 +473,29 @@ async def test_a_worker_reinitializes_the_module_every_n_operations_and_joins_go
         assert any("re-initialising" in r.getMessage() for r in caplog.records)
     finally:
         await renewing.aclose()
+
+
+async def test_a_batch_counts_each_of_its_keys_towards_the_renewal(hsm_settings: Any) -> None:
+    """A bulk import's one call per chunk creates a session object per key, so it counts each key: a
+    100,000-device import renews the module as 100,000 single imports would (docs/benchmarks.md)."""
+    from dataclasses import replace
+
+    renewing = await Hsm.open(replace(hsm_settings, reinitialize_every=10))
+    try:
+        await renewing.ensure_storage_kek("default")
+        login = renewing._login
+        first = login.lib.generation
+        keys = [secrets.token_bytes(16) for _ in range(25)]
+        blobs = await renewing.import_root_keys("default", keys)
+        assert login.operations == 1 + 25  # the KEK check, then the batch's keys
+        await renewing.import_root_keys("default", keys[:3])  # over the limit: renewed before this call
+        assert login.lib.generation == first + 1 and login.operations == 3
+        await renewing.generate_root_keys("default", 12)  # 15 > 10: renewed before the next call
+        await renewing.generate_random(4)
+        assert login.lib.generation == first + 2 and login.operations == 1
+        device = Join10(cflist=b"", app_key=keys[7])
+        out = await renewing.run_join(device.recipe(blobs[7]))  # a blob made before two renewals still works
+        plain = aes_encrypt(device.app_key, out.encrypted_accept)
+        assert plain[-4:] == cmac(device.app_key, MHDR_JOIN_ACCEPT + device.body)[:4]
+    finally:
+        await renewing.aclose()
