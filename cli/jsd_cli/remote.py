@@ -9,7 +9,6 @@ first need: for ``jsd serve``, the local commands (jsd_cli.bootstrap) and the da
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
@@ -162,6 +161,8 @@ class Context:
                 "unauthenticated",
             )
 
+        import asyncio  # here, not at the top: `jsd serve`'s supervisor imports this module and no event loop
+
         async def conversation() -> T:
             async with ApiClient(self.base_url(), key, timeout) as api:
                 return await body(api)
@@ -302,6 +303,8 @@ def show_log(
         return
 
     async def poll(api: ApiClient) -> None:
+        import asyncio
+
         position, header = after, not as_json
         while True:
             page = await api.call("GET", path, params=params(position))
