@@ -111,10 +111,8 @@ class Step:
 
     def label(self) -> str:
         """A short name for reports."""
-        extra = [f"type={self.rejoin_type}"] if self.rejoin_type is not None else []
-        extra += [f"ns={self.ns}"] if self.ns else []
-        extra += [f"mac={self.mac_version}"] if self.mac_version else []
-        extra += [f"net_id={self.net_id}"] if self.net_id else []
+        options = {"type": self.rejoin_type, "ns": self.ns, "mac": self.mac_version, "net_id": self.net_id}
+        extra = [f"{name}={value}" for name, value in options.items() if value not in (None, "")]
         return self.kind + (f"({', '.join(extra)})" if extra else "")
 
 
@@ -208,23 +206,25 @@ def load_devices_csv(path: str | Path) -> list[SimDevice]:
         if missing:
             raise ScenarioError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
         for line, row in enumerate(reader, start=2):
-            where = f"{path}:{line}"
-            try:
-                version = normalize_mac_version(row["mac_version"])
-            except ValueError as exc:
-                raise ScenarioError(f"{where}: {exc}") from None
-            nwk = (row.get("nwk_key") or "").strip()
-            try:
-                devices.append(SimDevice(
-                    _hex_bytes(row["dev_eui"], f"{where} dev_eui", 8),
-                    _hex_bytes(row["join_eui"], f"{where} join_eui", 8),
-                    version,
-                    _hex_bytes(row["app_key"], f"{where} app_key", 16),
-                    _hex_bytes(nwk, f"{where} nwk_key", 16) if nwk else None,
-                ))
-            except ValueError as exc:
-                raise ScenarioError(f"{where}: {exc}") from None
+            devices.append(_device(row, f"{path}:{line}"))
     return devices
+
+
+def _device(row: Mapping[str, Any], where: str) -> SimDevice:
+    """A device from a CSV row or a ``[[devices]]`` table: hex EUIs and keys; an empty ``nwk_key`` is none."""
+    try:
+        nwk = str(row.get("nwk_key") or "").strip()
+        return SimDevice(
+            _hex_bytes(row["dev_eui"], "dev_eui", 8),
+            _hex_bytes(row["join_eui"], "join_eui", 8),
+            normalize_mac_version(row["mac_version"]),
+            _hex_bytes(row["app_key"], "app_key", 16),
+            _hex_bytes(nwk, "nwk_key", 16) if nwk else None,
+        )
+    except KeyError as exc:
+        raise ScenarioError(f"{where}: {exc.args[0]} is missing") from None
+    except ValueError as exc:
+        raise ScenarioError(f"{where}: {exc}") from None
 
 
 def _secret(table: Mapping[str, Any], key: str, where: str) -> str | None:
@@ -281,8 +281,12 @@ def load_scenario(path: str | Path, *, js_url: str | None = None) -> Scenario:
         _hex_bytes(t["net_id"], f"{where}.net_id", 3)
         kek = _secret(t, "kek", where)
         nss[name] = NetworkServerSpec(
-            name=name, net_id=t["net_id"].lower(), token=_secret(t, "token", where), kek_label=t.get("kek_label"),
-            kek=_hex_bytes(kek, f"{where}.kek", 16) if kek else None, async_answers=bool(t.get("async", False)),
+            name=name,
+            net_id=t["net_id"].lower(),
+            token=_secret(t, "token", where),
+            kek_label=t.get("kek_label"),
+            kek=_hex_bytes(kek, f"{where}.kek", 16) if kek else None,
+            async_answers=bool(t.get("async", False)),
         )
     home = raw.get("home", "home")
     if home not in nss:
@@ -291,15 +295,7 @@ def load_scenario(path: str | Path, *, js_url: str | None = None) -> Scenario:
     devices: list[SimDevice] = []
     if "devices_csv" in raw:
         devices += load_devices_csv(p.parent / raw["devices_csv"])
-    for i, d in enumerate(raw.get("devices") or []):
-        try:
-            devices.append(SimDevice(
-                _hex_bytes(d["dev_eui"], f"devices[{i}].dev_eui", 8), _hex_bytes(d["join_eui"], "join_eui", 8),
-                d["mac_version"], _hex_bytes(d["app_key"], "app_key", 16),
-                _hex_bytes(d["nwk_key"], "nwk_key", 16) if d.get("nwk_key") else None,
-            ))
-        except (KeyError, ValueError) as exc:
-            raise ScenarioError(f"{p}: devices[{i}]: {exc}") from None
+    devices += [_device(d, f"{p}: devices[{i}]") for i, d in enumerate(raw.get("devices") or [])]
     if not devices:
         raise ScenarioError(f"{p}: no devices (devices_csv or [[devices]])")
     steps = [_step(s, i) for i, s in enumerate(raw.get("steps") or [])]
@@ -341,8 +337,16 @@ async def _run_one(
     ns = nss[step.ns] if step.ns else home
 
     def result(got: str, ok: bool, detail: str = "", latency: float | None = None) -> StepResult:
-        return StepResult(i, step.label(), dev.dev_eui.hex(), expected, got, ok, detail,
-                          None if latency is None else round(latency * 1000, 3))
+        return StepResult(
+            i,
+            step.label(),
+            dev.dev_eui.hex(),
+            expected,
+            got,
+            ok,
+            detail,
+            None if latency is None else round(latency * 1000, 3),
+        )
 
     try:
         if step.kind in ("join", "replay", "wrong_key", "wrong_net_id"):
@@ -359,8 +363,7 @@ async def _run_one(
                     root = _wrong_key(dev.root_key)
                 elif step.ns in (None, scenario.home):
                     sender = step.net_id or f"{int(home.net_id.hex(), 16) ^ 0x1:06x}"
-            outcome = await ns.join(dev, mac_version=step.mac_version, dev_nonce=nonce, root_key=root,
-                                    sender_id=sender)
+            outcome = await ns.join(dev, mac_version=step.mac_version, dev_nonce=nonce, root_key=root, sender_id=sender)
             if outcome.ok:
                 run.last_join = outcome
             ok = any(same_result(outcome.result_code, e) for e in expected)
@@ -411,8 +414,13 @@ async def run_scenario(
     for name, spec in scenario.network_servers.items():
         if name not in nss:
             own[name] = nss[name] = SimNetworkServer(
-                scenario.js_url, spec.net_id, token=spec.token, kek_label=spec.kek_label, kek=spec.kek,
-                astks=scenario.astks, answer_port=0 if spec.async_answers else None,
+                scenario.js_url,
+                spec.net_id,
+                token=spec.token,
+                kek_label=spec.kek_label,
+                kek=spec.kek,
+                astks=scenario.astks,
+                answer_port=0 if spec.async_answers else None,
             )
     runs = [_DeviceRun(d) for d in scenario.devices]
     results: list[StepResult] = []
@@ -450,8 +458,14 @@ class JoinServerUnderTest(Protocol):
     ) -> str: ...
 
     async def add_device(
-        self, dev_eui: str, join_eui: str, mac_version: str, app_key: bytes, nwk_key: bytes | None,
-        home_net_id: str | None, astk: bytes | None,
+        self,
+        dev_eui: str,
+        join_eui: str,
+        mac_version: str,
+        app_key: bytes,
+        nwk_key: bytes | None,
+        home_net_id: str | None,
+        astk: bytes | None,
     ) -> str | None: ...
 
 
@@ -493,12 +507,22 @@ async def provision(
         for version in versions:
             v = normalize_mac_version(version)
             for _ in range(devices_per_version):
-                dev = SimDevice(secrets.token_bytes(8), join_eui, v, secrets.token_bytes(16),
-                                secrets.token_bytes(16) if is_lorawan_11(v) else None)
+                dev = SimDevice(
+                    secrets.token_bytes(8),
+                    join_eui,
+                    v,
+                    secrets.token_bytes(16),
+                    secrets.token_bytes(16) if is_lorawan_11(v) else None,
+                )
                 astk = secrets.token_bytes(16)
                 astk_label = await target.add_device(
-                    dev_eui=dev.dev_eui.hex(), join_eui=join_eui.hex(), mac_version=v, app_key=dev.app_key,
-                    nwk_key=dev.nwk_key, home_net_id=home_id, astk=astk,
+                    dev_eui=dev.dev_eui.hex(),
+                    join_eui=join_eui.hex(),
+                    mac_version=v,
+                    app_key=dev.app_key,
+                    nwk_key=dev.nwk_key,
+                    home_net_id=home_id,
+                    astk=astk,
                 )
                 if astk_label:
                     scenario.astks[astk_label] = astk

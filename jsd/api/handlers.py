@@ -193,18 +193,22 @@ class Api:
             }
         )
 
-    async def get_device(self, request: web.Request) -> web.StreamResponse:
+    async def _on_device(self, request: web.Request) -> tuple[Ownership, Principal, bytes]:
+        """The service, the caller and the path's DevEUI (read once the caller is known)."""
         service, p = await self.principal(request)
-        return _json(render.device(await service.devices.get_device(p, inputs.path_eui(request))))
+        return service, p, inputs.path_eui(request)
+
+    async def get_device(self, request: web.Request) -> web.StreamResponse:
+        service, p, dev_eui = await self._on_device(request)
+        return _json(render.device(await service.devices.get_device(p, dev_eui)))
 
     async def get_device_nonces(self, request: web.Request) -> web.StreamResponse:
-        service, p = await self.principal(request)
-        dev_eui = inputs.path_eui(request)
+        service, p, dev_eui = await self._on_device(request)
         return _json(render.nonces(dev_eui, await service.devices.nonce_state(p, dev_eui)))
 
     async def delete_device(self, request: web.Request) -> web.StreamResponse:
-        service, p = await self.principal(request)
-        await service.devices.delete_device(p, inputs.path_eui(request))
+        service, p, dev_eui = await self._on_device(request)
+        await service.devices.delete_device(p, dev_eui)
         return _no_content()
 
     async def claim(self, request: web.Request) -> web.StreamResponse:
@@ -218,8 +222,7 @@ class Api:
         return _json(render.device(view))
 
     async def set_net_id(self, request: web.Request) -> web.StreamResponse:
-        service, p = await self.principal(request)
-        dev_eui = inputs.path_eui(request)
+        service, p, dev_eui = await self._on_device(request)
         body, _ = await inputs.body(request, wire.NetIdChoice)
         net_id = inputs.net_id(body.net_id, "net_id")
         answer = render.device(await service.devices.set_net_id(p, dev_eui, net_id))
@@ -227,15 +230,13 @@ class Api:
         return _json(answer | ({"warnings": warnings} if warnings else {}))
 
     async def set_astk(self, request: web.Request) -> web.StreamResponse:
-        service, p = await self.principal(request)
-        dev_eui = inputs.path_eui(request)
+        service, p, dev_eui = await self._on_device(request)
         body, _ = await inputs.body(request, wire.AstkChoice)
         return _json(render.device(await service.devices.set_astk(p, dev_eui, body.astk)))
 
     async def _device_action(self, request: web.Request) -> tuple[Ownership, Principal, bytes]:
         """The service, the caller and the path's DevEUI, for an action on a device that takes no body."""
-        service, p = await self.principal(request)
-        dev_eui = inputs.path_eui(request)
+        service, p, dev_eui = await self._on_device(request)
         await inputs.body(request, wire.Empty)
         return service, p, dev_eui
 

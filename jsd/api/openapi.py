@@ -57,14 +57,17 @@ PROBLEM_RESPONSES: dict[str, tuple[str, ...]] = {
 # Every authenticated operation can answer these.
 COMMON = ("InvalidRequest", "Unauthenticated", "Forbidden", "Internal", "HsmUnavailable")
 WRITE = ("NotFound", "Conflict")
-DEVICE_LINKS = {
-    "get_device": {"dev_eui": "$response.body#/dev_eui"},
-    "set_net_id": {"dev_eui": "$response.body#/dev_eui"},
-    "set_astk": {"dev_eui": "$response.body#/dev_eui"},
-    "reset_nonces": {"dev_eui": "$response.body#/dev_eui"},
-    "release": {"dev_eui": "$response.body#/dev_eui"},
-    "delete_device": {"dev_eui": "$response.body#/dev_eui"},
-}
+
+
+def _links(parameters: dict[str, str], *targets: str) -> dict[str, dict[str, str]]:
+    """Links to operations that all take the same parameters from the creating operation's answer."""
+    return dict.fromkeys(targets, parameters)
+
+
+DEVICE_LINKS = _links(
+    {"dev_eui": "$response.body#/dev_eui"},
+    "get_device", "set_net_id", "set_astk", "reset_nonces", "release", "delete_device",
+)  # fmt: skip
 
 
 class Op(NamedTuple):
@@ -91,8 +94,7 @@ OPERATIONS: tuple[Op, ...] = (
     Op("GET", "/me", "me", "Who the API key belongs to", "any", "accounts", 200, "the caller", R.Me),
     Op("POST", "/accounts", "create_account", "Create an account and its first API key", "admin", "accounts", 201,
        "created; the API key is shown this once", R.AccountCreated, ("Conflict",), Q.AccountIn,
-       links={"get_account": {"id": "$response.body#/account/id"},
-              "list_api_keys": {"id": "$response.body#/account/id"}}),
+       links=_links({"id": "$response.body#/account/id"}, "get_account", "list_api_keys")),
     Op("GET", "/accounts", "list_accounts", "All accounts", "admin", "accounts", 200, "accounts", R.AccountList),
     Op("GET", "/accounts/{id}", "get_account", "One account", "admin or self", "accounts", 200, "the account",
        R.Account, ("NotFound",)),
@@ -147,8 +149,8 @@ OPERATIONS: tuple[Op, ...] = (
     Op("POST", "/network-servers", "add_network_server", "Register a network server (KEK imported into the HSM)",
        "admin", "network-servers", 201, "the NS; a generated token is shown this once", R.NetworkServerCreated,
        ("Conflict",), Q.NetworkServerIn,
-       links={"get_network_server": {"net_id": "$response.body#/network_server/net_id"},
-              "remove_network_server": {"net_id": "$response.body#/network_server/net_id"}}),
+       links=_links({"net_id": "$response.body#/network_server/net_id"}, "get_network_server",
+                    "remove_network_server")),
     Op("GET", "/network-servers", "list_network_servers", "All network servers", "admin", "network-servers", 200,
        "network servers", R.NetworkServerList),
     Op("GET", "/network-servers/{net_id}", "get_network_server", "One network server", "admin",

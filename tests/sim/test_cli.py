@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from jsd_cli.sim import sim
 from jsd_sim.device import SimDevice
-from jsd_sim.scenarios import EXAMPLE_TOML, load_scenario
+from jsd_sim.scenarios import EXAMPLE_TOML, ScenarioError, load_scenario
 
 HOME = "000013"
 
@@ -142,3 +142,35 @@ def test_example_scenario_parses(tmp_path: Path) -> None:
         sc = load_scenario(path)
     assert len(sc.steps) == 13 and sc.network_servers["home"].kek == bytes([0x11] * 16)
     assert len(sc.devices) == 1
+
+
+def test_devices_from_csv_and_toml_are_read_alike(tmp_path: Path) -> None:
+    """A CSV row and a [[devices]] table give the same device, and a bad one is named by where it stands."""
+    key, nwk = "00" * 16, "11" * 16
+    (tmp_path / "devices.csv").write_text(
+        f"dev_eui,join_eui,mac_version,app_key,nwk_key\n0x0102030405060708,0000000000000001,1.1,{key},{nwk}\n"
+    )
+    head = 'js_url = "http://127.0.0.1:1/lbi"\n[network_servers.home]\nnet_id = "000013"\n[[steps]]\nkind = "join"\n'
+    table = (
+        f'[[devices]]\ndev_eui = "0102030405060708"\njoin_eui = "0000000000000001"\nmac_version = "1.1"\n'
+        f'app_key = "{key}"\nnwk_key = "{nwk}"\n'
+    )
+    (tmp_path / "a.toml").write_text('devices_csv = "devices.csv"\n' + head)
+    (tmp_path / "b.toml").write_text(head + table)
+    (a,), (b,) = load_scenario(tmp_path / "a.toml").devices, load_scenario(tmp_path / "b.toml").devices
+    assert (
+        (a.dev_eui, a.join_eui, a.mac_version, a.app_key, a.nwk_key)
+        == (b.dev_eui, b.join_eui, b.mac_version, b.app_key, b.nwk_key)
+        == (bytes(range(1, 9)), bytes(7) + b"\1", "1.1", bytes(16), bytes([0x11] * 16))
+    )
+    (tmp_path / "c.toml").write_text(head + table.replace('"0102030405060708"', '"01020304050607zz"'))
+    with pytest.raises(ScenarioError, match=r"c\.toml: devices\[0\]: dev_eui: not hex"):
+        load_scenario(tmp_path / "c.toml")
+    (tmp_path / "d.toml").write_text(head + table.replace(f'app_key = "{key}"\n', ""))
+    with pytest.raises(ScenarioError, match=r"devices\[0\]: app_key is missing"):
+        load_scenario(tmp_path / "d.toml")
+    (tmp_path / "devices.csv").write_text(
+        f"dev_eui,join_eui,mac_version,app_key\n0102030405060708,0000000000000001,1.0.9,{key}\n"
+    )
+    with pytest.raises(ScenarioError, match=r"devices\.csv:2: .*1\.0\.9"):
+        load_scenario(tmp_path / "a.toml")

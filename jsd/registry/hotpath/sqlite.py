@@ -10,7 +10,6 @@ import sqlite3
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -30,35 +29,12 @@ from jsd.registry.hotpath.common import (
 )
 
 
-@dataclass(frozen=True)
-class _SqliteSql:
-    get_device: str
-    nonce_check: str
-    update: str
-    update_order: tuple[str, ...]
-    insert_session: str
-    prune: str
-    insert_event: str
-    insert_outbox: str
-
-
 class SqliteHotPath(HotPath):
     """Reads on the event loop thread; each write batch is one call on the writer connection's thread."""
 
     def __init__(self, engine: AsyncEngine, statements: HotStatements) -> None:
-        update, update_order = compiled(engine, statements.update_nonces)
-        sql = _SqliteSql(
-            get_device=compiled(engine, statements.get_device)[0],
-            nonce_check=compiled(engine, statements.nonce_check)[0],
-            update=update,
-            update_order=update_order,
-            insert_session=compiled(engine, statements.insert_session, statements.session_columns)[0],
-            prune=compiled(engine, statements.prune_sessions)[0],
-            insert_event=compiled(engine, statements.insert_event, statements.event_columns)[0],
-            insert_outbox=compiled(engine, statements.insert_outbox, ("event_id",))[0],
-        )
-        super().__init__(engine, _SqliteWrites(sql))
-        self._get_device = sql.get_device
+        super().__init__(engine, _SqliteWrites(engine, statements))
+        self._get_device = compiled(engine, statements.get_device)[0]
         self._reader = HeldConnection(engine, _never_wait)
 
     async def read_device(self, eui: str) -> Sequence[Any] | None:
@@ -81,22 +57,87 @@ class SqliteHotPath(HotPath):
             await asyncio.sleep(0.001)
 
 
-
 class _SqliteWrites(Writes):
-    """A batch is one call on the writer connection's own thread: lock, BEGIN IMMEDIATE, statements, COMMIT."""
+    """A batch is one call on the writer connection's own thread: lock, BEGIN IMMEDIATE, statements, COMMIT.
 
-    def __init__(self, sql: _SqliteSql) -> None:
+    It compiles the statements it runs itself; they are only read on that thread.
+    """
+
+    def __init__(self, engine: AsyncEngine, statements: HotStatements) -> None:
         super().__init__()
-        self._sql = sql
+        self._update, self._update_order = compiled(engine, statements.update_nonces)
+        self._nonce_check = compiled(engine, statements.nonce_check)[0]
+        self._insert_session = compiled(engine, statements.insert_session, statements.session_columns)[0]
+        self._prune = compiled(engine, statements.prune_sessions)[0]
+        self._insert_event = compiled(engine, statements.insert_event, statements.event_columns)[0]
+        self._insert_outbox = compiled(engine, statements.insert_outbox, ("event_id",))[0]
         self._lock: _WriterLock | None = None
 
     async def __call__(self, driver: Any, writes: list[JoinWrite]) -> list[Outcome]:
         if self._lock is None:
             self._lock = _WriterLock(await _on_sqlite_thread(driver, _lock_path))
         outcomes: list[Outcome]
-        outcomes, transactions = await _on_sqlite_thread(driver, _sqlite_write, self._sql, self._lock, writes)
+        outcomes, transactions = await _on_sqlite_thread(driver, self._write, self._lock, writes)
         self.count(len(writes), transactions)
         return outcomes
+
+    def _write(self, db: sqlite3.Connection, lock: _WriterLock, writes: list[JoinWrite]) -> tuple[list[Outcome], int]:
+        """Write a batch in one transaction; a duplicate SessionKeyID drops that call and redoes the rest."""
+        outcomes: list[Outcome] = [None] * len(writes)
+        pending = list(range(len(writes)))
+        with lock:
+            while pending:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    duplicate = self._apply(db, writes, pending, outcomes)
+                    if duplicate is None:
+                        db.commit()
+                        return outcomes, 1
+                except BaseException:
+                    db.rollback()
+                    raise
+                db.rollback()
+                index, exc = duplicate
+                outcomes[index] = duplicate_session(writes[index], exc)
+                pending.remove(index)
+        return outcomes, 0
+
+    def _apply(
+        self, db: sqlite3.Connection, writes: list[JoinWrite], pending: list[int], outcomes: list[Outcome]
+    ) -> tuple[int, sqlite3.IntegrityError] | None:
+        """The statements of the pending calls; returns the call whose session key clashed, if one did."""
+        for index in pending:
+            w = writes[index]
+            params = {
+                "p_version": w.expected + 1,
+                "p_join_nonce": w.join_nonce,
+                "p_last_dev_nonce": w.last_dev_nonce,
+                "p_used_dev_nonces": w.used_dev_nonces,
+                "p_rj_count0": w.rj_count0,
+                "p_rj_count1": w.rj_count1,
+                "p_dev_eui": w.eui,
+                "p_expected": w.expected,
+            }
+            if db.execute(self._update, [params[name] for name in self._update_order]).rowcount != 1:
+                stored = db.execute(self._nonce_check, (w.eui,)).fetchall()
+                outcomes[index] = refusal(w, stored[0] if stored else None)
+                continue
+            outcomes[index] = None
+            if w.event_id is not None:
+                db.execute(self._insert_event, (w.event_id, w.event_type, w.event_account, w.eui, w.event_data))
+                db.execute(self._insert_outbox, (w.event_id,))
+            if w.session_key_id is None:
+                continue
+            try:
+                db.execute(
+                    self._insert_session,
+                    (w.session_key_id, w.eui, w.hsm_group, w.app_s_key_blob, w.join_nonce, w.dev_nonce),
+                )
+            except sqlite3.IntegrityError as exc:
+                return index, exc
+            if w.prune_upto is not None:
+                db.execute(self._prune, (w.eui, w.prune_upto))
+        return None
 
 
 def _sqlite_connection(driver: Any) -> sqlite3.Connection:
@@ -145,65 +186,3 @@ class _WriterLock:
     def __exit__(self, *_exc: object) -> None:
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
-
-
-def _sqlite_write(
-    db: sqlite3.Connection, sql: _SqliteSql, lock: _WriterLock, writes: list[JoinWrite]
-) -> tuple[list[Outcome], int]:
-    """Write a batch in one transaction; a duplicate SessionKeyID drops that call and redoes the rest."""
-    outcomes: list[Outcome] = [None] * len(writes)
-    pending = list(range(len(writes)))
-    with lock:
-        while pending:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                duplicate = _sqlite_apply(db, sql, writes, pending, outcomes)
-                if duplicate is None:
-                    db.commit()
-                    return outcomes, 1
-            except BaseException:
-                db.rollback()
-                raise
-            db.rollback()
-            index, exc = duplicate
-            outcomes[index] = duplicate_session(writes[index], exc)
-            pending.remove(index)
-    return outcomes, 0
-
-
-def _sqlite_apply(
-    db: sqlite3.Connection, sql: _SqliteSql, writes: list[JoinWrite], pending: list[int], outcomes: list[Outcome]
-) -> tuple[int, sqlite3.IntegrityError] | None:
-    """The statements of the pending calls; returns the call whose session key clashed, if one did."""
-    for index in pending:
-        w = writes[index]
-        params = {
-            "p_version": w.expected + 1,
-            "p_join_nonce": w.join_nonce,
-            "p_last_dev_nonce": w.last_dev_nonce,
-            "p_used_dev_nonces": w.used_dev_nonces,
-            "p_rj_count0": w.rj_count0,
-            "p_rj_count1": w.rj_count1,
-            "p_dev_eui": w.eui,
-            "p_expected": w.expected,
-        }
-        if db.execute(sql.update, [params[name] for name in sql.update_order]).rowcount != 1:
-            stored = db.execute(sql.nonce_check, (w.eui,)).fetchall()
-            outcomes[index] = refusal(w, stored[0] if stored else None)
-            continue
-        outcomes[index] = None
-        if w.event_id is not None:
-            db.execute(sql.insert_event, (w.event_id, w.event_type, w.event_account, w.eui, w.event_data))
-            db.execute(sql.insert_outbox, (w.event_id,))
-        if w.session_key_id is None:
-            continue
-        try:
-            db.execute(
-                sql.insert_session,
-                (w.session_key_id, w.eui, w.hsm_group, w.app_s_key_blob, w.join_nonce, w.dev_nonce),
-            )
-        except sqlite3.IntegrityError as exc:
-            return index, exc
-        if w.prune_upto is not None:
-            db.execute(sql.prune, (w.eui, w.prune_upto))
-    return None
