@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from jsd.bodies import answer_and_close
-from jsd.ownership.model import PROBLEM_TYPE_PREFIX, FieldError, OwnershipError
+from jsd.ownership.model import PROBLEM_TYPE_PREFIX, FieldError, ImportFailed, OwnershipError
 
 log = logging.getLogger("jsd.api")
 
@@ -55,7 +55,7 @@ def problem(
     error_count: int | None = None,
     headers: dict[str, str] | None = None,
 ) -> web.Response:
-    """One problem document; `errors` only when given (invalid-request, import-failed)."""
+    """One problem document; `errors` only when given (invalid-request, an import's import-failed or conflict)."""
     body: dict[str, Any] = {"type": PROBLEM_TYPE_PREFIX + slug, "title": title, "status": status, "detail": detail}
     if errors is not None:
         body["errors"] = [e.as_dict() for e in errors]
@@ -79,7 +79,7 @@ def from_ownership_error(exc: OwnershipError) -> web.Response:
     error_count: int | None = None
     if exc.problem == "invalid-request":
         errors = list(exc.errors)
-    elif exc.problem == "import-failed":
+    elif isinstance(exc, ImportFailed):  # and ImportConflict: a file's rows, by line
         errors = list(exc.errors)
         error_count = exc.error_count
     return problem(
