@@ -77,10 +77,9 @@ def from_ownership_error(exc: OwnershipError) -> web.Response:
         headers["WWW-Authenticate"] = 'Bearer realm="jsd"'
     errors: list[FieldError] | None = None
     error_count: int | None = None
-    if exc.problem == "invalid-request":
+    if exc.errors or exc.problem == "invalid-request":  # also a 409 that names its field (tkm_info, ...)
         errors = list(exc.errors)
-    elif isinstance(exc, ImportFailed):  # and ImportConflict: a file's rows, by line
-        errors = list(exc.errors)
+    if isinstance(exc, ImportFailed):  # and ImportConflict: a file's rows, by line, maybe capped
         error_count = exc.error_count
     return problem(
         exc.status, exc.problem, exc.title, exc.detail, errors=errors, error_count=error_count, headers=headers or None

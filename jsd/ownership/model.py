@@ -175,7 +175,7 @@ class OwnershipError(Exception):
             "status": self.status,
             "detail": self.detail,
         }
-        if self.problem == "invalid-request" or isinstance(self, ImportFailed):
+        if self.errors or self.problem == "invalid-request":
             body["errors"] = [e.as_dict() for e in self.errors]
         return body
 

@@ -127,6 +127,7 @@ async def test_a_well_formed_file_the_state_refuses_is_a_conflict_listing_its_ro
     jsonl = await api.call("POST", "/devices/import", acme, data=json.dumps(no_lot_key) + "\n",
                            headers={"Content-Type": "application/x-ndjson"})  # fmt: skip
     assert (alone.status, jsonl.status, jsonl.problem) == (409, 409, "conflict")
+    assert [e["field"] for e in alone.body["errors"]] == ["tkm_info"]  # the device alone names the field too
     assert [(e["line"], e["field"]) for e in jsonl.body["errors"]] == [(1, "tkm_info")]
     assert await api.snapshot(acme, globex) == before
     # The file's own mistakes stay 422, and a file with both is 422 listing both.
