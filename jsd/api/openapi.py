@@ -24,8 +24,15 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "forbidden": (403, "the key lacks the scope or the account kind may not do this (also: scopes beyond the kind)"),
     "not-found": (404, "no such resource visible to this account (also one a body names, e.g. an ASTK)"),
     "invalid-request": (400, "the request breaks this document (JSON or a field); `errors: [{field, reason}]`"),
-    "import-failed": (422, "bulk import refused; `errors: [{line, field, reason}]`, `error_count`"),
-    "conflict": (409, "exists already / state does not allow it (a KEK, lot master key or derivation not here)"),
+    "import-failed": (
+        422,
+        "bulk import refused: a malformed row or header; `errors: [{line, field, reason}]`, `error_count`",
+    ),
+    "conflict": (
+        409,
+        "exists already / state does not allow it (a KEK, lot master key or derivation not here); a bulk import "
+        "whose rows are well formed but refused so: `errors: [{line, field, reason}]`, `error_count`",
+    ),
     "claim-failed": (403, "unknown device, wrong, spent or used token, already claimed, unusable QR text: one answer"),
     "rate-limited": (
         429,

@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from jsd.bodies import answer_and_close
-from jsd.ownership.model import PROBLEM_TYPE_PREFIX, FieldError, OwnershipError
+from jsd.ownership.model import PROBLEM_TYPE_PREFIX, FieldError, ImportFailed, OwnershipError
 
 log = logging.getLogger("jsd.api")
 
@@ -55,7 +55,7 @@ def problem(
     error_count: int | None = None,
     headers: dict[str, str] | None = None,
 ) -> web.Response:
-    """One problem document; `errors` only when given (invalid-request, import-failed)."""
+    """One problem document; `errors` only when given (invalid-request, an import's import-failed or conflict)."""
     body: dict[str, Any] = {"type": PROBLEM_TYPE_PREFIX + slug, "title": title, "status": status, "detail": detail}
     if errors is not None:
         body["errors"] = [e.as_dict() for e in errors]
@@ -77,10 +77,9 @@ def from_ownership_error(exc: OwnershipError) -> web.Response:
         headers["WWW-Authenticate"] = 'Bearer realm="jsd"'
     errors: list[FieldError] | None = None
     error_count: int | None = None
-    if exc.problem == "invalid-request":
+    if exc.errors or exc.problem == "invalid-request":  # also a 409 that names its field (tkm_info, ...)
         errors = list(exc.errors)
-    elif exc.problem == "import-failed":
-        errors = list(exc.errors)
+    if isinstance(exc, ImportFailed):  # and ImportConflict: a file's rows, by line, maybe capped
         error_count = exc.error_count
     return problem(
         exc.status, exc.problem, exc.title, exc.detail, errors=errors, error_count=error_count, headers=headers or None

@@ -27,6 +27,7 @@ from jsd.ownership.model import (
     DeviceView,
     FieldError,
     Forbidden,
+    ImportConflict,
     ImportedDevice,
     ImportFailed,
     InvalidRequest,
@@ -139,7 +140,8 @@ class DeviceService:
             await self._store.drop_batch(batch_id, answer.batch_id)
 
     async def _import(self, p: Principal, rows: AsyncIterable[RawRow], batch_id: str, answer: ImportAnswer) -> None:
-        """Check, stage and commit the file; raises `ImportFailed` (nothing written) if any row is bad."""
+        """Check, stage and commit the file; raises `ImportFailed` (nothing written) if any row is bad
+        (`ImportConflict` when every bad row is only refused by the state of the registry or the HSM)."""
         problems = Problems()
         seen: set[bytes] = set()
         seen_tokens: set[str] = set()
@@ -157,7 +159,7 @@ class DeviceService:
                 problems.add_refusal(exc, raw.line)
                 continue
             if (missing := unsupported(spec)) is not None:
-                problems.add(missing)
+                problems.add(missing, state=True)
                 continue
             tkm = None if spec.tkm is None else spec.tkm.to_bytes().hex()
             if spec.dev_eui in seen:
@@ -177,7 +179,8 @@ class DeviceService:
         seen.clear()  # the largest thing held per row: its memory serves the commit's chunks instead
         seen_tokens.clear()
         if problems.count:
-            failed = ImportFailed(problems.detail(), errors=problems.sorted_errors(), error_count=problems.count)
+            refusal = ImportConflict if problems.state_only else ImportFailed
+            failed = refusal(problems.detail(), errors=problems.sorted_errors(), error_count=problems.count)
             await self._refused(p, failed, read - problems.header, problems.rows)
             raise failed
         if staged:
@@ -206,7 +209,7 @@ class DeviceService:
             )
             metrics.IMPORTED_DEVICES.inc(staged)
         except DeviceExists:
-            failed = ImportFailed(
+            failed = ImportConflict(
                 "a device or TKM info of the file was added meanwhile; nothing was imported",
                 errors=[FieldError("dev_eui", "added by another import meanwhile")],
             )
@@ -234,7 +237,8 @@ class DeviceService:
             if spec.dev_eui.hex() in existing:
                 maker, digest = existing[spec.dev_eui.hex()]
                 if maker != p.account or digest != spec.digest(p.account):
-                    problems.add(FieldError("dev_eui", f"device {spec.dev_eui.hex()} exists already", spec.line))
+                    reason = f"device {spec.dev_eui.hex()} exists already"
+                    problems.add(FieldError("dev_eui", reason, spec.line), state=True)
                 unchanged.add(spec.dev_eui)
         if problems.count:
             return 0  # the file is refused anyway: no HSM work for the rest, only checks

@@ -178,26 +178,39 @@ class DeviceSpec(DeviceFacts):
 
 
 class Problems:
-    """The bad rows of an import: every row and error counted, the first `MAX_REPORTED_ERRORS` errors kept."""
+    """The bad rows of an import: every row and error counted, the first `MAX_REPORTED_ERRORS` errors kept.
+
+    A row is malformed (the file is wrong: 422) or well formed but refused by the state of the registry or the
+    HSM (409, as the same device sent alone would be); a file with only the latter is a conflict.
+    """
 
     def __init__(self) -> None:
         self.kept: list[FieldError] = []
         self.count = 0
         self.rows = 0
         self.header = False
+        self.malformed = 0
 
-    def add(self, *errors: FieldError, header: bool = False) -> None:
-        """The errors of one bad row, or of a CSV header."""
+    def add(self, *errors: FieldError, header: bool = False, state: bool = False) -> None:
+        """The errors of one bad row, or of a CSV header; `state`: the row is well formed, the state refuses it."""
         self.header = self.header or header
         self.rows += not header
         self.count += len(errors)
+        self.malformed += 0 if state else len(errors)
         self.kept.extend(errors[: max(0, MAX_REPORTED_ERRORS - len(self.kept))])
 
     def add_refusal(self, exc: OwnershipError, line: int | None) -> None:
-        """A refused row, its errors with the row's line."""
-        self.add(*(FieldError(e.field, e.reason, line) for e in exc.errors))
+        """A refused row, its errors with the row's line (a 409 of the service is the state's refusal)."""
+        self.add(*(FieldError(e.field, e.reason, line) for e in exc.errors), state=exc.status == 409)
+
+    @property
+    def state_only(self) -> bool:
+        """Every problem is the state's: the file itself is well formed."""
+        return self.count > 0 and self.malformed == 0
 
     def detail(self) -> str:
+        if self.state_only:
+            return f"{self.rows} row(s) refused by what the registry or the HSM holds; nothing was imported"
         rows = [f"{self.rows} bad row(s), {self.count - self.header} problem(s)"] if self.rows else []
         parts = (["the CSV header is wrong"] if self.header else []) + rows
         return f"{', '.join(parts)}; nothing was imported"

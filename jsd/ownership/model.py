@@ -37,6 +37,7 @@ __all__ = [
     "FieldError",
     "Forbidden",
     "HsmDown",
+    "ImportConflict",
     "ImportFailed",
     "ImportedDevice",
     "InvalidRequest",
@@ -102,9 +103,7 @@ class AccountKind(StrEnum):
 SCOPES = ("devices:read", "devices:write", "claim", "astk", "audit:read", "events:read", "admin")
 DEFAULT_SCOPES: dict[AccountKind, frozenset[str]] = {
     AccountKind.MANUFACTURER: frozenset({"devices:read", "devices:write", "audit:read", "events:read"}),
-    AccountKind.SUBSCRIBER: frozenset(
-        {"devices:read", "devices:write", "claim", "astk", "audit:read", "events:read"}
-    ),
+    AccountKind.SUBSCRIBER: frozenset({"devices:read", "devices:write", "claim", "astk", "audit:read", "events:read"}),
     AccountKind.OPERATOR: frozenset(SCOPES),
 }
 
@@ -176,7 +175,7 @@ class OwnershipError(Exception):
             "status": self.status,
             "detail": self.detail,
         }
-        if self.problem in ("invalid-request", "import-failed"):
+        if self.errors or self.problem == "invalid-request":
             body["errors"] = [e.as_dict() for e in self.errors]
         return body
 
@@ -199,6 +198,12 @@ class InvalidRequest(OwnershipError, problem="invalid-request", status=400, titl
 
 class ImportFailed(OwnershipError, problem="import-failed", status=422, title="Import refused"):
     """Rows of a bulk import were refused; `errors` lists them by line."""
+
+
+class ImportConflict(ImportFailed, problem="conflict", status=409, title="Conflict"):
+    """A well-formed import file whose rows only the registry's or the HSM's state refuses (a DevEUI there with
+    other content, TKM info used before, a lot master key or key derivation not here): 409 as for one device,
+    with the rows listed as for a malformed file."""
 
 
 class Conflict(OwnershipError, problem="conflict", status=409, title="Conflict"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 from typing import Any
 
@@ -108,6 +109,36 @@ async def test_import_refusals(api: Any, eui: Any) -> None:
     assert empty.status == 200 and empty.body == [{"summary": {"created": 0, "unchanged": 0}}]
 
 
+async def test_a_well_formed_file_the_state_refuses_is_a_conflict_listing_its_rows(api: Any, eui: Any) -> None:
+    """The answer POST /devices gives each of these devices alone (409), with the rows as a malformed file has."""
+    acme, globex = await api.account("acme", "manufacturer"), await api.account("globex", "manufacturer")
+    theirs = eui()
+    await api.ok("POST", "/devices", globex, {"dev_eui": theirs, "join_eui": JOIN_EUI, "mac_version": "1.0.2",
+                                               "generate_keys": True})  # fmt: skip
+    before = await api.snapshot(acme, globex)
+    body = HEADER + row(eui()) + row(theirs)
+    reply = await api.call("POST", "/devices/import", acme, data=body, headers=CSV)
+    assert (reply.status, reply.problem, reply.body["title"]) == (409, "conflict", "Conflict")
+    assert reply.body["errors"] == [{"line": 3, "field": "dev_eui", "reason": f"device {theirs} exists already"}]
+    assert reply.body["error_count"] == 1 and reply.body["detail"].endswith("; nothing was imported")
+    no_lot_key = {"dev_eui": eui(), "join_eui": JOIN_EUI, "mac_version": "1.0.3", "secure_element": True,
+                  "tkm_info": "0001" + "00" * 8}  # fmt: skip
+    alone = await api.call("POST", "/devices", acme, no_lot_key)
+    jsonl = await api.call("POST", "/devices/import", acme, data=json.dumps(no_lot_key) + "\n",
+                           headers={"Content-Type": "application/x-ndjson"})  # fmt: skip
+    assert (alone.status, jsonl.status, jsonl.problem) == (409, 409, "conflict")
+    assert [e["field"] for e in alone.body["errors"]] == ["tkm_info"]  # the device alone names the field too
+    assert [(e["line"], e["field"]) for e in jsonl.body["errors"]] == [(1, "tkm_info")]
+    assert await api.snapshot(acme, globex) == before
+    # The file's own mistakes stay 422, and a file with both is 422 listing both.
+    twice = eui()
+    listed_twice = await api.call("POST", "/devices/import", acme, data=HEADER + row(twice) + row(twice), headers=CSV)
+    assert (listed_twice.status, listed_twice.problem) == (422, "import-failed")
+    both = await api.call("POST", "/devices/import", acme, data=body + row("zz" * 8), headers=CSV)
+    assert (both.status, [e["line"] for e in both.body["errors"]]) == (422, [3, 4])
+    assert await api.snapshot(acme, globex) == before
+
+
 @pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 async def test_a_jsonl_row_with_an_object_as_mac_version_is_a_bad_row(api: Any, eui: Any) -> None:
     acme = await api.account("acme", "manufacturer")
@@ -129,7 +160,10 @@ async def test_a_typo_in_the_csv_header_is_one_error_with_the_expected_names(api
     assert "dev_eui, join_eui, mac_version" in error["reason"]
     one_row = HEADER + row(eui(), "2.0", app_key="zz", join_eui="x")
     refused = await api.call("POST", "/devices/import", acme, data=one_row, headers=CSV)
-    assert refused.body["detail"] == "1 bad row(s), 3 problem(s); nothing was imported" and refused.body["error_count"] == 3
+    assert (
+        refused.body["detail"] == "1 bad row(s), 3 problem(s); nothing was imported"
+        and refused.body["error_count"] == 3
+    )
     assert (await api.ok("GET", "/devices", acme))["devices"] == []
 
 
@@ -160,7 +194,9 @@ async def test_a_running_import_reports_its_staged_rows_by_import_id(api: Any, e
         await asyncio.sleep(0.05)
     assert progress.body == {"import_id": import_id, "staged": 500}, seen  # the first chunk, not the rest yet
     assert (await api.call("GET", f"/devices/import/{import_id}", globex)).status == 404  # another account's id
-    twice = await api.call("POST", "/devices/import", acme, data=HEADER + row(eui()), headers={**CSV, "Import-Id": import_id})
+    twice = await api.call(
+        "POST", "/devices/import", acme, data=HEADER + row(eui()), headers={**CSV, "Import-Id": import_id}
+    )
     assert (twice.status, twice.problem) == (409, "conflict")  # the running import's staged rows stay
     assert (await api.ok("GET", f"/devices/import/{import_id}", acme))["staged"] == 500
     half_done.set()
@@ -177,7 +213,9 @@ async def test_the_refusal_counts_bad_rows_and_their_problems_apart(api: Any, eu
     """One row with three missing fields is one bad row (the detail said "3 bad row(s)")."""
     acme = await api.account("acme", "manufacturer")
     body = f'{{"dev_eui": "{eui()}"}}\n[]\n'
-    reply = await api.call("POST", "/devices/import", acme, data=body.encode(), headers={"Content-Type": "application/x-ndjson"})
+    reply = await api.call(
+        "POST", "/devices/import", acme, data=body.encode(), headers={"Content-Type": "application/x-ndjson"}
+    )
     assert (reply.status, reply.problem) == (422, "import-failed")
     assert [e["line"] for e in reply.body["errors"]] == [1, 1, 1, 2]
     assert reply.body["detail"] == "2 bad row(s), 4 problem(s); nothing was imported"

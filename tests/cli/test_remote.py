@@ -279,6 +279,14 @@ async def test_import_with_bad_rows_reports_lines_and_writes_nothing(cli: Cli, t
     answer = json.loads((tmp_path / "one.json").read_text())
     assert mode(tmp_path / "one.json") == 0o600 and len(answer["owner_token"]) == 32 and answer["nwk_key"]
 
+    # a well-formed file the registry refuses (that DevEUI exists with other content): a conflict, not bad input
+    taken = tmp_path / "taken.jsonl"
+    taken.write_text(json.dumps(dict(one, mac_version="1.0.4")) + "\n")
+    conflict = await cli("devices", "import", str(taken), key=keys["acme"])
+    assert conflict.exit_code == 5 and conflict.stderr.startswith("error: Conflict: "), conflict.stderr
+    assert "  line 1: dev_eui: device 00b0000000000009 exists already" in conflict.stderr
+    assert not (tmp_path / "taken.jsonl.tokens.jsonl").exists()
+
 
 async def test_problems_are_readable_with_their_exit_codes(cli: Cli, tmp_path: Path) -> None:
     keys = await bootstrap(cli, tmp_path)
@@ -355,6 +363,7 @@ async def test_reissue_token_replaces_a_lost_one(cli: Cli, tmp_path: Path) -> No
     assert row["dev_eui"] == one["dev_eui"].upper()
     again = json.loads(ok(await cli("claim", "--qr", row["qr"], "--json", key=keys["farm"])))
     assert again["owner"] == "farm"
+
 
 async def test_one_command_tree_one_error_format_json_everywhere(cli: Cli, tmp_path: Path) -> None:
     """--version, click's own errors in the CLI's format, problem JSON under --json, deprecated aliases."""
@@ -444,7 +453,15 @@ async def test_ns_add_writes_generated_secrets_to_files_and_the_local_bootstrap_
     out = tmp_path / "ns-secrets"
     net_id = f"{secrets.randbelow(0xFFFFFF):06x}"
     added = await cli(
-        "ns", "add", net_id, "--kek-label", f"ns-{net_id}-t", "--generate-kek", "--generate-token", "--out", str(out),
+        "ns",
+        "add",
+        net_id,
+        "--kek-label",
+        f"ns-{net_id}-t",
+        "--generate-kek",
+        "--generate-token",
+        "--out",
+        str(out),
         key=admin,
     )
     assert ok(added) and added.stderr == ""

@@ -17,6 +17,7 @@ from jsd.ownership import (
     ClaimFailed,
     Conflict,
     Forbidden,
+    ImportConflict,
     ImportFailed,
     NoSuchResource,
     Ownership,
@@ -129,7 +130,9 @@ async def test_import_claim_set_release_reclaim(world: World, hsm: Hsm) -> None:
         "device.claimed",
     ]  # bob tried alice's device, then the spent token after the release
     assert [e.type for e in await s.journal.events(world.bob)] == ["claim.failed", "claim.failed", "device.claimed"]
-    texts = [str(e.as_dict()) for e in await s.journal.events(OPERATOR)] + [str(a) for a in await s.journal.audit(OPERATOR)]
+    texts = [str(e.as_dict()) for e in await s.journal.events(OPERATOR)] + [
+        str(a) for a in await s.journal.audit(OPERATOR)
+    ]
     for secret in (imported.owner_token, token, key.hex()):
         assert not any(secret.lower() in t.lower() for t in texts)
 
@@ -256,19 +259,16 @@ async def test_bulk_import_is_all_or_nothing_and_reports_every_bad_row(world: Wo
     again = await s.devices.import_devices(world.maker, _rows(good))
     assert [(d.created, d.owner_token) for d in again] == [(False, None)] * 3
     changed = [dict(good[0], name="other")]
-    with pytest.raises(ImportFailed):
+    with pytest.raises(ImportConflict) as refused:  # well formed, but the registry holds that DevEUI otherwise
         await s.devices.import_devices(world.maker, _rows(changed))
+    assert refused.value.problem_members()["status"] == 409 and refused.value.errors[0].field == "dev_eui"
     with pytest.raises(Forbidden):
         await s.devices.import_devices(world.alice, _rows([_row()]))
 
 
 async def test_csv_and_jsonl_parsing(world: World) -> None:
     eui1, eui2 = _eui(), _eui()
-    csv_text = (
-        "\ufeffdev_eui,mac_version,generate_keys,name\n"
-        f"{eui1},1.1,true,\"Sensor, 1\"\n"
-        f"{eui2},1.0.2,true,\n"
-    )
+    csv_text = f'\ufeffdev_eui,mac_version,generate_keys,name\n{eui1},1.1,true,"Sensor, 1"\n{eui2},1.0.2,true,\n'
     result = await world.service.devices.import_devices(world.maker, csv_rows(_lines(csv_text)))
     assert [d.name for d in result] == ["Sensor, 1", None]
     assert result[0].app_key and result[0].nwk_key and result[1].app_key and result[1].nwk_key is None
@@ -292,7 +292,7 @@ async def test_secure_element_devices_derive_keys_from_the_lot_master_key(world:
     assert set(AesEcbDerivation().blocks(tkm, True)) == {"app_key", "nwk_key"}
     stored = await world.registry.get_device(dev.dev_eui)
     assert stored is not None and stored.nwk_key_blob is not None
-    with pytest.raises(ImportFailed) as reused:
+    with pytest.raises(ImportConflict) as reused:
         await world.service.devices.import_devices(world.maker, _rows([dict(fields, dev_eui=_eui())]))
     assert "tkm_info" in {e.field for e in reused.value.errors}
     missing = TkmInfo(0xF, 0xF, 0xF, 1, secrets.token_bytes(8))
@@ -325,9 +325,13 @@ async def test_network_servers_and_roaming(world: World) -> None:
     )  # fmt: skip
     assert token and ns.has_token
     with pytest.raises(Conflict):
-        await s.networks.add_network_server(OPERATOR, {"net_id": "00aa01", "kek_label": ns.kek_label, "token": "x" * 20})
+        await s.networks.add_network_server(
+            OPERATOR, {"net_id": "00aa01", "kek_label": ns.kek_label, "token": "x" * 20}
+        )
     with pytest.raises(Conflict, match="no KEK"):
-        await s.networks.add_network_server(OPERATOR, {"net_id": "00AA02", "kek_label": "ns-missing-kek", "token": "y" * 20})
+        await s.networks.add_network_server(
+            OPERATOR, {"net_id": "00AA02", "kek_label": "ns-missing-kek", "token": "y" * 20}
+        )
     await s.networks.add_roaming(OPERATOR, b"\0\xaa\1", b"\0\xbb\1")
     assert await s.networks.list_roaming(OPERATOR) == [(b"\0\xaa\1", b"\0\xbb\1")]
     await s.networks.remove_roaming(OPERATOR, b"\0\xaa\1", b"\0\xbb\1")
@@ -434,7 +438,9 @@ async def test_every_precommissioned_device_has_its_audit_entry(world: World) ->
     assert [d.serial for d in imported] == ["SN0", "SN1", "SN2"]
     entries = await s.journal.audit(OPERATOR, limit=1000)
     per_device = [e for e in entries if e.action == "device.precommissioned"]
-    assert sorted(e.dev_eui for e in per_device if e.dev_eui) == sorted([d.dev_eui for d in imported] + [single.dev_eui])
+    assert sorted(e.dev_eui for e in per_device if e.dev_eui) == sorted(
+        [d.dev_eui for d in imported] + [single.dev_eui]
+    )
     assert all(e.account == "maker" for e in per_device)
     (summary,) = [e for e in entries if e.action == "devices.imported"]
     assert summary.details == {"created": 3, "rows": 3, "import": summary.details["import"]}
