@@ -43,6 +43,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("server", "body_timeout", 5.0,
             "Seconds a client has to send a whole request body (an import or a console upload: between two chunks); "
             "slower gets HTTP 408 and the connection is closed."),
+    Setting("server", "idle_timeout", 75.0,
+            "Seconds a connection may go without a whole request line and headers (after it opens, or after its "
+            "last answer) before it is closed: ends idle keep-alive connections and clients that drip headers."),
     Setting("server", "shutdown_timeout", 5.0,
             "Seconds a worker waits for requests in progress after SIGTERM before cutting them off."),
     Setting("server", "tls_cert", "", "PEM certificate for HTTPS; empty = plain HTTP (use a TLS proxy)."),
@@ -208,8 +211,8 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
         raise ConfigError("log.format must be 'plain' or 'json'")
     if settings.get("server", "workers") < 1:
         raise ConfigError("server.workers must be at least 1")
-    for section, name in (("server", "body_timeout"), ("server", "shutdown_timeout"), ("lbi", "answer_timeout"),
-                          ("lbi", "answer_attempt_timeout")):
+    for section, name in (("server", "body_timeout"), ("server", "idle_timeout"), ("server", "shutdown_timeout"),
+                          ("lbi", "answer_timeout"), ("lbi", "answer_attempt_timeout")):
         if not settings.get(section, name) > 0:
             raise ConfigError(f"{section}.{name} must be a positive number of seconds")
     _check_mqtt(settings)

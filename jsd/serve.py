@@ -152,6 +152,7 @@ def run_worker(settings: Settings, index: int) -> None:
         ssl_context=_ssl_context(settings),
         print=None,
         access_log=None,
+        keepalive_timeout=settings.get("server", "idle_timeout"),  # aiohttp arms it at connect and after each answer
         shutdown_timeout=settings.get("server", "shutdown_timeout"),
         loop=loop,
     )

@@ -44,6 +44,7 @@ APP_KEY = secrets.token_bytes(16)
 KEK = secrets.token_bytes(16)
 TOKEN = secrets.token_urlsafe(24)
 BODY_TIMEOUT = 1.0
+IDLE_TIMEOUT = 2.0
 DEVICE = SimDevice(DEV_EUI, bytes.fromhex(JOIN_EUI), "1.0.3", APP_KEY)
 USED = DEVICE.join_request()  # joined once in the fixture
 FRESH = DEVICE.join_request()  # never accepted: a case that wrongly succeeded would consume it
@@ -147,7 +148,8 @@ DROP = object()
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     root = tmp_path_factory.mktemp("hostile")
-    daemon = Daemon(root / "state", server_workers="1", server_body_timeout=str(BODY_TIMEOUT), log_format="plain")
+    daemon = Daemon(root / "state", server_workers="1", server_body_timeout=str(BODY_TIMEOUT),
+                    server_idle_timeout=str(IDLE_TIMEOUT), log_format="plain")  # fmt: skip
     api_key = daemon.provision()
     daemon.start()
     try:
@@ -520,6 +522,53 @@ def test_a_dripping_client_is_cut_off_too(world: World) -> None:
         waited = time.monotonic() - started
     assert received.startswith(b"HTTP/1.1 408"), received[:200]
     assert waited < BODY_TIMEOUT + 5
+
+
+@pytest.mark.parametrize("first", [b"", b"POST / HTTP/1.1\r\nHost: x\r\n"], ids=["silent", "dripping headers"])
+def test_a_connection_without_a_whole_request_head_is_closed_at_the_idle_timeout(world: World, first: bytes) -> None:
+    """Slowloris: a connection that sends nothing, or a header line every 0.3 s and never the blank line, is
+    closed `server.idle_timeout` after it opened, however busy it keeps itself; nothing is answered or written."""
+    before = world.daemon.snapshot()
+    with socket.create_connection(("127.0.0.1", world.daemon.port), timeout=IDLE_TIMEOUT + 10) as sock:
+        started = time.monotonic()
+        sock.sendall(first)
+        sock.settimeout(0.3)
+        received, closed = b"", False
+        while not closed and time.monotonic() - started < IDLE_TIMEOUT + 8:
+            try:
+                if first:
+                    sock.sendall(b"X-Drip: 1\r\n")
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                closed = True
+                break
+            received += chunk
+            closed = not chunk
+        waited = time.monotonic() - started
+    assert closed and received == b"", received[:200]
+    assert IDLE_TIMEOUT * 0.9 <= waited < IDLE_TIMEOUT + 3, f"closed after {waited:.1f} s"
+    assert world.daemon.alive() and world.daemon.snapshot() == before
+
+
+def test_a_keep_alive_connection_serves_requests_until_it_idles_past_the_timeout(world: World) -> None:
+    """The idle timeout counts from the last answer: requests spaced under it share one connection."""
+    connection = http.client.HTTPConnection("127.0.0.1", world.daemon.port, timeout=IDLE_TIMEOUT + 10)
+    try:
+        sockets = []
+        for _ in range(3):
+            connection.request("GET", "/api/v1/openapi.json")
+            response = connection.getresponse()
+            response.read()
+            assert response.status == 200
+            sockets.append(connection.sock)
+            time.sleep(IDLE_TIMEOUT * 0.6)  # 3 x 0.6: longer than the timeout in all, never idle that long
+        assert sockets[0] is not None and sockets.count(sockets[0]) == 3  # one connection served all three
+        time.sleep(IDLE_TIMEOUT * 0.6)  # now idle past it
+        assert sockets[0].recv(1) == b""  # the server closed it
+    finally:
+        connection.close()
 
 
 def _stalled(port: int, head: bytes, partial: bytes) -> tuple[bytes, float]:
