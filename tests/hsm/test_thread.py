@@ -84,3 +84,21 @@ async def test_blocking_calls_from_other_threads_and_inline_on_the_hsm_thread() 
     assert await asyncio.to_thread(_thread.call_blocking, _thread.on_hsm_thread)
     assert await _thread.call(nested)
     assert not _thread.on_hsm_thread()
+
+
+async def test_an_answer_is_not_held_back_behind_the_calls_queued_after_it() -> None:
+    """With a slow (network) HSM, a finished call's caller gets its answer while later calls still run."""
+    release = threading.Event()
+
+    def slow() -> str:
+        release.wait(10)
+        return "slow"
+
+    first = _thread.call(lambda: "first")
+    second = _thread.call(slow)
+    try:
+        assert await asyncio.wait_for(first, 5) == "first"
+        assert not second.done()
+    finally:
+        release.set()
+    assert await second == "slow"
