@@ -54,7 +54,7 @@ SETTINGS: tuple[Setting, ...] = (
             "PEM CA bundle; when set, NS client certificates are requested and mapped to NetIDs by fingerprint."),
     Setting("database", "url", "",
             "SQLAlchemy URL (sqlite+aiosqlite:///path or postgresql+asyncpg://...); empty = SQLite in state_dir."),
-    Setting("database", "command_timeout", 30.0,
+    Setting("database", "command_timeout", 15.0,
             "PostgreSQL: seconds the daemon waits for the server to answer one statement before it gives up on the "
             "call and drops the connection (a silent network partition then fails requests instead of stalling "
             "them); 0 = wait for ever. Migrations are not bounded by it."),
