@@ -15,7 +15,7 @@ from bench.tcp_relay import Relay
 from jsd.registry import NewDevice, Registry, Unavailable, is_unavailable, migrate
 from jsd.registry.errors import is_timeout
 
-TIMEOUT = 0.5
+TIMEOUT = 1.0
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 pytestmark = pytest.mark.parametrize("database", ["postgresql"], indirect=True)
 
@@ -40,7 +40,7 @@ async def test_a_statement_across_a_silent_partition_fails_in_time_and_its_conne
                 await conn.execute(text("SELECT 1"))
         took = time.monotonic() - started
         relay.thaw()
-        assert TIMEOUT <= took < TIMEOUT + 0.3, took
+        assert TIMEOUT <= took < TIMEOUT + 0.5, took
         assert is_timeout(caught.value) and is_unavailable(caught.value)
         async with engine.connect() as conn:
             assert (await conn.execute(text("SELECT pg_backend_pid()"))).scalar() != pid
@@ -77,5 +77,5 @@ async def test_hot_path_calls_behind_a_timed_out_one_fail_with_it_and_none_is_re
     finally:
         await locker.close()
     assert all(isinstance(r, Unavailable) and is_timeout(r) for r in results), results
-    assert TIMEOUT <= took < TIMEOUT + 0.4, took
+    assert TIMEOUT <= took < TIMEOUT + 0.5, took
     assert await registry.get_device(eui) is not None
