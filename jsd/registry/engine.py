@@ -35,9 +35,9 @@ notices the close as it happens, so the check costs no round trip), and connecti
 drops packets silently fails calls instead of stalling them until TCP gives up. A statement that outlived it
 leaves its connection mid-protocol, and a COMMIT sent on it may or may not have happened: that connection is
 closed at once (not cancelled and handed back to the pool), and the pool replaces every connection it held
-before (they most likely crossed the same broken path; the hot path's kept connections are its own affair). A query that was merely slow runs on to its end on the
-server, which drops the session when it finds the client gone. Migrations and the CLI pass no timeout: a
-migration of a large table may legitimately run for minutes.
+before (they most likely crossed the same broken path; the hot path's kept connections are its own affair). A
+query that was merely slow runs on to its end on the server, which drops the session when it finds the client
+gone. Migrations and the CLI pass no timeout: a migration of a large table may legitimately run for minutes.
 """
 
 from __future__ import annotations

@@ -244,9 +244,9 @@ class Batcher(Generic[Item, Result]):
         except Exception as exc:
             raise failure(exc) from exc
 
-    async def _run_once_more_if_safe(self, items: list[Item]) -> list[Outcome]:
+    async def _run_once_more_if_safe(self, items: list[Item], *, again: bool = True) -> list[Outcome]:
         """Run a batch on the held connection; replace the connection after a failure, and when the batch
-        only reads and the connection broke, run it again on the fresh one.
+        only reads and the connection broke, run it again (`again`, once) on the fresh one.
 
         A batch that timed out (connecting, or its statement) is not run again (the wait would double), and
         the calls queued meanwhile fail with it: they have waited as long already, and the database just did
@@ -264,9 +264,9 @@ class Batcher(Generic[Item, Result]):
             broke = _closed(driver) or is_unavailable(exc)
             await self._held.discard(abort=timed_out)
             self._fail_queued_after_timeout(exc)
-            if timed_out or not (self._rerun and broke):
+            if timed_out or not (again and self._rerun and broke):
                 raise
-        return await self._run(await self._held.open(), items)
+        return await self._run_once_more_if_safe(items, again=False)
 
     def _fail_queued_after_timeout(self, exc: Exception) -> None:
         if is_timeout(exc):
