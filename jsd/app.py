@@ -93,7 +93,7 @@ def build_app(settings: Settings, *, events: bool = True) -> web.Application:
     app[BODY_TIMEOUT] = settings.get("server", "body_timeout")
 
     async def registry_ctx(app: web.Application) -> AsyncIterator[None]:
-        engine = create_engine(database_url(settings))
+        engine = create_engine(database_url(settings), command_timeout=settings.get("database", "command_timeout"))
         app[health.ENGINE] = engine
         app[REGISTRY] = Registry(engine)
         app[STORES] = OwnershipStores.on(engine)

@@ -54,6 +54,10 @@ SETTINGS: tuple[Setting, ...] = (
             "PEM CA bundle; when set, NS client certificates are requested and mapped to NetIDs by fingerprint."),
     Setting("database", "url", "",
             "SQLAlchemy URL (sqlite+aiosqlite:///path or postgresql+asyncpg://...); empty = SQLite in state_dir."),
+    Setting("database", "command_timeout", 15.0,
+            "PostgreSQL: seconds the daemon waits for the server to answer one statement before it gives up on the "
+            "call and drops the connection (a silent network partition then fails requests instead of stalling "
+            "them); 0 = wait for ever. Migrations are not bounded by it."),
     Setting("hsm", "module", "", "PKCS#11 module path; empty = SoftHSM2 found on this machine."),
     Setting("hsm", "token_label", "jsd", "Label of the token holding the KEKs."),
     Setting("hsm", "pin_file", "",
@@ -215,6 +219,8 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
                           ("lbi", "answer_timeout"), ("lbi", "answer_attempt_timeout")):
         if not settings.get(section, name) > 0:
             raise ConfigError(f"{section}.{name} must be a positive number of seconds")
+    if not 0 <= settings.get("database", "command_timeout") < float("inf"):
+        raise ConfigError("database.command_timeout must be 0 (none) or a positive number of seconds")
     _check_mqtt(settings)
     return settings
 

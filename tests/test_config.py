@@ -45,6 +45,8 @@ def test_environment_overrides_file(tmp_path: Path) -> None:
         ("", {"JSD_SERVER_WORKERS": "zero"}, "JSD_SERVER_WORKERS"),
         ("", {"JSD_SERVER_WORKERS": "0"}, "server.workers"),
         ("", {"JSD_LOG_FORMAT": "xml"}, "log.format"),
+        ("[database]\ncommand_timeout = -1\n", {}, "database.command_timeout"),
+        ("", {"JSD_DATABASE_COMMAND_TIMEOUT": "nan"}, "database.command_timeout"),
         ("[server\n", {}, "jsd.toml"),
     ],
 )

@@ -30,6 +30,14 @@ On PostgreSQL a `search_path` query parameter in the URL selects the schema
 connection that the server or the network closed while it sat in the pool is replaced at checkout (asyncpg
 notices the close as it happens, so the check costs no round trip), and connecting gives up after
 `PG_CONNECT_TIMEOUT` seconds, well within an NS's patience (ChirpStack waits 5 s for an answer).
+
+`command_timeout` (the daemon's `database.command_timeout`) bounds each statement, so a network partition that
+drops packets silently fails calls instead of stalling them until TCP gives up. A statement that outlived it
+leaves its connection mid-protocol, and a COMMIT sent on it may or may not have happened: that connection is
+closed at once (not cancelled and handed back to the pool), and the pool replaces every connection it held
+before (they most likely crossed the same broken path; the hot path's kept connections are its own affair). A
+query that was merely slow runs on to its end on the server, which drops the session when it finds the client
+gone. Migrations and the CLI pass no timeout: a migration of a large table may legitimately run for minutes.
 """
 
 from __future__ import annotations
@@ -44,10 +52,12 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.engine.interfaces import DBAPIConnection, ExceptionContext
 from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
+
+from jsd.registry.errors import is_timeout
 
 __all__ = ["SQLITE_BUSY_TIMEOUT_MS", "create_engine", "enable_wal", "read_only", "writes_first"]
 
@@ -62,22 +72,27 @@ log = logging.getLogger("jsd.registry")
 _SQLITE_EXPLICIT_BEGIN = "jsd_sqlite_explicit_begin"
 
 
-def create_engine(url: str, **options: Any) -> AsyncEngine:
+def create_engine(url: str, *, command_timeout: float = 0, **options: Any) -> AsyncEngine:
     """Create an async engine for `sqlite+aiosqlite:///path` or `postgresql+asyncpg://...`.
 
-    `options` go to SQLAlchemy's `create_async_engine` (for example `connect_args`, `pool_size`).
+    `command_timeout`: PostgreSQL only, seconds one statement may take before the call fails with TimeoutError
+    and its connection is dropped; 0 = no limit (see the module docstring). `options` go to SQLAlchemy's
+    `create_async_engine` (for example `connect_args`, `pool_size`).
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "postgresql":
         parsed = _query_to_server_settings(parsed, options)
         connect_args = dict(options.get("connect_args") or {})
         connect_args.setdefault("timeout", PG_CONNECT_TIMEOUT)
+        if command_timeout > 0:
+            connect_args.setdefault("command_timeout", command_timeout)
         options["connect_args"] = connect_args
     engine = create_async_engine(parsed, **options)
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine, parsed.database)
     else:
         event.listen(engine.sync_engine, "checkout", _refuse_closed)
+        event.listen(engine.sync_engine, "handle_error", _drop_timed_out)
     return engine
 
 
@@ -86,6 +101,23 @@ def _refuse_closed(_dbapi_connection: DBAPIConnection, record: ConnectionPoolEnt
     is_closed = getattr(record.driver_connection, "is_closed", None)
     if callable(is_closed) and is_closed():
         raise DisconnectionError("the pooled connection was closed by the server or the network")
+
+
+def _drop_timed_out(context: ExceptionContext) -> None:
+    """A statement timed out: its connection is closed now and treated as lost, never checked in again.
+
+    asyncpg would cancel the statement and wait for the server to confirm before the connection could be used
+    again; across a partition that confirmation never comes, so the connection is terminated instead, at once,
+    and SQLAlchemy's invalidation that follows (and its graceful close) has nothing left to wait for.
+    """
+    connection = context.connection
+    if connection is None or connection.invalidated or not is_timeout(context.original_exception):
+        return
+    context.is_disconnect = True
+    driver = connection.connection.driver_connection
+    terminate = getattr(driver, "terminate", None)
+    if callable(terminate):
+        terminate()
 
 
 def restrict_sqlite_files(database: str, *, warn: bool = True) -> None:

@@ -14,6 +14,7 @@ __all__ = [
     "NotFound",
     "RegistryError",
     "Unavailable",
+    "is_timeout",
     "is_unavailable",
 ]
 
@@ -62,6 +63,18 @@ def is_unavailable(exc: BaseException | None) -> bool:
         if isinstance(exc, sqlite3.OperationalError) and exc.sqlite_errorcode & 0xFF in _SQLITE_BUSY:
             return True
         if _asyncpg_unavailable(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def is_timeout(exc: BaseException | None) -> bool:
+    """Whether `exc`, or an exception that caused it, is a call that got no answer in time (a statement
+    timeout: the server may still have carried it out). SQLAlchemy's pool timeout is not one: nothing was sent."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, TimeoutError):
             return True
         exc = exc.__cause__ or exc.__context__
     return False

@@ -8,6 +8,7 @@ terminates exactly the backends serving the proxy's connections (never another u
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import secrets
@@ -29,6 +30,7 @@ from jsd.app import HSM, OWNERSHIP, REGISTRY
 from jsd.hsm import Hsm
 from jsd.ownership import SCOPES, AccountKind, Principal
 from jsd.registry import NetworkServer, NewDevice, create_engine, migrate
+from jsd.registry.engine import PG_CONNECT_TIMEOUT
 from jsd_sim import SimDevice
 
 from ..daemons import daemon_settings, start_app, stop_app
@@ -38,6 +40,7 @@ ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 HOME = "000013"
 JOIN_EUI = "70b3d57ed0000001"
+COMMAND_TIMEOUT = 1.5
 LOCAL = Principal("_local", AccountKind.OPERATOR, frozenset(SCOPES), None, "test")
 
 
@@ -56,6 +59,7 @@ class Daemon:
     url: str
     app: web.Application
     proxy: Relay
+    schema: str = ""
     token: str = ""
     api_key: str = ""
 
@@ -67,6 +71,13 @@ class Daemon:
             sorted(self.proxy.upstream_ports),
         )
         return len(rows)
+
+    async def stored_join_nonce(self, device: SimDevice) -> int:
+        """The device's JoinNonce as the database holds it (read directly, not through the daemon)."""
+        rows = await _admin(
+            f"SELECT join_nonce FROM {self.schema}.device_nonces WHERE dev_eui = $1", device.dev_eui.hex()
+        )
+        return int(rows[0][0])
 
     async def device(self) -> SimDevice:
         hsm: Hsm = self.app[HSM]
@@ -98,6 +109,19 @@ class Daemon:
 
 @pytest.fixture
 async def daemon(hsm_state: Path, tmp_path: Path) -> AsyncIterator[Daemon]:
+    async with running(hsm_state, tmp_path) as d:
+        yield d
+
+
+@pytest.fixture
+async def impatient(hsm_state: Path, tmp_path: Path) -> AsyncIterator[Daemon]:
+    """A daemon whose statements time out after `COMMAND_TIMEOUT` seconds."""
+    async with running(hsm_state, tmp_path, database__command_timeout=COMMAND_TIMEOUT) as d:
+        yield d
+
+
+@contextlib.asynccontextmanager
+async def running(hsm_state: Path, tmp_path: Path, **changes: Any) -> AsyncIterator[Daemon]:
     schema = f"t_{uuid.uuid4().hex[:12]}"
     await _admin(f"CREATE SCHEMA {schema}")
     proxy = Relay(PG)
@@ -106,8 +130,8 @@ async def daemon(hsm_state: Path, tmp_path: Path) -> AsyncIterator[Daemon]:
     engine = create_engine(url)
     await migrate(engine)
     await engine.dispose()
-    app, runner, base = await start_app(daemon_settings(hsm_state, url, tmp_path / "state"))
-    d = Daemon(base.rstrip("/"), app, proxy)
+    app, runner, base = await start_app(daemon_settings(hsm_state, url, tmp_path / "state", **changes))
+    d = Daemon(base.rstrip("/"), app, proxy, schema)
     d.token = secrets.token_urlsafe(16)
     label = f"ns-{uuid.uuid4().hex[:8]}"
     await app[HSM].import_kek(label, secrets.token_bytes(16))
@@ -205,6 +229,110 @@ async def test_database_down_gives_lbi_answers_and_503_and_logs_what_was_sent(
         await daemon.proxy.start()
         status, answer = await daemon.join(session, device)
         assert (status, answer["Result"]["ResultCode"]) == (200, "Success"), answer
+
+
+async def test_a_silent_partition_fails_calls_in_bounded_time_and_heals_by_itself(impatient: Daemon) -> None:
+    """The path to PostgreSQL drops every packet (the proxy holds all bytes back; no socket is closed) while
+    joins are in flight: each is answered Other, a REST call gets 503, within the command timeout (or the
+    connect timeout) and a margin, never 500. When the path heals the daemon serves again without help, and no
+    JoinNonce is given twice."""
+    daemon = impatient
+    devices = [await daemon.device() for _ in range(6)]
+    given: dict[bytes, list[int]] = {device.dev_eui: [] for device in devices}
+    bound = max(COMMAND_TIMEOUT, PG_CONNECT_TIMEOUT) + 1.0  # an NS gives up after 5 s
+    outcomes: Counter[tuple[int, str]] = Counter()
+    slowest = 0.0
+    headers = {"Authorization": f"Bearer {daemon.api_key}"}
+    async with aiohttp.ClientSession() as session:
+
+        async def join(device: SimDevice) -> str:
+            nonlocal slowest
+            started = time.monotonic()
+            status, answer = await daemon.join(session, device)  # the device refuses a JoinNonce not above its last
+            slowest = max(slowest, time.monotonic() - started)
+            code = answer.get("Result", {}).get("ResultCode", "-")
+            outcomes[status, code] += 1
+            if code == "Success":
+                assert device.last_join_nonce is not None
+                given[device.dev_eui].append(device.last_join_nonce)
+            return code
+
+        async def client(device: SimDevice, stop: float) -> None:
+            while time.monotonic() < stop:
+                await join(device)
+
+        for device in devices:
+            assert await join(device) == "Success"
+        assert (await session.get(daemon.url + "/api/v1/devices", headers=headers)).status == 200
+
+        stop = time.monotonic() + 9.0
+        load = asyncio.gather(*(client(device, stop) for device in devices))
+        await asyncio.sleep(0.5)
+        daemon.proxy.freeze()
+        frozen_at = time.monotonic()
+        before = outcomes.copy()
+        started = time.monotonic()
+        api = await session.get(daemon.url + "/api/v1/devices", headers=headers)
+        api_took = time.monotonic() - started
+        problem = await api.json(content_type=None)
+        await asyncio.sleep(7.0 - (time.monotonic() - frozen_at))
+        during = outcomes - before
+        daemon.proxy.thaw()
+        await load
+        print(f"partition: {dict(during)} while frozen, {dict(outcomes)} in all; slowest answer {slowest:.2f} s")
+
+        assert (api.status, problem["type"]) == (503, "urn:jsd:problem:database-unavailable"), problem
+        assert api_took < bound, api_took
+        assert during[200, "Other"] >= len(devices), during
+        assert {status for status, _ in outcomes} == {200}, outcomes
+        assert set(outcomes) <= {(200, "Success"), (200, "Other")}, outcomes
+        assert slowest < bound, slowest
+
+        # Healed: every device joins at once, above every JoinNonce it was given and above what is stored
+        # (a write that timed out may have committed after all).
+        for device in devices:
+            stored = await daemon.stored_join_nonce(device)
+            assert await join(device) == "Success"
+            nonces = given[device.dev_eui]
+            assert nonces == sorted(set(nonces)), nonces
+            assert nonces[-1] > stored >= nonces[-2], (nonces, stored)
+            assert await daemon.stored_join_nonce(device) == nonces[-1]
+        assert (await session.get(daemon.url + "/api/v1/devices", headers=headers)).status == 200
+
+
+async def test_a_write_that_timed_out_can_still_land_and_its_join_nonce_is_not_given_again(
+    impatient: Daemon,
+) -> None:
+    """A JoinReq whose write outlives the command timeout (its row is locked by another session) is answered
+    Other and not retried; the server carries the write out once the lock goes, so the next join of the device
+    must get a JoinNonce above that stored one, although the NS never saw it."""
+    daemon = impatient
+    device = await daemon.device()
+    async with aiohttp.ClientSession() as session:
+        assert (await daemon.join(session, device))[1]["Result"]["ResultCode"] == "Success"
+        first = await daemon.stored_join_nonce(device)
+        locker = await asyncpg.connect(ADMIN_DSN)
+        try:
+            async with locker.transaction():
+                await locker.execute(
+                    f"SELECT 1 FROM {daemon.schema}.device_nonces WHERE dev_eui = $1 FOR UPDATE", device.dev_eui.hex()
+                )
+                started = time.monotonic()
+                status, answer = await daemon.join(session, device)
+                took = time.monotonic() - started
+                assert (status, answer["Result"]["ResultCode"]) == (200, "Other"), answer
+                assert "unavailable" in answer["Result"]["Description"]
+                assert COMMAND_TIMEOUT <= took < COMMAND_TIMEOUT + 1.0, took
+                assert await daemon.stored_join_nonce(device) == first  # still waiting for the lock
+        finally:
+            await locker.close()
+        deadline = time.monotonic() + 5
+        while (landed := await daemon.stored_join_nonce(device)) == first:
+            assert time.monotonic() < deadline, "the timed-out write never landed"
+            await asyncio.sleep(0.05)
+        status, answer = await daemon.join(session, device)
+        assert (status, answer["Result"]["ResultCode"]) == (200, "Success"), answer
+        assert device.last_join_nonce is not None and device.last_join_nonce > landed > first
 
 
 async def test_the_url_names_the_daemon_sessions() -> None:

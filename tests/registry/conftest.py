@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import make_url, text
+from sqlalchemy import URL, make_url, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import NullPool
@@ -36,9 +36,11 @@ class Database:
     url: str
     _engines: list[AsyncEngine] = field(default_factory=list)
 
-    def engine(self, **options: Any) -> AsyncEngine:
-        """A new engine on this database; several of them stand for several worker processes."""
-        engine = create_engine(self.url, **options)
+    def engine(self, *, url: URL | None = None, **options: Any) -> AsyncEngine:
+        """A new engine on this database; several of them stand for several worker processes.
+
+        `url`: this database's URL with changes (another host or port, to go through a relay)."""
+        engine = create_engine(self.url if url is None else url.render_as_string(hide_password=False), **options)
         self._engines.append(engine)
         return engine
 

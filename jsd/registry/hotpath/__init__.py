@@ -47,6 +47,12 @@ fails because its connection broke is run once more on a fresh one: reads change
 run again: if the connection broke during its statement, the COMMIT may or may not have happened, so its
 callers get `Unavailable` (the JoinNonce stays safe either way: it only ever grows, and a retried join reads
 the state again). While the database cannot be reached, every call fails with `Unavailable` at once.
+
+Silent partitions. The engine's `command_timeout` is the driver connection's own, so it bounds these
+statements too. A batch that timed out is not run again, its connection is terminated at once (asyncpg would
+otherwise wait for the server to confirm the cancellation first), and the calls queued behind it fail with it:
+each caller gets `Unavailable` within about one timeout. A timed-out write is a broken-connection write: its
+COMMIT may have happened, so it is answered, never retried.
 """
 
 from __future__ import annotations

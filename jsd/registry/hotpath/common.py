@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from jsd.registry.errors import NonceConflict, NotFound, RegistryError, Unavailable, is_unavailable
+from jsd.registry.errors import NonceConflict, NotFound, RegistryError, Unavailable, is_timeout, is_unavailable
 
 MAX_BATCH = 256
 """Most calls written in one transaction (or read in one round trip); more wait for the next one."""
@@ -163,9 +163,16 @@ class HeldConnection:
             raise
         self._slot.conn, self._slot.driver = conn, driver
 
-    async def discard(self) -> None:
-        """Close the connection after a failure; the next call takes a fresh one."""
-        conn, self._slot.conn, self._slot.driver = self._slot.conn, None, None
+    async def discard(self, *, abort: bool = False) -> None:
+        """Close the connection after a failure; the next call takes a fresh one.
+
+        `abort`: a statement timed out on it, so it is terminated at once; a graceful close would first wait
+        for the server to confirm the statement's cancellation, which across a partition never comes.
+        """
+        conn, driver, self._slot.conn, self._slot.driver = self._slot.conn, self._slot.driver, None, None
+        terminate = getattr(driver, "terminate", None)
+        if abort and callable(terminate):
+            terminate()
         if conn is not None:
             await conn.invalidate()
             await conn.close()
@@ -237,18 +244,34 @@ class Batcher(Generic[Item, Result]):
         except Exception as exc:
             raise failure(exc) from exc
 
-    async def _run_once_more_if_safe(self, items: list[Item]) -> list[Outcome]:
+    async def _run_once_more_if_safe(self, items: list[Item], *, again: bool = True) -> list[Outcome]:
         """Run a batch on the held connection; replace the connection after a failure, and when the batch
-        only reads and the connection broke, run it again on the fresh one."""
-        driver = await self._held.open()
+        only reads and the connection broke, run it again (`again`, once) on the fresh one.
+
+        A batch that timed out (connecting, or its statement) is not run again (the wait would double), and
+        the calls queued meanwhile fail with it: they have waited as long already, and the database just did
+        not answer.
+        """
+        try:
+            driver = await self._held.open()
+        except Exception as exc:
+            self._fail_queued_after_timeout(exc)
+            raise
         try:
             return await self._run(driver, items)
         except Exception as exc:
+            timed_out = is_timeout(exc)
             broke = _closed(driver) or is_unavailable(exc)
-            await self._held.discard()
-            if not (self._rerun and broke):
+            await self._held.discard(abort=timed_out)
+            self._fail_queued_after_timeout(exc)
+            if timed_out or not (again and self._rerun and broke):
                 raise
-        return await self._run(await self._held.open(), items)
+        return await self._run_once_more_if_safe(items, again=False)
+
+    def _fail_queued_after_timeout(self, exc: Exception) -> None:
+        if is_timeout(exc):
+            _fail(self._queue, exc)
+            self._queue.clear()
 
     def _take(self) -> list[tuple[Item, asyncio.Future[Result]]]:
         """The next batch: queued calls in order, skipping abandoned ones, at most one per key."""
