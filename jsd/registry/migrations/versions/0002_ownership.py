@@ -1,5 +1,6 @@
-"""Ownership workflow: accounts, API keys, claim state on devices, ASTKs, audit log, events and outbox,
-and the staging rows of bulk imports.
+"""Ownership workflow: accounts, API keys, claims, ASTKs, audit log, events, outbox and import staging.
+
+Claim state is kept on the devices; the staging rows hold a bulk import's checked rows until it commits.
 
 Revision ID: 0002
 Revises: 0001

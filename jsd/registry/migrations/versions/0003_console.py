@@ -1,5 +1,6 @@
-"""Web console: users (argon2 hashes only), sessions (ids stored hashed), device uploads in progress, and the
-indexes its device list and live joins need.
+"""Web console: users, sessions, device uploads in progress, and the indexes its pages need.
+
+Users keep argon2 hashes only and sessions their ids hashed; the indexes serve the device list and live joins.
 
 Revision ID: 0003_console
 Revises: 0002
