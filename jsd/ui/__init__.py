@@ -7,6 +7,7 @@ static/ only adds live join updates and upload progress. See docs/console.md.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -70,8 +71,12 @@ def setup(
         )
         app[CONSOLE] = state
         yield
-        for task in list(state.tasks):
+        # Uploads still running are stopped and waited for here, so that their rollback and job record are
+        # written before the database this context depends on is closed (not on a pool made after it).
+        running = list(state.tasks)
+        for task in running:
             task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
 
     app.cleanup_ctx.append(console_ctx)
     _add_views(ui)

@@ -28,6 +28,7 @@ __all__ = ["decrypt", "encrypt", "run_upload", "start_upload"]
 
 log = logging.getLogger("jsd.ui")
 PROGRESS_EVERY = 0.3  # seconds between two progress writes
+STOPPED = "The daemon stopped during this import. A file is stored whole or not at all: the device list shows which."
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024
 
 
@@ -88,6 +89,11 @@ async def run_upload(
     started = time.monotonic()
     try:
         imported: list[ImportedDevice] = await service.devices.import_devices(p, counted(reader(_chunks(lines))))
+    except asyncio.CancelledError:
+        # The daemon is stopping. The import's one transaction was rolled back, unless it had committed just
+        # before: the job says so, instead of staying "running" for ever.
+        await store.finish_job(job_id, "failed", {"detail": STOPPED}, None)
+        raise
     except OwnershipError as exc:
         summary = {
             "detail": exc.detail,
@@ -101,6 +107,18 @@ async def run_upload(
         log.error("console upload failed: %s", type(exc).__name__)
         await store.finish_job(job_id, "failed", {"detail": "an internal error stopped the import"}, None)
         return
+    # Committed: the owner tokens exist only in `imported` now, so a stop does not cut the job's record short.
+    finishing = asyncio.ensure_future(_finish(store, job_id, key, done, started, imported))
+    try:
+        await asyncio.shield(finishing)
+    except asyncio.CancelledError:
+        await finishing
+        raise
+
+
+async def _finish(
+    store: ConsoleStore, job_id: str, key: bytes, done: int, started: float, imported: list[ImportedDevice]
+) -> None:
     created = sum(1 for item in imported if item.created)
     answer = "".join(json.dumps(rest_render.imported_device(item), separators=(",", ":")) + "\n" for item in imported)
     answer += json.dumps({"summary": {"created": created, "unchanged": len(imported) - created}}) + "\n"
