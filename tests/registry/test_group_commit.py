@@ -14,7 +14,16 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from jsd.registry import NewDevice, NonceConflict, NonceState, NotFound, Registry, RegistryError, SessionKey
+from jsd.registry import (
+    NewDevice,
+    NonceConflict,
+    NonceState,
+    NotFound,
+    Registry,
+    RegistryError,
+    SessionKey,
+    Unavailable,
+)
 
 RegistryFactory = Callable[..., Awaitable[Registry]]
 
@@ -88,7 +97,13 @@ async def test_refused_calls_fail_alone_and_the_rest_of_their_batch_commits(regi
     results = await outcomes(calls)
 
     assert [type(r).__name__ for r in results] == [
-        "NoneType", "NoneType", "NonceConflict", "ValueError", "NoneType", "NoneType", "NotFound"
+        "NoneType",
+        "NoneType",
+        "NonceConflict",
+        "ValueError",
+        "NoneType",
+        "NoneType",
+        "NotFound",
     ]
     assert isinstance(results[stale], NonceConflict) and isinstance(results[-1], NotFound)
     assert registry.write_stats.transactions - before.transactions == 2
@@ -101,7 +116,10 @@ async def test_a_session_key_is_written_only_with_its_own_update(registry: Regis
     states = await provision(registry, 3)
 
     results = await outcomes(
-        [registry.commit_join(eui(i), s.version + (i == 1), next_state(s), key(eui(i), 1)) for i, s in enumerate(states)]
+        [
+            registry.commit_join(eui(i), s.version + (i == 1), next_state(s), key(eui(i), 1))
+            for i, s in enumerate(states)
+        ]
     )
 
     assert isinstance(results[1], NonceConflict)
@@ -145,19 +163,23 @@ async def _make_updates_of_device_fail(database: Any, dev_eui: bytes) -> None:
     hex_eui = dev_eui.hex()
     async with database.engine().begin() as conn:
         if database.backend == "sqlite":
-            await conn.execute(text(
-                "CREATE TRIGGER refuse BEFORE UPDATE ON device_nonces "
-                f"WHEN NEW.dev_eui = '{hex_eui}' BEGIN SELECT RAISE(ABORT, 'refused by test'); END"
-            ))
+            await conn.execute(
+                text(
+                    "CREATE TRIGGER refuse BEFORE UPDATE ON device_nonces "
+                    f"WHEN NEW.dev_eui = '{hex_eui}' BEGIN SELECT RAISE(ABORT, 'refused by test'); END"
+                )
+            )
         else:
-            await conn.execute(text(
-                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
-                f"$$ BEGIN IF NEW.dev_eui = '{hex_eui}' THEN RAISE EXCEPTION 'refused by test'; END IF; "
-                "RETURN NEW; END $$"
-            ))
-            await conn.execute(text(
-                "CREATE TRIGGER refuse BEFORE UPDATE ON device_nonces FOR EACH ROW EXECUTE FUNCTION refuse()"
-            ))
+            await conn.execute(
+                text(
+                    "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                    f"$$ BEGIN IF NEW.dev_eui = '{hex_eui}' THEN RAISE EXCEPTION 'refused by test'; END IF; "
+                    "RETURN NEW; END $$"
+                )
+            )
+            await conn.execute(
+                text("CREATE TRIGGER refuse BEFORE UPDATE ON device_nonces FOR EACH ROW EXECUTE FUNCTION refuse()")
+            )
 
 
 async def test_a_failed_transaction_fails_every_call_in_it_and_writes_nothing(
@@ -186,10 +208,7 @@ async def test_several_registries_on_one_database_commit_concurrently(make_regis
     states = await provision(registries[0], 30)
 
     results = await outcomes(
-        [
-            registries[i % 2].commit_join(eui(i), s.version, next_state(s), key(eui(i), 1))
-            for i, s in enumerate(states)
-        ]
+        [registries[i % 2].commit_join(eui(i), s.version, next_state(s), key(eui(i), 1)) for i, s in enumerate(states)]
     )
 
     assert results == [None] * 30
@@ -197,7 +216,9 @@ async def test_several_registries_on_one_database_commit_concurrently(make_regis
     assert [(await state_of(registries[1], eui(i))).join_nonce for i in range(30)] == [1] * 30
 
 
-async def test_a_registry_keeps_working_after_its_engine_is_disposed(database: Any) -> None:
+async def test_a_registry_takes_no_connection_after_its_engine_is_disposed(database: Any) -> None:
+    """The dispose is its owner's last word (the daemon stopping): a call still arriving fails as Unavailable
+    instead of opening a connection that nobody would close; a new Registry on the engine works."""
     engine = database.engine()
     from jsd.registry import migrate
 
@@ -208,8 +229,13 @@ async def test_a_registry_keeps_working_after_its_engine_is_disposed(database: A
 
     await engine.dispose()
 
-    await registry.commit_join(eui(1), 0, next_state(states[1]), None)
-    assert [(await state_of(registry, eui(i))).version for i in range(2)] == [1, 1]
+    with pytest.raises(Unavailable):
+        await registry.commit_join(eui(1), 0, next_state(states[1]), None)
+    with pytest.raises(Unavailable):
+        await registry.get_device(eui(0))
+    fresh = Registry(engine)
+    assert [(await state_of(fresh, eui(i))).version for i in range(2)] == [1, 0]
+    await engine.dispose()
 
 
 # A process that commits many joins concurrently and dies with os._exit() as soon as ten have returned,

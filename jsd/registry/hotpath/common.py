@@ -110,13 +110,12 @@ class HotPath:
         return self._writes.submit(write)
 
 
-
 class HeldConnection:
     """One pooled connection, checked out on first use and kept: a checkout costs more than a whole join.
 
     The Registry has no close of its own, so `engine.dispose()` closes it, through an event listener that
     refers to the connection only (not to the Registry, which may be dropped earlier). It is invalidated
-    rather than checked in, as it may carry settings of ours.
+    rather than checked in, as it may carry settings of ours. After the dispose it takes no new connection.
     """
 
     def __init__(self, engine: AsyncEngine, prepare: Callable[[Any], Awaitable[None]] | None = None) -> None:
@@ -139,6 +138,8 @@ class HeldConnection:
         if self._slot.driver is not None and _closed(self._slot.driver):
             await self.discard()
         while self._slot.driver is None:
+            if self._slot.disposed:
+                raise Unavailable("the database engine was disposed (the daemon is stopping)")
             if self._opening is not None:
                 await asyncio.shield(self._opening)
                 continue
@@ -161,6 +162,10 @@ class HeldConnection:
             await conn.invalidate()
             await conn.close()
             raise
+        if self._slot.disposed:  # the engine was disposed meanwhile: nothing would ever close this one
+            await conn.invalidate()
+            await conn.close()
+            return
         self._slot.conn, self._slot.driver = conn, driver
 
     async def discard(self, *, abort: bool = False) -> None:
@@ -190,9 +195,13 @@ class _Slot:
     def __init__(self) -> None:
         self.conn: AsyncConnection | None = None
         self.driver: Any = None
+        self.disposed = False
 
     def close(self, _engine: Engine) -> None:
         # Runs inside Engine.dispose, in its greenlet for an async engine, so the driver closes gracefully.
+        # A call still running then (a batch's retry, a queued write) must not check out a connection that
+        # the disposed engine's owner will never close: it fails as Unavailable instead.
+        self.disposed = True
         conn, self.conn, self.driver = self.conn, None, None
         if conn is not None and conn.sync_connection is not None:
             conn.sync_connection.invalidate()
