@@ -12,7 +12,6 @@ import pytest
 from sqlalchemy import event, func, select
 
 from jsd.health import ENGINE
-from jsd.ownership import SCOPES, AccountKind, Principal
 from jsd.registry.console import ConsoleStore
 from jsd.registry.engine import create_engine
 from jsd.registry.tables import devices
@@ -20,6 +19,7 @@ from jsd.ui.site import CONSOLE
 from jsd.ui.uploads import STOPPED, start_upload
 
 from ..daemons import daemon_settings, start_app, stop_app
+from .conftest import LOCAL
 from .test_console import device_lines
 
 
@@ -30,9 +30,8 @@ async def test_a_stop_during_an_upload_waits_for_it_and_records_that_nothing_was
     app, runner, _ = await start_app(daemon_settings(hsm_state, database.url, tmp_path / "state"))
     try:
         console = app[CONSOLE]
-        operator = Principal("ops", AccountKind.OPERATOR, frozenset(SCOPES), None, "test")
         data = "".join(json.dumps(line) + "\n" for line in device_lines(30000)).encode()
-        job_id, _, task = await start_upload(console.store, console.service, operator, "0" * 64, "d.jsonl", data)
+        job_id, _, task = await start_upload(console.store, console.service, LOCAL, "0" * 64, "d.jsonl", data)
         console.tasks.add(task)
         done_at_close: list[bool] = []
         event.listen(app[ENGINE].sync_engine, "engine_disposed", lambda _: done_at_close.append(task.done()))

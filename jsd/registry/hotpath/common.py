@@ -110,6 +110,9 @@ class HotPath:
         return self._writes.submit(write)
 
 
+DISPOSED = "the database engine was disposed (the daemon is stopping)"
+
+
 class HeldConnection:
     """One pooled connection, checked out on first use and kept: a checkout costs more than a whole join.
 
@@ -139,7 +142,7 @@ class HeldConnection:
             await self.discard()
         while self._slot.driver is None:
             if self._slot.disposed:
-                raise Unavailable("the database engine was disposed (the daemon is stopping)")
+                raise Unavailable(DISPOSED)
             if self._opening is not None:
                 await asyncio.shield(self._opening)
                 continue
@@ -158,14 +161,12 @@ class HeldConnection:
             driver = (await conn.get_raw_connection()).driver_connection
             if self._prepare is not None:
                 await self._prepare(driver)
+            if self._slot.disposed:  # the engine was disposed meanwhile: nothing would ever close this one
+                raise Unavailable(DISPOSED)
         except BaseException:
             await conn.invalidate()
             await conn.close()
             raise
-        if self._slot.disposed:  # the engine was disposed meanwhile: nothing would ever close this one
-            await conn.invalidate()
-            await conn.close()
-            return
         self._slot.conn, self._slot.driver = conn, driver
 
     async def discard(self, *, abort: bool = False) -> None:
